@@ -1,0 +1,12 @@
+"""fastridge: ridge regression with cross-validated alphas for very many targets.
+
+One eigendecomposition of X serves every alpha, every target and every
+cross-validation scheme; targets are streamed in chunks on CPU or CUDA (torch).
+"""
+
+from .estimator import FastRidgeCV
+from .solve import RidgeCVResult, ridge_cv
+
+__version__ = "0.1.0"
+
+__all__ = ["FastRidgeCV", "RidgeCVResult", "ridge_cv", "__version__"]

@@ -1,0 +1,130 @@
+"""Step 2 helpers: split the targets into column chunks and move them to the device.
+
+Y is seen as a 2-D array of shape (n_samples, n_targets) where the targets are
+Y's trailing dimensions flattened in C order. A chunk is a contiguous range of
+those flat target indices; it is read from Y (a numpy memmap is read only for
+those columns, never whole), converted to the compute dtype and moved to the
+compute device.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+
+from ._backend import array_kind, as_tensor
+
+# Bytes per target of everything one chunk allocates, per element of these sizes:
+# the Y chunk, the projected Ũ, the residual work buffer, the alpha-free
+# remainder, scores and the coefficient rows (see `bytes_per_target`).
+DEFAULT_MEMORY_BUDGET = 1 << 30  # 1 GiB on CPU; see `auto_target_chunk`
+
+
+def parse_bytes(value) -> int:
+    """'2GB', '512MiB', 1e9 or an int -> bytes."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    text = str(value).strip().upper().replace(" ", "")
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+             "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(float(text))
+
+
+def bytes_per_target(n_samples: int, rank: int, n_features: int, n_alphas: int,
+                     itemsize: int) -> int:
+    """Memory one target column costs inside a chunk (device side).
+
+    Y chunk + remainder + residual buffer: 3 * n_samples; Ũ and its scaled copy
+    for the coefficients: 2 * rank; coefficient rows: n_features; scores for
+    every alpha plus the best ones: n_alphas + 2.
+    """
+    return itemsize * (3 * n_samples + 2 * rank + n_features + n_alphas + 2)
+
+
+def available_memory(device: torch.device) -> int:
+    """Free memory on `device` in bytes (host: MemAvailable from /proc/meminfo)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def auto_target_chunk(n_targets: int, per_target: int, device: torch.device,
+                      memory_budget=None) -> int:
+    """Targets per chunk from a memory budget.
+
+    The budget defaults to min(1 GiB, half the free memory) on the host and to
+    half the free device memory on CUDA. Chunks are at least 1 and at most all
+    targets; above a few hundred columns the GEMMs run at full speed already, so
+    a modest budget costs little time.
+    """
+    if memory_budget is None or memory_budget == "auto":
+        free = available_memory(device)
+        budget = free // 2 if device.type == "cuda" else min(DEFAULT_MEMORY_BUDGET, free // 2)
+    else:
+        budget = parse_bytes(memory_budget)
+    return int(max(1, min(n_targets, budget // max(per_target, 1))))
+
+
+def chunk_slices(n_targets: int, target_chunk: int):
+    """Consecutive `slice`s of at most `target_chunk` flat target indices."""
+    for start in range(0, n_targets, target_chunk):
+        yield slice(start, min(start + target_chunk, n_targets))
+
+
+def n_chunks(n_targets: int, target_chunk: int) -> int:
+    return math.ceil(n_targets / target_chunk)
+
+
+class TargetReader:
+    """Reads column chunks of Y (any trailing shape) as device tensors.
+
+    Parameters
+    ----------
+    Y : array of shape (n_samples, *target_shape)
+        numpy array or memmap, torch tensor or cupy array.
+    """
+
+    def __init__(self, Y, device: torch.device, dtype: torch.dtype):
+        self.Y = Y
+        self.device = device
+        self.dtype = dtype
+        self.n_samples = Y.shape[0]
+        self.target_shape = tuple(Y.shape[1:])
+        self.n_targets = int(np.prod(self.target_shape, dtype=np.int64))
+        self.kind = array_kind(Y)
+        self._flat = None
+        if self.kind == "torch":
+            self._flat = Y.reshape(self.n_samples, self.n_targets)
+        elif self.kind == "cupy":
+            self._flat = Y.reshape(self.n_samples, self.n_targets)
+        else:
+            # Reshaping a non-C-contiguous N-d array would copy (and read a memmap
+            # whole): gather each chunk's columns by index instead.
+            if Y.ndim <= 2 or Y.flags.c_contiguous:
+                self._flat = Y.reshape(self.n_samples, self.n_targets)
+
+    def read(self, sl: slice) -> torch.Tensor:
+        """Columns `sl` of the flattened targets -> tensor (n_samples, len) on device."""
+        if self._flat is not None:
+            if self.kind == "numpy":
+                block = np.ascontiguousarray(self._flat[:, sl])
+            else:
+                block = self._flat[:, sl]
+        else:
+            idx = np.unravel_index(np.arange(sl.start, sl.stop), self.target_shape)
+            block = np.ascontiguousarray(self.Y[(slice(None),) + idx])
+        return as_tensor(block, self.device, self.dtype)

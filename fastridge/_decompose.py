@@ -1,0 +1,221 @@
+"""Step 1: centre X and eigendecompose it once (../shared/MATH.md).
+
+Everything later (every alpha, every target chunk, every CV scheme) uses the
+`Decomposition` built here. Notation, for the scaled and centred design
+Xs = sqrt(w) * (X - x_offset) of shape (n_samples, n_features):
+
+    Xs = U diag(s) V^T            (thin SVD, kept rank r)
+    eigvals = s**2                 shape (rank,)
+    U                              shape (n_samples, rank), orthonormal columns
+    M = Xs^T U = V diag(s)         shape (n_features, rank)
+
+With an intercept, the unit vector q = sqrt(w) / ||sqrt(w)|| spans the
+unpenalised intercept direction. U is built exactly orthogonal to q: the
+samples are first rotated by a Householder reflection that maps q to the first
+axis, and the decomposition runs on the remaining n_samples - 1 coordinates.
+This is what makes the leave-one-out errors equal scikit-learn's (the intercept
+is refit in every fold) without relying on an eigenvalue being "numerically 0".
+
+The dual form (eigh of the Gram matrix) is used when the rotated sample count
+is <= n_features, the primal form (eigh of the covariance) otherwise, like
+scikit-learn's gcv_mode="auto".
+
+Rank tolerance: directions with eigval <= max(n_samples, n_features) * eps *
+max(eigvals) are dropped (eps of the decomposition dtype, numpy.matrix_rank's
+rule). They carry phi = eigval / (eigval + alpha) ~ 0 for any alpha that matters,
+and the residual step treats them exactly as the null space (see `remainder`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    """The one object that flows between the steps.
+
+    Attributes
+    ----------
+    U : tensor of shape (n_samples, rank), compute dtype
+        Orthonormal basis of the range of the scaled, centred X.
+    eigvals : tensor of shape (rank,), float64
+        Squared singular values of the scaled, centred X, descending.
+    M : tensor of shape (n_features, rank), compute dtype
+        Xs^T U, so coefficients are ``M @ (Ũ / (eigvals + alpha))``.
+    x_offset : tensor of shape (n_features,), compute dtype
+        (Weighted) mean of X, zeros without an intercept.
+    sqrt_sw : tensor of shape (n_samples,) or None
+        Square roots of the sample weights (None: all ones).
+    q : tensor of shape (n_samples,) or None
+        Unit intercept direction (None when fit_intercept=False).
+    leverage_rest : tensor of shape (n_samples,), compute dtype
+        1 - q_i**2 - ||U_i||**2 >= 0: the part of each sample's leverage outside
+        the kept span (0 when X has full row rank).
+    has_remainder : bool
+        True when (I - qq^T - UU^T) Y can be nonzero, i.e. the kept span does
+        not cover every sample direction (n_samples > rank + intercept).
+    form : str
+        "gram" (eigh of n_samples x n_samples) or "covariance" (n_features^2).
+    """
+
+    U: torch.Tensor
+    eigvals: torch.Tensor
+    M: torch.Tensor
+    x_offset: torch.Tensor
+    sqrt_sw: torch.Tensor | None
+    q: torch.Tensor | None
+    leverage_rest: torch.Tensor
+    has_remainder: bool
+    form: str
+    n_samples: int
+    n_features: int
+    fit_intercept: bool
+
+    @property
+    def rank(self) -> int:
+        return int(self.eigvals.shape[0])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.U.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.U.device
+
+
+def _householder_vector(q: torch.Tensor) -> torch.Tensor:
+    """v such that (I - 2 v v^T / v^T v) maps the unit vector q to -sign(q_0) e_0."""
+    v = q.clone()
+    # Adding sign(q_0) avoids cancellation (the standard Householder choice).
+    v[0] += 1.0 if float(q[0]) >= 0 else -1.0
+    return v
+
+
+def _reflect(v: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """(I - 2 v v^T / v^T v) @ A for A of shape (n_samples, k), in place on A."""
+    coef = (v @ A) * (2.0 / (v @ v))
+    A.addr_(v, coef, alpha=-1.0)
+    return A
+
+
+def decompose(
+    X: torch.Tensor,
+    *,
+    fit_intercept: bool = True,
+    sample_weight: torch.Tensor | None = None,
+    compute_dtype: torch.dtype | None = None,
+    gcv_mode: str | None = None,
+) -> Decomposition:
+    """Centre, weight and eigendecompose X once.
+
+    Parameters
+    ----------
+    X : tensor of shape (n_samples, n_features)
+        The design, already on the compute device, in the dtype the
+        decomposition should run in (float64 recommended: see README).
+    fit_intercept : bool
+        Centre X (weighted) and keep the intercept direction unpenalised.
+    sample_weight : tensor of shape (n_samples,) or None
+        Non-negative weights (at least one positive).
+    compute_dtype : torch dtype or None
+        Dtype of U, M, x_offset and leverage_rest in the result (X's dtype if None).
+    gcv_mode : {None, "auto", "eigen", "svd", "gram", "covariance"}
+        Accepted for scikit-learn compatibility. "gram" / "covariance" force a
+        form; the others choose the smaller eigenproblem automatically.
+
+    Returns
+    -------
+    Decomposition
+    """
+    n_samples, n_features = X.shape
+    work_dtype = X.dtype
+    compute_dtype = compute_dtype or work_dtype
+    device = X.device
+
+    sqrt_sw = None
+    if sample_weight is not None:
+        sw = sample_weight.to(device=device, dtype=work_dtype)
+        sqrt_sw = torch.sqrt(sw)
+        weights = sw / sw.sum()
+    if fit_intercept:
+        if sample_weight is None:
+            x_offset = X.mean(dim=0)
+        else:
+            x_offset = weights @ X
+        Xs = X - x_offset
+    else:
+        x_offset = torch.zeros(n_features, dtype=work_dtype, device=device)
+        Xs = X.clone()
+    if sqrt_sw is not None:
+        Xs.mul_(sqrt_sw[:, None])
+
+    q = None
+    Z = Xs
+    if fit_intercept:
+        q = torch.full((n_samples,), n_samples**-0.5, dtype=work_dtype, device=device)
+        if sqrt_sw is not None:
+            q = sqrt_sw / torch.linalg.vector_norm(sqrt_sw)
+        v = _householder_vector(q)
+        # Row 0 of the reflected design is +-q^T Xs = 0 (Xs is centred): drop it.
+        Z = _reflect(v, Xs)[1:]
+    n_rows = Z.shape[0]
+
+    if gcv_mode in ("gram", "covariance"):
+        form = gcv_mode
+    else:
+        form = "gram" if n_rows <= n_features else "covariance"
+
+    if form == "gram":
+        eigvals, vecs = torch.linalg.eigh(Z @ Z.T)  # vecs: (n_rows, n_rows)
+    else:
+        eigvals, vecs = torch.linalg.eigh(Z.T @ Z)  # vecs: (n_features, n_features)
+    # Descending order, then drop numerically-zero directions.
+    eigvals, vecs = eigvals.flip(0), vecs.flip(1)
+    eps = torch.finfo(work_dtype).eps
+    top = float(eigvals[0]) if eigvals.numel() else 0.0
+    tol = max(n_samples, n_features) * eps * top
+    keep = eigvals > max(tol, 0.0)
+    if top <= 0.0:
+        keep = torch.zeros_like(keep)
+    eigvals, vecs = eigvals[keep], vecs[:, keep]
+    s = torch.sqrt(eigvals)
+
+    if form == "gram":
+        U_rows = vecs  # (n_rows, rank)
+        M = Z.T @ U_rows  # (n_features, rank) = V diag(s)
+    else:
+        M = vecs * s  # V diag(s)
+        U_rows = (Z @ vecs) / s  # (n_rows, rank)
+
+    if fit_intercept:
+        # Back from rotated coordinates: U = H [0; U_rows].
+        U = torch.zeros((n_samples, U_rows.shape[1]), dtype=work_dtype, device=device)
+        U[1:] = U_rows
+        U = _reflect(v, U)
+    else:
+        U = U_rows
+
+    lev = (U * U).sum(dim=1)
+    if q is not None:
+        lev = lev + q * q
+    leverage_rest = torch.clamp(1.0 - lev, min=0.0)
+    has_remainder = U.shape[1] < n_rows
+
+    return Decomposition(
+        U=U.to(compute_dtype).contiguous(),
+        eigvals=eigvals.to(torch.float64),
+        M=M.to(compute_dtype).contiguous(),
+        x_offset=x_offset.to(compute_dtype),
+        sqrt_sw=None if sqrt_sw is None else sqrt_sw.to(compute_dtype),
+        q=None if q is None else q.to(compute_dtype),
+        leverage_rest=leverage_rest.to(compute_dtype),
+        has_remainder=bool(has_remainder),
+        form=form,
+        n_samples=n_samples,
+        n_features=n_features,
+        fit_intercept=fit_intercept,
+    )

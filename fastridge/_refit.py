@@ -1,0 +1,43 @@
+"""Step 6: coefficients for the chosen alphas, from the projection already computed.
+
+    coef[t]      = M @ (Ũ[:, t] / (eigvals + alpha_t))        (M = Xs^T U = V diag(s))
+    intercept[t] = y_offset[t] - x_offset @ coef[t]
+
+This is the primal solution (Xs^T Xs + alpha I)^-1 Xs^T Yc written in the kept
+eigenbasis, for dual and primal forms alike: no residual or dual-coefficient
+GEMM is redone, the only GEMM is (n_chunk, rank) x (rank, n_features).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._cv import ProjectedChunk
+from ._decompose import Decomposition
+
+
+def coefficients(decomp: Decomposition, chunk: ProjectedChunk,
+                 alpha_per_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients and intercepts of one chunk.
+
+    Parameters
+    ----------
+    decomp : Decomposition
+    chunk : ProjectedChunk with n_chunk targets
+    alpha_per_target : tensor of shape (n_chunk,)
+        The alpha chosen for each target.
+
+    Returns
+    -------
+    coef : tensor of shape (n_chunk, n_features)
+    intercept : tensor of shape (n_chunk,)
+    """
+    alphas = alpha_per_target.to(device=decomp.device, dtype=torch.float64)
+    psi = 1.0 / (decomp.eigvals[:, None] + alphas[None, :])  # (rank, n_chunk)
+    scaled = chunk.UtY * psi.to(decomp.dtype)
+    coef = scaled.T @ decomp.M.T  # (n_chunk, n_features)
+    if decomp.fit_intercept:
+        intercept = chunk.y_offset - coef @ decomp.x_offset
+    else:
+        intercept = torch.zeros_like(chunk.y_offset)
+    return coef, intercept

@@ -1,0 +1,190 @@
+"""Step 5: per-target scores of held-out residuals, and the choice of alpha.
+
+Built-in scores are computed for all targets of a chunk at once on the device:
+
+- None: scikit-learn RidgeCV(cv=None)'s default, minus the mean squared
+  held-out error in the weighted space: -sum_i w_i e_i^2 / n_samples.
+- "neg_mean_squared_error", "neg_root_mean_squared_error",
+  "neg_mean_absolute_error", "r2", "explained_variance": as scikit-learn's
+  metrics of the same names, weighted by `sample_weight` when given (scikit-learn
+  passes sample_weight to the scorer), one value per target; R^2 and explained
+  variance of a constant target follow scikit-learn's force_finite rule (1 if
+  predicted perfectly, else 0).
+- "correlation": Pearson correlation between the held-out predictions and the
+  targets, per target (himalaya's correlation_score); 0 for a constant target
+  or prediction, rather than NaN.
+
+With one alpha shared by all targets, the score of an alpha is the mean of the
+per-target scores, which is what scikit-learn's scorers give with
+multioutput="uniform_average" and what its scoring=None computes.
+
+Any other scikit-learn scorer name, or a callable scorer(estimator, y_pred, y),
+is applied as scikit-learn's _RidgeGCV does: to an identity estimator whose
+"X" is the held-out prediction, one target at a time. That runs on the host
+and is slow for many targets.
+
+Ties between alphas go to the alpha listed first in `alphas`, as in
+scikit-learn (it only replaces the best alpha on a strictly better score).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import get_scorer
+
+BUILTIN_SCORES = (
+    "neg_mean_squared_error",
+    "neg_root_mean_squared_error",
+    "neg_mean_absolute_error",
+    "r2",
+    "explained_variance",
+    "correlation",
+)
+_NEEDS_Y = ("r2", "explained_variance", "correlation")
+
+
+class _IdentityRegressor:
+    """Fake estimator whose prediction is its input (how _RidgeGCV scores)."""
+
+    def predict(self, y_pred):
+        return y_pred
+
+
+class Scoring:
+    """What to score held-out residuals with.
+
+    Parameters
+    ----------
+    scoring : None, str or callable
+        See the module docstring.
+    score_params : dict or None
+        Extra keyword arguments for a generic scorer (e.g. sample_weight).
+    """
+
+    def __init__(self, scoring=None, score_params=None):
+        self.scoring = scoring
+        self.score_params = dict(score_params or {})
+        if scoring is None or scoring in BUILTIN_SCORES:
+            self.builtin = True
+            self.scorer = None
+        else:
+            self.builtin = False
+            if isinstance(scoring, str):
+                try:
+                    self.scorer = get_scorer(scoring)
+                except ValueError as exc:
+                    raise ValueError(f"scoring={scoring!r} is not a known score: {exc}")
+            elif callable(scoring):
+                self.scorer = scoring
+            else:
+                raise ValueError(f"scoring must be None, a string or a callable, got {scoring!r}")
+
+    @property
+    def needs_y(self) -> bool:
+        """Whether scoring needs the raw targets (not only residuals)."""
+        return not self.builtin or self.scoring in _NEEDS_Y
+
+    def __call__(self, resid: torch.Tensor, y: torch.Tensor | None,
+                 sqrt_sw: torch.Tensor | None) -> torch.Tensor:
+        """Per-target scores, shape (n_chunk,), float64.
+
+        Parameters
+        ----------
+        resid : tensor of shape (n_rows, n_chunk)
+            Held-out residuals in the weighted space, sqrt(w) * (y - y_pred).
+        y : tensor of shape (n_rows, n_chunk) or None
+            Raw targets (needed when `needs_y`).
+        sqrt_sw : tensor of shape (n_rows,) or None
+            Square roots of the sample weights.
+        """
+        if not self.builtin:
+            return self._generic(resid, y, sqrt_sw)
+        n_rows = resid.shape[0]
+        name = self.scoring
+        sq = torch.linalg.vector_norm(resid, dim=0).to(torch.float64) ** 2  # sum w e^2
+        if name is None:
+            return -sq / n_rows
+        w_total = float(n_rows) if sqrt_sw is None else float((sqrt_sw.double() ** 2).sum())
+        if name == "neg_mean_squared_error":
+            return -sq / w_total
+        if name == "neg_root_mean_squared_error":
+            return -torch.sqrt(sq / w_total)
+        if name == "neg_mean_absolute_error":
+            return -_wsum(resid.abs(), sqrt_sw) / w_total
+
+        # Scores that need the targets' spread around their weighted mean.
+        w = None if sqrt_sw is None else (sqrt_sw * sqrt_sw)[:, None]
+        y_mean = _wsum(y, None if w is None else w[:, 0]) / w_total
+        yc = y - y_mean.to(y.dtype)
+        ss_tot = _wsum(yc * yc, None if w is None else w[:, 0])
+        if name == "r2":
+            return _force_finite(sq, ss_tot)
+        e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
+        e_mean = (_wsum(resid, sqrt_sw) / w_total).to(resid.dtype)  # sum w e / sum w
+        if name == "explained_variance":
+            num = sq - w_total * e_mean.double() ** 2
+            return _force_finite(torch.clamp(num, min=0.0), ss_tot)
+        # correlation between y and the prediction p = y - e, weighted
+        pc = yc - (e - e_mean)
+        if w is None:
+            cov = (yc * pc).sum(dim=0).double()
+            var_p = (pc * pc).sum(dim=0).double()
+        else:
+            cov = (w * yc * pc).sum(dim=0).double()
+            var_p = (w * pc * pc).sum(dim=0).double()
+        den = torch.sqrt(ss_tot * var_p)
+        return torch.where(den > 0, cov / torch.where(den > 0, den, 1.0), 0.0)
+
+    def _generic(self, resid, y, sqrt_sw):
+        e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
+        pred = (y - e).cpu().numpy()
+        y_np = y.cpu().numpy()
+        est = _IdentityRegressor()
+        return torch.as_tensor(
+            [float(self.scorer(est, pred[:, j], y_np[:, j], **self.score_params))
+             for j in range(pred.shape[1])],
+            dtype=torch.float64,
+        )
+
+    def joint(self, resid: torch.Tensor, y: torch.Tensor, sqrt_sw, y_was_1d: bool) -> float:
+        """A generic scorer applied to all targets at once (shared alpha)."""
+        e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
+        pred = (y - e).cpu().numpy()
+        y_np = y.cpu().numpy()
+        if y_was_1d:
+            pred, y_np = pred[:, 0], y_np[:, 0]
+        return float(self.scorer(_IdentityRegressor(), pred, y_np, **self.score_params))
+
+
+def _unscale(resid: torch.Tensor, sqrt_sw: torch.Tensor) -> torch.Tensor:
+    """resid / sqrt(w), with 0 where w == 0 (such samples carry no weight)."""
+    safe = torch.where(sqrt_sw > 0, sqrt_sw, 1.0)
+    return torch.where(sqrt_sw[:, None] > 0, resid / safe[:, None], 0.0)
+
+
+def _wsum(a: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Column sums of `a` of shape (n_rows, n_chunk), each row times `weights`, float64."""
+    if weights is None:
+        return a.sum(dim=0).double()
+    return (weights.to(a.dtype) @ a).double()
+
+
+def _force_finite(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """1 - num / den, with scikit-learn's rule for den == 0 (1 if num == 0 else 0)."""
+    safe = torch.where(den > 0, den, 1.0)
+    return torch.where(den > 0, 1.0 - num / safe, torch.where(num == 0, 1.0, 0.0))
+
+
+def select(scores: torch.Tensor) -> torch.Tensor:
+    """Index of the best alpha per target, shape (n_chunk,), from (n_alphas, n_chunk).
+
+    torch.argmax returns the first maximum, so ties go to the alpha listed first.
+    NaN scores (a generic scorer can return them) never win.
+    """
+    clean = torch.where(torch.isnan(scores), -torch.inf, scores)
+    return torch.argmax(clean, dim=0)
+
+
+def as_numpy_scores(scores) -> np.ndarray:
+    return scores.detach().cpu().numpy().astype(np.float64)

@@ -1,0 +1,122 @@
+"""Checks on user input, each failing with a ValueError/TypeError that names the problem.
+
+X is small enough to hold in memory (the decomposition needs it); Y may not be:
+a numpy memmap is never read whole here. Its dtype and shape are checked now and
+its values chunk by chunk as the solver reads them (`check_finite_chunk`).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_scalar
+
+from ._backend import array_kind
+
+
+def check_alphas(alphas) -> np.ndarray:
+    """Validate `alphas` (scalar or sequence) -> float64 array of shape (n_alphas,).
+
+    Messages match scikit-learn's RidgeCV ("alphas[1] == -1, must be > 0.0").
+    """
+    if isinstance(alphas, torch.Tensor):
+        alphas = alphas.detach().cpu().numpy()
+    if array_kind(alphas) == "cupy":
+        alphas = alphas.get()
+    if isinstance(alphas, numbers.Number) or np.ndim(alphas) == 0:
+        values = [("alphas", alphas.item() if hasattr(alphas, "item") else alphas)]
+    else:
+        seq = list(np.asarray(alphas, dtype=object).ravel())
+        if len(seq) == 0:
+            raise ValueError("alphas is empty: give at least one positive value")
+        names = ["alphas"] if len(seq) == 1 else [f"alphas[{i}]" for i in range(len(seq))]
+        values = [(name, v.item() if hasattr(v, "item") else v) for name, v in zip(names, seq)]
+    out = []
+    for name, value in values:
+        if isinstance(value, bool):
+            raise TypeError(f"{name} must be an instance of float, not bool")
+        check_scalar(
+            value, name, target_type=numbers.Real, min_val=0.0, include_boundaries="neither"
+        )
+        if not np.isfinite(value):
+            raise ValueError(f"{name} == {value}, must be finite")
+        out.append(float(value))
+    return np.asarray(out, dtype=np.float64)
+
+
+def check_finite_chunk(t: torch.Tensor, name: str, where: str = "") -> None:
+    """Raise if a tensor holds NaN or infinity (checked per target chunk for Y)."""
+    if not bool(torch.isfinite(t).all()):
+        kind = "NaN" if bool(torch.isnan(t).any()) else "infinity"
+        raise ValueError(f"Input {name} contains {kind}{where}.")
+
+
+def check_target_array(Y, n_samples: int):
+    """Check Y's type, dtype and shape without reading its values.
+
+    Returns (Y, target_shape) where Y is a numpy array (memmaps untouched),
+    torch tensor or cupy array with a float dtype and ``Y.shape[0] == n_samples``.
+    """
+    kind = array_kind(Y)
+    if kind == "numpy" and not isinstance(Y, np.ndarray):
+        Y = np.asarray(Y)
+    dtype = Y.dtype
+    if kind == "torch":
+        if dtype.is_complex:
+            raise ValueError("Complex data not supported in y")
+        if not dtype.is_floating_point:
+            if dtype == torch.bool:
+                raise ValueError("y has dtype bool; give numeric targets")
+            Y = Y.to(torch.float64)
+    else:
+        npdt = np.dtype(dtype)
+        if npdt.kind == "c":
+            raise ValueError("Complex data not supported in y")
+        if npdt.kind == "O":
+            try:
+                Y = np.asarray(Y, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"y has dtype object and cannot be converted to float: {exc}")
+        elif npdt.kind in "iu":
+            Y = Y.astype(np.float64)
+        elif npdt.kind == "b":
+            Y = Y.astype(np.float64)
+        elif npdt.kind != "f":
+            raise ValueError(f"y has non-numeric dtype {npdt}; give a float or integer array")
+    if Y.ndim == 0:
+        raise ValueError("y is a scalar; expected an array of shape (n_samples, ...)")
+    if Y.shape[0] != n_samples:
+        raise ValueError(
+            f"X and y have inconsistent numbers of samples: X has {n_samples}, "
+            f"y has {Y.shape[0]} (y.shape={tuple(Y.shape)})"
+        )
+    target_shape = tuple(Y.shape[1:])
+    if 0 in target_shape:
+        raise ValueError(f"y has no targets (shape {tuple(Y.shape)})")
+    return Y, target_shape
+
+
+def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
+    """Validate sample weights -> float64 array of shape (n_samples,) or None."""
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, torch.Tensor):
+        sample_weight = sample_weight.detach().cpu().numpy()
+    if array_kind(sample_weight) == "cupy":
+        sample_weight = sample_weight.get()
+    sw = np.asarray(sample_weight, dtype=np.float64)
+    if sw.ndim == 0:
+        sw = np.full(n_samples, float(sw))
+    if sw.ndim != 1 or sw.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight.shape == {sw.shape}, expected ({n_samples},)!"
+        )
+    if not np.all(np.isfinite(sw)):
+        raise ValueError("sample_weight contains NaN or infinity.")
+    if np.any(sw < 0):
+        raise ValueError("Negative values in data passed to sample_weight")
+    if not np.any(sw > 0):
+        raise ValueError("sample_weight is zero everywhere: at least one sample needs weight")
+    return sw

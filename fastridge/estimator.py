@@ -1,0 +1,303 @@
+"""FastRidgeCV: a scikit-learn RidgeCV drop-in, a thin adapter over `solve.ridge_cv`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._backend import OutputKind, array_kind, as_tensor, float_dtype_of, torch_dtype
+from ._chunks import available_memory, parse_bytes
+from ._scoring import Scoring
+from ._validation import check_sample_weight, check_target_array
+from .solve import ridge_cv
+
+
+def _check_features_tensor(X, name="X"):
+    """Checks for torch/cupy X (numpy-like input goes through scikit-learn)."""
+    if X.ndim != 2:
+        raise ValueError(f"Expected 2D array, got {name} with shape {tuple(X.shape)}")
+    if X.shape[0] < 1:
+        raise ValueError(f"Found array with 0 sample(s) (shape={tuple(X.shape)})")
+    if X.shape[1] < 1:
+        raise ValueError(f"Found array with 0 feature(s) (shape={tuple(X.shape)})")
+    t = torch.from_dlpack(X) if array_kind(X) == "cupy" else X
+    if t.dtype.is_complex:
+        raise ValueError("Complex data not supported")
+    if not t.dtype.is_floating_point:
+        t = t.to(torch.float64)
+    if not bool(torch.isfinite(t).all()):
+        kind = "NaN" if bool(torch.isnan(t).any()) else "infinity"
+        raise ValueError(f"Input {name} contains {kind}.")
+    return t
+
+
+class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
+    """Ridge regression with built-in cross-validation of alpha, for many targets.
+
+    Same parameters, attributes and results as scikit-learn's RidgeCV with
+    cv=None (exact leave-one-out), computed from one eigendecomposition of X
+    with the targets streamed in chunks, on CPU or CUDA through torch.
+
+    Parameters
+    ----------
+    alphas : float or array-like of shape (n_alphas,), default=(0.1, 1.0, 10.0)
+        Positive penalties to try.
+    fit_intercept : bool, default=True
+        Fit an unpenalised intercept (refit inside every held-out fold).
+    scoring : None, str or callable, default=None
+        None: negative mean squared held-out error (scikit-learn's default).
+        Built-in and fast for every target: "neg_mean_squared_error",
+        "neg_root_mean_squared_error", "neg_mean_absolute_error", "r2",
+        "explained_variance", "correlation". Other scikit-learn scorer names
+        and callables work as in scikit-learn, one target at a time.
+    cv : None, "loo" or "gcv", default=None
+        None / "loo": exact leave-one-out. "gcv": generalized cross-validation,
+        an approximation of leave-one-out (mean leverage instead of each
+        sample's); cheaper per alpha.
+    gcv_mode : {None, "auto", "svd", "eigen"}, default=None
+        Accepted for compatibility: the smaller of the Gram and covariance
+        eigenproblems is always chosen (scikit-learn's "auto").
+    store_cv_results : bool, default=False
+        Keep `cv_results_` (memory: n_samples * n_targets * n_alphas values).
+    alpha_per_target : bool, default=False
+        Choose alpha for each target separately.
+    device : "auto", "cpu", "cuda" or "cuda:k", default="auto"
+        "auto": the device of torch/cupy GPU inputs, else CUDA if available.
+    dtype : None, "float32" or "float64", default=None
+        Compute dtype; None follows X (float32 stays float32).
+    target_chunk : "auto" or int, default="auto"
+        Targets per chunk; "auto" fits a chunk in `memory_budget`.
+    memory_budget : int, str or None, default=None
+        Bytes one target chunk may use ("2GB"); None: min(1 GiB, half of free
+        memory) on CPU, half the free memory on CUDA.
+    decompose_dtype : "float64" or None, default="float64"
+        dtype of the Gram/covariance eigendecomposition (None: compute dtype).
+    n_threads : int or None, default=None
+        torch CPU threads during fit (None: torch's default, one per core).
+    verbose : bool, default=False
+        Report progress on stderr.
+
+    Attributes
+    ----------
+    alpha_ : float or ndarray of shape target_shape
+        Chosen alpha (per target when alpha_per_target and more than one target).
+    best_score_ : float or ndarray of shape target_shape
+        Held-out score of the chosen alpha(s).
+    coef_ : array of shape (n_features,) or (*target_shape, n_features)
+    intercept_ : float or array of shape target_shape
+    cv_results_ : ndarray of shape (n_samples, n_alphas) or (n_samples, *target_shape, n_alphas)
+        Only with store_cv_results=True.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Only when X has string feature names.
+    rank_ : int
+        Numerical rank of the centred X kept by the decomposition.
+    timings_ : dict
+        Seconds spent in each stage of the last fit.
+    """
+
+    def __init__(
+        self,
+        alphas=(0.1, 1.0, 10.0),
+        *,
+        fit_intercept=True,
+        scoring=None,
+        cv=None,
+        gcv_mode=None,
+        store_cv_results=False,
+        alpha_per_target=False,
+        device="auto",
+        dtype=None,
+        target_chunk="auto",
+        memory_budget=None,
+        decompose_dtype="float64",
+        n_threads=None,
+        verbose=False,
+    ):
+        self.alphas = alphas
+        self.fit_intercept = fit_intercept
+        self.scoring = scoring
+        self.cv = cv
+        self.gcv_mode = gcv_mode
+        self.store_cv_results = store_cv_results
+        self.alpha_per_target = alpha_per_target
+        self.device = device
+        self.dtype = dtype
+        self.target_chunk = target_chunk
+        self.memory_budget = memory_budget
+        self.decompose_dtype = decompose_dtype
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    # -- input handling -------------------------------------------------------
+    def _validate_X(self, X, reset: bool):
+        if array_kind(X) in ("torch", "cupy"):
+            t = _check_features_tensor(X)
+            if reset:
+                self.n_features_in_ = int(X.shape[1])
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                    f"expecting {self.n_features_in_} features as input."
+                )
+            return t
+        X = validate_data(self, X, reset=reset, accept_sparse=["csr", "csc", "coo"],
+                          dtype=[np.float64, np.float32])
+        if hasattr(X, "toarray"):
+            X = self._densify(X)
+        return X
+
+    def _densify(self, X):
+        need = X.shape[0] * X.shape[1] * X.dtype.itemsize
+        budget = (parse_bytes(self.memory_budget) if self.memory_budget not in (None, "auto")
+                  else available_memory(torch.device("cpu")) // 2)
+        if need > budget:
+            raise ValueError(
+                f"sparse X of shape {X.shape} needs {need / 2**30:.1f} GiB as a dense "
+                f"array, more than the memory budget ({budget / 2**30:.1f} GiB); "
+                "raise memory_budget or reduce X"
+            )
+        return X.toarray()
+
+    # -- estimator API ----------------------------------------------------------
+    def fit(self, X, y, sample_weight=None, **params):
+        """Fit ridge regression with cross-validated alpha(s).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            numpy array (or anything scikit-learn accepts, sparse included),
+            torch tensor or cupy array.
+        y : array of shape (n_samples,) or (n_samples, *target_shape)
+            Targets; a numpy memmap is read in chunks, never whole.
+        sample_weight : float or array of shape (n_samples,), optional
+        **params : dict
+            Extra arguments for a generic scorer.
+
+        Returns
+        -------
+        self
+        """
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
+        out = OutputKind.of(X)
+        Xv = self._validate_X(X, reset=True)
+        y, target_shape = check_target_array(y, Xv.shape[0])
+        score_params = dict(params)
+        if sample_weight is not None and self.scoring is not None:
+            # scikit-learn passes sample_weight to the scorer
+            score_params.setdefault("sample_weight", check_sample_weight(sample_weight,
+                                                                         Xv.shape[0]))
+        res = ridge_cv(
+            Xv, y, self.alphas,
+            fit_intercept=self.fit_intercept, cv=self.cv, scoring=self.scoring,
+            alpha_per_target=self.alpha_per_target, sample_weight=sample_weight,
+            score_params=score_params, gcv_mode=self.gcv_mode,
+            store_cv_results=self.store_cv_results, target_chunk=self.target_chunk,
+            memory_budget=self.memory_budget, device=self.device, dtype=self.dtype,
+            decompose_dtype=self.decompose_dtype, n_threads=self.n_threads,
+            verbose=self.verbose,
+        )
+        self._set_results(res, y.ndim, target_shape, out)
+        return self
+
+    def _set_results(self, res, y_ndim: int, target_shape: tuple, out: OutputKind):
+        """Lay results out as scikit-learn's RidgeCV does (see its _RidgeGCV.fit)."""
+        n_targets = int(np.prod(target_shape, dtype=np.int64)) if target_shape else 1
+        per_target = self.alpha_per_target and n_targets > 1
+        n_features = res.coef.shape[1]
+        coef = torch.from_numpy(np.asarray(res.coef))
+        intercept = torch.from_numpy(res.intercept)
+        if y_ndim == 1 or (y_ndim == 2 and n_targets == 1):
+            coef = coef.reshape(n_features)
+        else:
+            coef = coef.reshape(*target_shape, n_features)
+        if y_ndim == 1:
+            intercept = float(res.intercept[0]) if self.fit_intercept else 0.0
+        else:
+            intercept = out.wrap(intercept.reshape(target_shape))
+        self.coef_ = out.wrap(coef)
+        self.intercept_ = intercept
+        if per_target:
+            self.alpha_ = res.alpha.reshape(target_shape)
+            self.best_score_ = np.asarray(res.best_score).reshape(target_shape)
+        else:
+            self.alpha_ = float(res.alpha[0])
+            score = np.float64(np.asarray(res.best_score).ravel()[0])
+            # scikit-learn keeps a (1,) array for one 2-D target scored per target
+            self.best_score_ = score.reshape(1) if (
+                self.alpha_per_target and y_ndim == 2) else score
+        if res.cv_results is not None:
+            n_samples = res.cv_results.shape[0]
+            shape = (n_samples, *target_shape, res.alphas.shape[0])
+            self.cv_results_ = res.cv_results.reshape(shape)
+        self.rank_ = res.rank
+        self.timings_ = dict(res.timings)
+        self._target_shape = target_shape
+        self._y_ndim = y_ndim
+
+    def predict(self, X):
+        """Predict targets.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        array of shape (n_samples,) or (n_samples, *target_shape)
+            Same kind of array (numpy / torch / cupy) as X, on its device.
+        """
+        check_is_fitted(self)
+        out = OutputKind.of(X)
+        Xv = self._validate_X(X, reset=False)
+        coef = self.coef_
+        device = coef.device if isinstance(coef, torch.Tensor) else out.device
+        if array_kind(coef) == "cupy":
+            coef = torch.from_dlpack(coef)
+            device = coef.device
+        dtype = torch_dtype(float_dtype_of(coef))
+        W = as_tensor(coef, device, dtype).reshape(-1, self.n_features_in_)
+        b = as_tensor(np.asarray(self.intercept_) if not isinstance(
+            self.intercept_, torch.Tensor) else self.intercept_, device, dtype).reshape(-1)
+        pred = as_tensor(Xv, device, dtype) @ W.T + b
+        if self._y_ndim == 1:
+            pred = pred.reshape(-1)
+        else:
+            pred = pred.reshape(pred.shape[0], *self._target_shape)
+        return out.wrap(pred)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean over targets of the R^2 of `predict(X)` against y (any target shape).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+        y : array of shape (n_samples,) or (n_samples, *target_shape)
+        sample_weight : array of shape (n_samples,), optional
+
+        Returns
+        -------
+        float
+        """
+        pred = self.predict(X)
+        p = as_tensor(pred, torch.device("cpu"), torch.float64)
+        y = as_tensor(y, torch.device("cpu"), torch.float64)
+        p, y = p.reshape(p.shape[0], -1), y.reshape(y.shape[0], -1)
+        sw = check_sample_weight(sample_weight, y.shape[0])
+        sqrt_sw = None if sw is None else torch.sqrt(torch.from_numpy(sw))
+        resid = y - p if sqrt_sw is None else (y - p) * sqrt_sw[:, None]
+        return float(Scoring("r2")(resid, y, sqrt_sw).mean())
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.target_tags.required = True
+        tags.target_tags.multi_output = True
+        return tags

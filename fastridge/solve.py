@@ -1,0 +1,314 @@
+"""ridge_cv(): the whole pipeline, in order, and the only loop over target chunks.
+
+    validate -> decompose X -> for each target chunk: project Y, score every
+    alpha, select, refit -> write
+
+The decomposition is done once; every later step is a function of
+(decomposition, one chunk of targets). Results are written into host arrays
+(or a caller-supplied array such as a memmap for the coefficients), so neither
+Y nor the coefficients need to fit in device memory.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._backend import as_tensor, cpu_threads, float_dtype_of, resolve_device, synchronize, torch_dtype
+from ._chunks import TargetReader, auto_target_chunk, bytes_per_target, chunk_slices
+from ._cv import GeneralizedCV, LeaveOneOut, project
+from ._decompose import decompose
+from ._progress import Progress
+from ._refit import coefficients
+from ._scoring import Scoring, select
+from ._validation import check_alphas, check_finite_chunk, check_sample_weight, check_target_array
+
+
+@dataclass
+class RidgeCVResult:
+    """What ridge_cv returns (host numpy arrays; targets flattened).
+
+    Attributes
+    ----------
+    alphas : array of shape (n_alphas,)
+    alpha_index : array of shape (n_targets,) (int)
+        Index into `alphas` of each target's alpha (all equal when shared).
+    alpha : array of shape (n_targets,)
+    best_score : array of shape (n_targets,) or float
+        Per-target best score, or the shared alpha's mean score.
+    coef : array of shape (n_targets, n_features)
+    intercept : array of shape (n_targets,)
+    cv_results : array of shape (n_samples, n_targets, n_alphas) or None
+        Squared held-out errors (scoring=None) or held-out predictions.
+    mean_scores : array of shape (n_alphas,) or None
+        Mean score over targets of each alpha (shared alpha only).
+    """
+
+    alphas: np.ndarray
+    alpha_index: np.ndarray
+    alpha: np.ndarray
+    best_score: np.ndarray | float
+    coef: np.ndarray
+    intercept: np.ndarray
+    cv_results: np.ndarray | None
+    mean_scores: np.ndarray | None
+    target_shape: tuple
+    form: str
+    rank: int
+    target_chunk: int
+    device: str
+    timings: dict = field(default_factory=dict)
+
+
+def _cv_scheme(cv, decomp, alphas):
+    if cv is None or cv == "loo":
+        return LeaveOneOut(decomp, alphas)
+    if cv == "gcv":
+        return GeneralizedCV(decomp, alphas)
+    raise ValueError(
+        f"cv={cv!r} is not supported yet: use None (exact leave-one-out) or 'gcv'"
+    )
+
+
+def ridge_cv(
+    X,
+    Y,
+    alphas=(0.1, 1.0, 10.0),
+    *,
+    fit_intercept: bool = True,
+    cv=None,
+    scoring=None,
+    alpha_per_target: bool = False,
+    sample_weight=None,
+    score_params: dict | None = None,
+    gcv_mode: str | None = None,
+    store_cv_results: bool = False,
+    target_chunk="auto",
+    memory_budget=None,
+    device="auto",
+    dtype=None,
+    decompose_dtype="float64",
+    n_threads: int | None = None,
+    coef_out=None,
+    verbose: bool = False,
+) -> RidgeCVResult:
+    """Ridge regression with cross-validated alphas for many targets.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+        numpy array, torch tensor or cupy array; float (or castable), finite.
+    Y : array of shape (n_samples,) or (n_samples, *target_shape)
+        numpy array or memmap (read in column chunks), torch tensor or cupy array.
+    alphas : float or array of shape (n_alphas,)
+        Positive, finite penalties.
+    fit_intercept : bool
+        Fit an unpenalised intercept (refit inside every CV fold).
+    cv : None, "loo" or "gcv"
+        None / "loo": exact leave-one-out; "gcv": generalized CV.
+    scoring : None, str or callable
+        See fastridge._scoring.
+    alpha_per_target : bool
+        One alpha per target, or one alpha shared by all targets.
+    sample_weight : array of shape (n_samples,) or float, optional
+    score_params : dict, optional
+        Extra arguments for a generic scorer.
+    gcv_mode : {None, "auto", "eigen", "svd", "gram", "covariance"}
+        Accepted for compatibility; the smaller eigenproblem is chosen unless
+        "gram" or "covariance" forces one.
+    store_cv_results : bool
+        Keep held-out squared errors (scoring None) or predictions per alpha.
+    target_chunk : "auto" or int
+        Targets per chunk; "auto" sizes chunks from `memory_budget`.
+    memory_budget : int, str or None
+        Bytes a chunk may use on the device ("2GB", "512MiB", ...).
+    device : "auto", "cpu", "cuda", "cuda:k" or torch.device
+    dtype : None, "float32" or "float64"
+        Compute dtype; None follows X (float32 stays float32, others float64).
+    decompose_dtype : "float64" or None
+        dtype of the Gram/covariance and its eigh; None uses the compute dtype.
+    n_threads : int or None
+        torch CPU threads during the call (None leaves torch's setting).
+    coef_out : array of shape (n_targets, n_features), optional
+        Where to write coefficients (e.g. a writable np.memmap).
+    verbose : bool
+        Report stages and chunk progress on stderr.
+
+    Returns
+    -------
+    RidgeCVResult
+    """
+    timings = {}
+    progress = Progress(verbose)
+    alphas = check_alphas(alphas)
+    n_alphas = alphas.shape[0]
+    dev = resolve_device(device, X, Y)
+    cdtype = torch_dtype(dtype) if dtype is not None else torch_dtype(float_dtype_of(X))
+    ddtype = torch.float64 if decompose_dtype in ("float64", torch.float64) else cdtype
+
+    n_samples, n_features = X.shape
+    if n_samples < 2:
+        raise ValueError(
+            f"n_samples={n_samples}: cross-validation needs at least 2 samples"
+        )
+    Y, target_shape = check_target_array(Y, n_samples)
+    sw = check_sample_weight(sample_weight, n_samples)
+    scorer = Scoring(scoring, score_params)
+    reader = TargetReader(Y, dev, cdtype)
+    n_targets = reader.n_targets
+
+    with cpu_threads(n_threads):
+        t0 = time.perf_counter()
+        progress.message(
+            f"decomposing X ({n_samples} x {n_features}) on {dev} in {str(ddtype)[6:]}"
+        )
+        Xt = as_tensor(X, dev, ddtype)
+        swt = None if sw is None else torch.as_tensor(sw, dtype=ddtype, device=dev)
+        decomp = decompose(Xt, fit_intercept=fit_intercept, sample_weight=swt,
+                           compute_dtype=cdtype, gcv_mode=gcv_mode)
+        del Xt
+        scheme = _cv_scheme(cv, decomp, alphas)
+        synchronize(dev)
+        timings["decompose"] = time.perf_counter() - t0
+        progress.message(
+            f"{decomp.form} form, rank {decomp.rank}, {timings['decompose']:.2f}s"
+        )
+
+        itemsize = torch.finfo(cdtype).bits // 8
+        per_target = bytes_per_target(n_samples, decomp.rank, n_features, n_alphas, itemsize)
+        if scorer.needs_y or (store_cv_results and scoring is not None):
+            per_target += itemsize * n_samples
+        joint = not scorer.builtin and not alpha_per_target
+        keep_y = scorer.needs_y or (store_cv_results and scoring is not None)
+        if joint or target_chunk is None or target_chunk == "all":
+            chunk = n_targets  # a generic scorer of a shared alpha sees all targets at once
+        elif target_chunk == "auto":
+            chunk = auto_target_chunk(n_targets, per_target, dev, memory_budget)
+        else:
+            chunk = int(target_chunk)
+            if chunk < 1:
+                raise ValueError(f"target_chunk must be >= 1 or 'auto', got {target_chunk!r}")
+            chunk = min(chunk, n_targets)
+
+        if coef_out is None:
+            coef = np.empty((n_targets, n_features), dtype=np.dtype(str(cdtype)[6:]))
+        else:
+            coef = coef_out
+            if tuple(coef.shape) != (n_targets, n_features):
+                raise ValueError(f"coef_out has shape {coef.shape}, expected "
+                                 f"{(n_targets, n_features)}")
+        intercept = np.empty(n_targets, dtype=coef.dtype)
+        alpha_index = np.zeros(n_targets, dtype=np.int64)
+        best_score = np.empty(n_targets, dtype=np.float64)
+        score_sums = np.zeros(n_alphas, dtype=np.float64)
+        cv_results = None
+        if store_cv_results:
+            cv_results = np.empty((n_samples, n_targets, n_alphas), dtype=coef.dtype)
+
+        timings.update(project=0.0, cv=0.0, refit=0.0, read=0.0)
+        alphas_t = torch.as_tensor(alphas, dtype=torch.float64, device=dev)
+        buf = None
+        cached = None  # the projection of a single chunk, reused by the shared refit
+
+        def read(sl):
+            t = time.perf_counter()
+            Yc = reader.read(sl)
+            check_finite_chunk(Yc, "y", f" (targets {sl.start} to {sl.stop - 1})")
+            timings["read"] += time.perf_counter() - t
+            return Yc
+
+        # Pass 1: scores of every alpha for every target; per-target refit at once.
+        progress.start("cross-validation", n_targets)
+        for sl in chunk_slices(n_targets, chunk):
+            t = time.perf_counter()
+            proj = project(decomp, read(sl), keep_y=keep_y)
+            synchronize(dev)
+            timings["project"] += time.perf_counter() - t
+
+            t = time.perf_counter()
+            width = sl.stop - sl.start
+            if buf is None or buf.shape[1] != width:
+                buf = torch.empty((n_samples, width), dtype=cdtype, device=dev)
+            scores = torch.empty((n_alphas, width), dtype=torch.float64, device=dev)
+            joint_scores = []
+            for a in range(n_alphas):
+                if scheme.name == "gcv" and scoring is None and not store_cv_results:
+                    if a == 0:
+                        gcv_sums = scheme.squared_error_sums(proj)
+                    scores[a] = -gcv_sums[a].double() / n_samples
+                    continue
+                resid = scheme.heldout_residuals(proj, a, buf)
+                scores[a] = scorer(resid, proj.y, decomp.sqrt_sw)
+                if joint:
+                    joint_scores.append(scorer.joint(resid, proj.y, decomp.sqrt_sw, Y.ndim == 1))
+                if cv_results is not None:
+                    cv_results[:, sl, a] = _cv_values(resid, proj, decomp, scoring)
+            if joint:
+                score_sums += np.asarray(joint_scores)
+            else:
+                score_sums += scores.sum(dim=1).cpu().numpy()
+            synchronize(dev)
+            timings["cv"] += time.perf_counter() - t
+
+            if alpha_per_target:
+                t = time.perf_counter()
+                best = select(scores)
+                alpha_index[sl] = best.cpu().numpy()
+                best_score[sl] = scores.gather(0, best[None, :])[0].cpu().numpy()
+                w, b = coefficients(decomp, proj, alphas_t[best])
+                coef[sl] = w.cpu().numpy()
+                intercept[sl] = b.cpu().numpy()
+                timings["refit"] += time.perf_counter() - t
+            elif chunk == n_targets:
+                cached = proj
+            progress.advance(width)
+
+        mean_scores = None
+        if not alpha_per_target:
+            # One alpha for all targets: the best mean score (first on ties).
+            mean_scores = score_sums if joint else score_sums / n_targets
+            best = int(np.argmax(np.where(np.isnan(mean_scores), -np.inf, mean_scores)))
+            alpha_index[:] = best
+            shared_score = float(mean_scores[best])
+            t = time.perf_counter()
+            progress.start("coefficients", n_targets)
+            for sl in chunk_slices(n_targets, chunk):
+                proj = cached if cached is not None else project(decomp, read(sl))
+                w, b = coefficients(decomp, proj, alphas_t[best].expand(sl.stop - sl.start))
+                coef[sl] = w.cpu().numpy()
+                intercept[sl] = b.cpu().numpy()
+                progress.advance(sl.stop - sl.start)
+            timings["refit"] += time.perf_counter() - t
+
+    return RidgeCVResult(
+        alphas=alphas,
+        alpha_index=alpha_index,
+        alpha=alphas[alpha_index],
+        best_score=best_score if alpha_per_target else shared_score,
+        coef=coef,
+        intercept=intercept,
+        cv_results=cv_results,
+        mean_scores=mean_scores,
+        target_shape=target_shape,
+        form=decomp.form,
+        rank=decomp.rank,
+        target_chunk=chunk,
+        device=str(dev),
+        timings=timings,
+    )
+
+
+def _cv_values(resid, proj, decomp, scoring):
+    """What cv_results_ stores, as scikit-learn: squared held-out errors in the
+    weighted space (scoring None) or held-out predictions, shape (n_samples, n_chunk)."""
+    if scoring is None:
+        return (resid * resid).cpu().numpy()
+    e = resid
+    if decomp.sqrt_sw is not None:
+        safe = torch.where(decomp.sqrt_sw > 0, decomp.sqrt_sw, 1.0)
+        e = resid / safe[:, None]
+    return (proj.y - e).cpu().numpy()
+
