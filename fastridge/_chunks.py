@@ -28,16 +28,26 @@ def parse_bytes(value) -> int:
     if isinstance(value, (int, float)):
         return int(value)
     text = str(value).strip().upper().replace(" ", "")
-    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
-             "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
+    units = {
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "TIB": 2**40,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "B": 1,
+    }
     for unit, factor in units.items():
         if text.endswith(unit):
             return int(float(text[: -len(unit)]) * factor)
     return int(float(text))
 
 
-def bytes_per_target(n_samples: int, rank: int, n_features: int, n_alphas: int,
-                     itemsize: int) -> int:
+def bytes_per_target(
+    n_samples: int, rank: int, n_features: int, n_alphas: int, itemsize: int
+) -> int:
     """Memory one target column costs inside a chunk (device side).
 
     Y chunk + remainder + residual buffer: 3 * n_samples; Ũ and its scaled copy
@@ -62,8 +72,9 @@ def available_memory(device: torch.device) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def auto_target_chunk(n_targets: int, per_target: int, device: torch.device,
-                      memory_budget=None) -> int:
+def auto_target_chunk(
+    n_targets: int, per_target: int, device: torch.device, memory_budget=None
+) -> int:
     """Targets per chunk from a memory budget.
 
     The budget defaults to min(1 GiB, half the free memory) on the host and to

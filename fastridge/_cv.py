@@ -82,8 +82,9 @@ def shrinkage(decomp: Decomposition, alphas) -> torch.Tensor:
     return a[:, None] / (decomp.eigvals[None, :] + a[:, None])
 
 
-def residuals(decomp: Decomposition, chunk: ProjectedChunk, shrink: torch.Tensor,
-              out: torch.Tensor) -> torch.Tensor:
+def residuals(
+    decomp: Decomposition, chunk: ProjectedChunk, shrink: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
     """In-sample residuals E(alpha) of shape (n_samples, n_chunk), written into `out`.
 
     `shrink` is one row of `shrinkage` (shape (rank,)), in the compute dtype.

@@ -47,7 +47,9 @@ class Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         pct = 100.0 * self.done / max(self.total, 1)
-        line = (f"fastridge: {self.stage} {self.done}/{self.total} {self.unit} ({pct:5.1f}%)"
-                f" {rate:,.0f} {self.unit}/s, elapsed {elapsed:.1f}s, ETA {eta:.1f}s")
+        line = (
+            f"fastridge: {self.stage} {self.done}/{self.total} {self.unit} ({pct:5.1f}%)"
+            f" {rate:,.0f} {self.unit}/s, elapsed {elapsed:.1f}s, ETA {eta:.1f}s"
+        )
         end = "\r" if self._tty and not finished else "\n"
         print(line, end=end, file=self.stream, flush=True)

@@ -16,8 +16,9 @@ from ._cv import ProjectedChunk
 from ._decompose import Decomposition
 
 
-def coefficients(decomp: Decomposition, chunk: ProjectedChunk,
-                 alpha_per_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def coefficients(
+    decomp: Decomposition, chunk: ProjectedChunk, alpha_per_target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Coefficients and intercepts of one chunk.
 
     Parameters

@@ -74,7 +74,7 @@ class Scoring:
                 try:
                     self.scorer = get_scorer(scoring)
                 except ValueError as exc:
-                    raise ValueError(f"scoring={scoring!r} is not a known score: {exc}")
+                    raise ValueError(f"scoring={scoring!r} is not a known score: {exc}") from None
             elif callable(scoring):
                 self.scorer = scoring
             else:
@@ -85,8 +85,9 @@ class Scoring:
         """Whether scoring needs the raw targets (not only residuals)."""
         return not self.builtin or self.scoring in _NEEDS_Y
 
-    def __call__(self, resid: torch.Tensor, y: torch.Tensor | None,
-                 sqrt_sw: torch.Tensor | None) -> torch.Tensor:
+    def __call__(
+        self, resid: torch.Tensor, y: torch.Tensor | None, sqrt_sw: torch.Tensor | None
+    ) -> torch.Tensor:
         """Per-target scores, shape (n_chunk,), float64.
 
         Parameters
@@ -142,8 +143,10 @@ class Scoring:
         y_np = y.cpu().numpy()
         est = _IdentityRegressor()
         return torch.as_tensor(
-            [float(self.scorer(est, pred[:, j], y_np[:, j], **self.score_params))
-             for j in range(pred.shape[1])],
+            [
+                float(self.scorer(est, pred[:, j], y_np[:, j], **self.score_params))
+                for j in range(pred.shape[1])
+            ],
             dtype=torch.float64,
         )
 

@@ -32,7 +32,10 @@ def check_alphas(alphas) -> np.ndarray:
         if len(seq) == 0:
             raise ValueError("alphas is empty: give at least one positive value")
         names = ["alphas"] if len(seq) == 1 else [f"alphas[{i}]" for i in range(len(seq))]
-        values = [(name, v.item() if hasattr(v, "item") else v) for name, v in zip(names, seq)]
+        values = [
+            (name, v.item() if hasattr(v, "item") else v)
+            for name, v in zip(names, seq, strict=True)
+        ]
     out = []
     for name, value in values:
         if isinstance(value, bool):
@@ -110,9 +113,7 @@ def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
     if sw.ndim == 0:
         sw = np.full(n_samples, float(sw))
     if sw.ndim != 1 or sw.shape[0] != n_samples:
-        raise ValueError(
-            f"sample_weight.shape == {sw.shape}, expected ({n_samples},)!"
-        )
+        raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n_samples},)!")
     if not np.all(np.isfinite(sw)):
         raise ValueError("sample_weight contains NaN or infinity.")
     if np.any(sw < 0):

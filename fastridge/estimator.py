@@ -145,16 +145,24 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     f"expecting {self.n_features_in_} features as input."
                 )
             return t
-        X = validate_data(self, X, reset=reset, accept_sparse=["csr", "csc", "coo"],
-                          dtype=[np.float64, np.float32])
+        X = validate_data(
+            self,
+            X,
+            reset=reset,
+            accept_sparse=["csr", "csc", "coo"],
+            dtype=[np.float64, np.float32],
+        )
         if hasattr(X, "toarray"):
             X = self._densify(X)
         return X
 
     def _densify(self, X):
         need = X.shape[0] * X.shape[1] * X.dtype.itemsize
-        budget = (parse_bytes(self.memory_budget) if self.memory_budget not in (None, "auto")
-                  else available_memory(torch.device("cpu")) // 2)
+        budget = (
+            parse_bytes(self.memory_budget)
+            if self.memory_budget not in (None, "auto")
+            else available_memory(torch.device("cpu")) // 2
+        )
         if need > budget:
             raise ValueError(
                 f"sparse X of shape {X.shape} needs {need / 2**30:.1f} GiB as a dense "
@@ -192,16 +200,27 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         score_params = dict(params)
         if sample_weight is not None and self.scoring is not None:
             # scikit-learn passes sample_weight to the scorer
-            score_params.setdefault("sample_weight", check_sample_weight(sample_weight,
-                                                                         Xv.shape[0]))
+            score_params.setdefault(
+                "sample_weight", check_sample_weight(sample_weight, Xv.shape[0])
+            )
         res = ridge_cv(
-            Xv, y, self.alphas,
-            fit_intercept=self.fit_intercept, cv=self.cv, scoring=self.scoring,
-            alpha_per_target=self.alpha_per_target, sample_weight=sample_weight,
-            score_params=score_params, gcv_mode=self.gcv_mode,
-            store_cv_results=self.store_cv_results, target_chunk=self.target_chunk,
-            memory_budget=self.memory_budget, device=self.device, dtype=self.dtype,
-            decompose_dtype=self.decompose_dtype, n_threads=self.n_threads,
+            Xv,
+            y,
+            self.alphas,
+            fit_intercept=self.fit_intercept,
+            cv=self.cv,
+            scoring=self.scoring,
+            alpha_per_target=self.alpha_per_target,
+            sample_weight=sample_weight,
+            score_params=score_params,
+            gcv_mode=self.gcv_mode,
+            store_cv_results=self.store_cv_results,
+            target_chunk=self.target_chunk,
+            memory_budget=self.memory_budget,
+            device=self.device,
+            dtype=self.dtype,
+            decompose_dtype=self.decompose_dtype,
+            n_threads=self.n_threads,
             verbose=self.verbose,
         )
         self._set_results(res, y.ndim, target_shape, out)
@@ -231,8 +250,9 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.alpha_ = float(res.alpha[0])
             score = np.float64(np.asarray(res.best_score).ravel()[0])
             # scikit-learn keeps a (1,) array for one 2-D target scored per target
-            self.best_score_ = score.reshape(1) if (
-                self.alpha_per_target and y_ndim == 2) else score
+            self.best_score_ = (
+                score.reshape(1) if (self.alpha_per_target and y_ndim == 2) else score
+            )
         if res.cv_results is not None:
             n_samples = res.cv_results.shape[0]
             shape = (n_samples, *target_shape, res.alphas.shape[0])
@@ -264,8 +284,13 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             device = coef.device
         dtype = torch_dtype(float_dtype_of(coef))
         W = as_tensor(coef, device, dtype).reshape(-1, self.n_features_in_)
-        b = as_tensor(np.asarray(self.intercept_) if not isinstance(
-            self.intercept_, torch.Tensor) else self.intercept_, device, dtype).reshape(-1)
+        b = as_tensor(
+            np.asarray(self.intercept_)
+            if not isinstance(self.intercept_, torch.Tensor)
+            else self.intercept_,
+            device,
+            dtype,
+        ).reshape(-1)
         pred = as_tensor(Xv, device, dtype) @ W.T + b
         if self._y_ndim == 1:
             pred = pred.reshape(-1)

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._backend import as_tensor, cpu_threads, float_dtype_of, resolve_device, synchronize, torch_dtype
+from ._backend import (
+    as_tensor,
+    cpu_threads,
+    float_dtype_of,
+    resolve_device,
+    synchronize,
+    torch_dtype,
+)
 from ._chunks import TargetReader, auto_target_chunk, bytes_per_target, chunk_slices
 from ._cv import GeneralizedCV, LeaveOneOut, project
 from ._decompose import decompose
@@ -68,9 +75,7 @@ def _cv_scheme(cv, decomp, alphas):
         return LeaveOneOut(decomp, alphas)
     if cv == "gcv":
         return GeneralizedCV(decomp, alphas)
-    raise ValueError(
-        f"cv={cv!r} is not supported yet: use None (exact leave-one-out) or 'gcv'"
-    )
+    raise ValueError(f"cv={cv!r} is not supported yet: use None (exact leave-one-out) or 'gcv'")
 
 
 def ridge_cv(
@@ -93,6 +98,9 @@ def ridge_cv(
     decompose_dtype="float64",
     n_threads: int | None = None,
     coef_out=None,
+    out: dict | None = None,
+    skip_chunk=None,
+    on_chunk=None,
     verbose: bool = False,
 ) -> RidgeCVResult:
     """Ridge regression with cross-validated alphas for many targets.
@@ -134,6 +142,16 @@ def ridge_cv(
         torch CPU threads during the call (None leaves torch's setting).
     coef_out : array of shape (n_targets, n_features), optional
         Where to write coefficients (e.g. a writable np.memmap).
+    out : dict, optional
+        Preallocated host arrays to write results into (e.g. memmaps), by name:
+        "intercept" (n_targets,), "alpha_index" (n_targets,) int64,
+        "best_score" (n_targets,) float64. Missing names are allocated.
+    skip_chunk : callable(slice) -> bool, optional
+        With alpha_per_target: chunks for which it returns True are not
+        computed; their results must already be in `coef_out` and `out`
+        (resuming an interrupted run).
+    on_chunk : callable(slice), optional
+        Called after a chunk's results are written (e.g. to record progress).
     verbose : bool
         Report stages and chunk progress on stderr.
 
@@ -151,9 +169,7 @@ def ridge_cv(
 
     n_samples, n_features = X.shape
     if n_samples < 2:
-        raise ValueError(
-            f"n_samples={n_samples}: cross-validation needs at least 2 samples"
-        )
+        raise ValueError(f"n_samples={n_samples}: cross-validation needs at least 2 samples")
     Y, target_shape = check_target_array(Y, n_samples)
     sw = check_sample_weight(sample_weight, n_samples)
     scorer = Scoring(scoring, score_params)
@@ -167,15 +183,18 @@ def ridge_cv(
         )
         Xt = as_tensor(X, dev, ddtype)
         swt = None if sw is None else torch.as_tensor(sw, dtype=ddtype, device=dev)
-        decomp = decompose(Xt, fit_intercept=fit_intercept, sample_weight=swt,
-                           compute_dtype=cdtype, gcv_mode=gcv_mode)
+        decomp = decompose(
+            Xt,
+            fit_intercept=fit_intercept,
+            sample_weight=swt,
+            compute_dtype=cdtype,
+            gcv_mode=gcv_mode,
+        )
         del Xt
         scheme = _cv_scheme(cv, decomp, alphas)
         synchronize(dev)
         timings["decompose"] = time.perf_counter() - t0
-        progress.message(
-            f"{decomp.form} form, rank {decomp.rank}, {timings['decompose']:.2f}s"
-        )
+        progress.message(f"{decomp.form} form, rank {decomp.rank}, {timings['decompose']:.2f}s")
 
         itemsize = torch.finfo(cdtype).bits // 8
         per_target = bytes_per_target(n_samples, decomp.rank, n_features, n_alphas, itemsize)
@@ -198,11 +217,23 @@ def ridge_cv(
         else:
             coef = coef_out
             if tuple(coef.shape) != (n_targets, n_features):
-                raise ValueError(f"coef_out has shape {coef.shape}, expected "
-                                 f"{(n_targets, n_features)}")
-        intercept = np.empty(n_targets, dtype=coef.dtype)
-        alpha_index = np.zeros(n_targets, dtype=np.int64)
-        best_score = np.empty(n_targets, dtype=np.float64)
+                raise ValueError(
+                    f"coef_out has shape {coef.shape}, expected {(n_targets, n_features)}"
+                )
+        out = dict(out or {})
+        intercept = out.get("intercept")
+        if intercept is None:
+            intercept = np.empty(n_targets, dtype=coef.dtype)
+        alpha_index = out.get("alpha_index")
+        if alpha_index is None:
+            alpha_index = np.zeros(n_targets, dtype=np.int64)
+        best_score = out.get("best_score")
+        if best_score is None:
+            best_score = np.empty(n_targets, dtype=np.float64)
+        if skip_chunk is not None and not alpha_per_target:
+            raise ValueError(
+                "skip_chunk needs alpha_per_target=True (a shared alpha depends on every chunk)"
+            )
         score_sums = np.zeros(n_alphas, dtype=np.float64)
         cv_results = None
         if store_cv_results:
@@ -223,6 +254,9 @@ def ridge_cv(
         # Pass 1: scores of every alpha for every target; per-target refit at once.
         progress.start("cross-validation", n_targets)
         for sl in chunk_slices(n_targets, chunk):
+            if skip_chunk is not None and skip_chunk(sl):
+                progress.advance(sl.stop - sl.start)
+                continue
             t = time.perf_counter()
             proj = project(decomp, read(sl), keep_y=keep_y)
             synchronize(dev)
@@ -262,6 +296,8 @@ def ridge_cv(
                 coef[sl] = w.cpu().numpy()
                 intercept[sl] = b.cpu().numpy()
                 timings["refit"] += time.perf_counter() - t
+                if on_chunk is not None:
+                    on_chunk(sl)
             elif chunk == n_targets:
                 cached = proj
             progress.advance(width)
@@ -280,13 +316,15 @@ def ridge_cv(
                 w, b = coefficients(decomp, proj, alphas_t[best].expand(sl.stop - sl.start))
                 coef[sl] = w.cpu().numpy()
                 intercept[sl] = b.cpu().numpy()
+                if on_chunk is not None:
+                    on_chunk(sl)
                 progress.advance(sl.stop - sl.start)
             timings["refit"] += time.perf_counter() - t
 
     return RidgeCVResult(
         alphas=alphas,
         alpha_index=alpha_index,
-        alpha=alphas[alpha_index],
+        alpha=alphas[np.asarray(alpha_index)],
         best_score=best_score if alpha_per_target else shared_score,
         coef=coef,
         intercept=intercept,
@@ -311,4 +349,3 @@ def _cv_values(resid, proj, decomp, scoring):
         safe = torch.where(decomp.sqrt_sw > 0, decomp.sqrt_sw, 1.0)
         e = resid / safe[:, None]
     return (proj.y - e).cpu().numpy()
-
