@@ -81,7 +81,9 @@ def check_target_array(Y, n_samples: int):
             try:
                 Y = np.asarray(Y, dtype=np.float64)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"y has dtype object and cannot be converted to float: {exc}")
+                raise ValueError(
+                    f"y has dtype object and cannot be converted to float: {exc}"
+                ) from None
         elif npdt.kind in "iu":
             Y = Y.astype(np.float64)
         elif npdt.kind == "b":
