@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import get_scorer
 
 BUILTIN_SCORES = (
@@ -44,7 +45,7 @@ BUILTIN_SCORES = (
 _NEEDS_Y = ("r2", "explained_variance", "correlation")
 
 
-class _IdentityRegressor:
+class _IdentityRegressor(RegressorMixin, BaseEstimator):
     """Fake estimator whose prediction is its input (how _RidgeGCV scores)."""
 
     def predict(self, y_pred):

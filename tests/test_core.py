@@ -1,0 +1,366 @@
+"""Numerical tests of the core solver against scikit-learn and brute-force refits (float64)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import DEVICES, DTYPES, TOL, make_problem
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.linear_model import Ridge, RidgeCV
+
+from fastridge import FastRidgeCV, ridge_cv
+
+ALPHAS = np.logspace(-2, 3, 6)
+
+# (n_samples, n_features, rank): N<P, N>P, N=P, rank-deficient both ways
+SHAPES = [(20, 35, None), (45, 12, None), (25, 25, None), (30, 40, 8), (50, 20, 6)]
+
+
+def brute_force_loo(X, y, alpha, fit_intercept, sample_weight=None):
+    """Leave-one-out residuals by refitting scikit-learn Ridge without each sample.
+
+    Returns the weighted residuals sqrt(w_i) (y_i - prediction_i), shape (n_samples, n_targets)
+    (what scikit-learn's RidgeCV squares and averages).
+    """
+    n = X.shape[0]
+    sw = np.ones(n) if sample_weight is None else sample_weight
+    out = np.empty_like(y)
+    for i in range(n):
+        keep = np.arange(n) != i
+        model = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
+        model.fit(X[keep], y[keep], sample_weight=sw[keep])
+        out[i] = np.sqrt(sw[i]) * (y[i] - model.predict(X[i : i + 1])[0])
+    return out
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("alpha_per_target", [True, False])
+def test_matches_sklearn_ridgecv(shape, fit_intercept, alpha_per_target):
+    n, p, rank = shape
+    X, Y = make_problem(n, p, 4, rank=rank, seed=n + p)
+    ref = RidgeCV(alphas=ALPHAS, fit_intercept=fit_intercept, alpha_per_target=alpha_per_target)
+    ref.fit(X, Y)
+    got = FastRidgeCV(alphas=ALPHAS, fit_intercept=fit_intercept,
+                      alpha_per_target=alpha_per_target).fit(X, Y)
+    assert_array_equal(got.alpha_, ref.alpha_)
+    assert_allclose(got.coef_, ref.coef_, rtol=1e-8, atol=1e-10)
+    assert_allclose(got.intercept_, ref.intercept_, rtol=1e-8, atol=1e-10)
+    assert_allclose(got.best_score_, ref.best_score_, rtol=1e-8)
+    assert np.shape(got.best_score_) == np.shape(ref.best_score_)
+    assert type(got.alpha_) is type(ref.alpha_) or np.shape(got.alpha_) == np.shape(ref.alpha_)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_loo_errors_equal_brute_force_refits(shape, fit_intercept):
+    n, p, rank = shape
+    X, Y = make_problem(n, p, 2, rank=rank, seed=7 * n + p)
+    alphas = [0.3, 30.0]
+    m = FastRidgeCV(alphas=alphas, fit_intercept=fit_intercept, store_cv_results=True,
+                    alpha_per_target=True).fit(X, Y)
+    for a, alpha in enumerate(alphas):
+        ref = brute_force_loo(X, Y, alpha, fit_intercept)
+        assert_allclose(m.cv_results_[:, :, a], ref**2, rtol=1e-7, atol=1e-10)
+
+
+def test_weighted_loo_equals_weighted_refits():
+    X, Y = make_problem(18, 30, 2, seed=3)
+    sw = np.random.default_rng(1).uniform(0.2, 3.0, X.shape[0])
+    m = FastRidgeCV(alphas=[2.0], store_cv_results=True).fit(X, Y, sample_weight=sw)
+    ref = brute_force_loo(X, Y, 2.0, True, sample_weight=sw)
+    assert_allclose(m.cv_results_[:, :, 0], ref**2, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(20, 35), (45, 12)])
+@pytest.mark.parametrize("alpha_per_target", [True, False])
+def test_sample_weight_matches_sklearn(shape, alpha_per_target):
+    X, Y = make_problem(*shape, 3, seed=11)
+    sw = np.random.default_rng(2).uniform(0.1, 4.0, shape[0])
+    ref = RidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target).fit(X, Y, sample_weight=sw)
+    got = FastRidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target).fit(
+        X, Y, sample_weight=sw)
+    assert_array_equal(got.alpha_, ref.alpha_)
+    assert_allclose(got.coef_, ref.coef_, rtol=1e-8, atol=1e-10)
+    assert_allclose(got.intercept_, ref.intercept_, rtol=1e-8, atol=1e-10)
+    assert_allclose(got.best_score_, ref.best_score_, rtol=1e-8)
+
+
+@pytest.mark.parametrize("scoring", ["r2", "neg_mean_absolute_error", "explained_variance",
+                                     "neg_mean_squared_error", "neg_root_mean_squared_error",
+                                     "neg_max_error", "neg_median_absolute_error"])
+@pytest.mark.parametrize("alpha_per_target", [True, False])
+def test_scoring_matches_sklearn(scoring, alpha_per_target):
+    X, Y = make_problem(25, 15, 3, seed=5)
+    if scoring == "neg_max_error" and not alpha_per_target:
+        # max_error has no multi-output form: both refuse the same way
+        for est in (RidgeCV, FastRidgeCV):
+            with pytest.raises(ValueError, match="Multioutput not supported"):
+                est(alphas=ALPHAS, scoring=scoring).fit(X, Y)
+        Y = Y[:, 0]
+    ref = RidgeCV(alphas=ALPHAS, scoring=scoring, alpha_per_target=alpha_per_target).fit(X, Y)
+    got = FastRidgeCV(alphas=ALPHAS, scoring=scoring, alpha_per_target=alpha_per_target).fit(X, Y)
+    assert_array_equal(got.alpha_, ref.alpha_)
+    assert_allclose(got.best_score_, ref.best_score_, rtol=1e-8, atol=1e-12)
+    assert_allclose(got.coef_, ref.coef_, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("scoring", ["r2", "neg_mean_absolute_error", "explained_variance"])
+def test_weighted_scoring_matches_sklearn(scoring):
+    X, Y = make_problem(22, 14, 3, seed=6)
+    sw = np.random.default_rng(4).uniform(0.5, 2.0, 22)
+    ref = RidgeCV(alphas=ALPHAS, scoring=scoring, alpha_per_target=True).fit(X, Y, sample_weight=sw)
+    got = FastRidgeCV(alphas=ALPHAS, scoring=scoring, alpha_per_target=True).fit(
+        X, Y, sample_weight=sw)
+    assert_array_equal(got.alpha_, ref.alpha_)
+    assert_allclose(got.best_score_, ref.best_score_, rtol=1e-8, atol=1e-12)
+
+
+def test_correlation_score_is_pearson_of_loo_predictions():
+    X, Y = make_problem(30, 20, 3, seed=8)
+    m = FastRidgeCV(alphas=[1.0, 100.0], scoring="correlation", alpha_per_target=True,
+                    store_cv_results=True).fit(X, Y)
+    preds = m.cv_results_  # (n_samples, n_targets, n_alphas) held-out predictions
+    r = np.array([[np.corrcoef(preds[:, t, a], Y[:, t])[0, 1] for t in range(3)]
+                  for a in range(2)])
+    assert_array_equal(m.alpha_, np.array([1.0, 100.0])[r.argmax(0)])
+    assert_allclose(m.best_score_, r.max(0), rtol=1e-10)
+
+
+@pytest.mark.parametrize("scoring", [None, "r2"])
+def test_store_cv_results_matches_sklearn(scoring):
+    X, Y = make_problem(20, 30, 2, seed=9)
+    for y in (Y, Y[:, 0]):
+        ref = RidgeCV(alphas=ALPHAS, scoring=scoring, store_cv_results=True).fit(X, y)
+        got = FastRidgeCV(alphas=ALPHAS, scoring=scoring, store_cv_results=True).fit(X, y)
+        assert got.cv_results_.shape == ref.cv_results_.shape
+        assert_allclose(got.cv_results_, ref.cv_results_, rtol=1e-8, atol=1e-10)
+
+
+def test_one_d_target_and_single_alpha_forms():
+    X, Y = make_problem(20, 10, 1, seed=12)
+    y = Y[:, 0]
+    ref = RidgeCV(alphas=[3.0]).fit(X, y)
+    for alphas in (3.0, [3.0], (3.0,), np.array([3.0]), np.float32(3.0), 3):
+        got = FastRidgeCV(alphas=alphas).fit(X, y)
+        assert got.alpha_ == 3.0 and isinstance(got.alpha_, float)
+        assert got.coef_.shape == (10,)
+        assert isinstance(got.intercept_, float)
+        assert_allclose(got.coef_, ref.coef_, rtol=1e-10)
+        assert_allclose(got.intercept_, ref.intercept_, rtol=1e-10)
+        assert_allclose(got.predict(X), ref.predict(X), rtol=1e-10)
+
+
+def test_three_d_targets_equal_flattened_fit():
+    rng = np.random.default_rng(0)
+    X, _ = make_problem(24, 30, 1, seed=1)
+    Y = rng.standard_normal((24, 3, 5)) + X[:, :1, None] * rng.standard_normal((1, 3, 5))
+    m3 = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True, store_cv_results=True).fit(X, Y)
+    m2 = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True, store_cv_results=True).fit(
+        X, Y.reshape(24, 15))
+    assert m3.alpha_.shape == (3, 5) and m3.best_score_.shape == (3, 5)
+    assert m3.coef_.shape == (3, 5, 30) and m3.intercept_.shape == (3, 5)
+    assert m3.cv_results_.shape == (24, 3, 5, len(ALPHAS))
+    assert_array_equal(m3.alpha_.ravel(), m2.alpha_)
+    assert_allclose(m3.coef_.reshape(15, 30), m2.coef_, rtol=1e-12)
+    Xt = rng.standard_normal((7, 30))
+    assert m3.predict(Xt).shape == (7, 3, 5)
+    assert_allclose(m3.predict(Xt).reshape(7, 15), m2.predict(Xt), rtol=1e-12)
+    assert np.isfinite(m3.score(Xt, m3.predict(Xt)))
+    assert m3.score(Xt, m3.predict(Xt)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha_per_target", [True, False])
+def test_chunked_equals_unchunked(dtype, alpha_per_target):
+    X, Y = make_problem(30, 40, 23, seed=13, dtype=dtype)
+    results = []
+    for chunk in (1, 7, 23, "auto"):
+        m = FastRidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target, target_chunk=chunk)
+        results.append(m.fit(X, Y))
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    for m in results[1:]:
+        assert_array_equal(m.alpha_, results[0].alpha_)
+        assert_allclose(m.coef_, results[0].coef_, **tol)
+        assert_allclose(m.intercept_, results[0].intercept_, **tol)
+        assert_allclose(m.best_score_, results[0].best_score_, **tol)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_memmap_targets_read_in_chunks(tmp_path, order):
+    X, Y = make_problem(26, 18, 12, seed=14)
+    Y3 = np.asarray(Y.reshape(26, 3, 4), order=order)
+    path = tmp_path / "Y.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=Y3.shape,
+                                   fortran_order=(order == "F"))
+    mm[:] = Y3
+    mm.flush()
+    del mm
+    Ymm = np.load(path, mmap_mode="r")
+    got = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True, target_chunk=5).fit(X, Ymm)
+    ref = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X, Y3.astype(np.float32))
+    assert_array_equal(got.alpha_, ref.alpha_)
+    assert_allclose(got.coef_, ref.coef_, rtol=1e-12)
+
+
+def test_solver_reads_memmap_chunks_not_whole(tmp_path, monkeypatch):
+    """The reader asks the memmap for column slices no wider than the chunk."""
+    from fastridge import _chunks
+
+    X, Y = make_problem(20, 10, 30, seed=15)
+    path = tmp_path / "Y.npy"
+    np.save(path, Y)
+    Ymm = np.load(path, mmap_mode="r")
+    widths = []
+    original = _chunks.TargetReader.read
+
+    def spy(self, sl):
+        block = original(self, sl)
+        widths.append(block.shape[1])
+        return block
+
+    monkeypatch.setattr(_chunks.TargetReader, "read", spy)
+    res = ridge_cv(X, Ymm, ALPHAS, alpha_per_target=True, target_chunk=8)
+    assert max(widths) == 8 and sum(widths) == 30
+    assert res.coef.shape == (30, 10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_torch_in_torch_out(device, dtype):
+    X, Y = make_problem(20, 30, 3, seed=16)
+    Xt = torch.tensor(X, dtype=dtype, device=device)
+    Yt = torch.tensor(Y, dtype=dtype, device=device)
+    m = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(Xt, Yt)
+    assert isinstance(m.coef_, torch.Tensor) and m.coef_.device.type == device
+    assert m.coef_.dtype == dtype
+    pred = m.predict(Xt)
+    assert isinstance(pred, torch.Tensor) and pred.device.type == device
+    ref = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X, Y)
+    tol = TOL[np.float64 if dtype == torch.float64 else np.float32]
+    assert_allclose(m.coef_.cpu().numpy(), ref.coef_, **tol)
+    # The caller's tensors are untouched (the solver never works in place on inputs).
+    assert_array_equal(Yt.cpu().numpy(), Y.astype(Yt.cpu().numpy().dtype))
+
+
+@pytest.mark.parametrize("shape", [(40, 120), (120, 40)])
+def test_float32_keeps_float32_and_agrees(shape):
+    X, Y = make_problem(*shape, 20, seed=17, standardize=True)
+    ref = RidgeCV(alphas=ALPHAS, alpha_per_target=True, store_cv_results=True).fit(X, Y)
+    m = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(
+        X.astype(np.float32), Y.astype(np.float32))
+    assert m.coef_.dtype == np.float32
+    # Alphas may only differ where scikit-learn's own float64 scores nearly tie.
+    scores = -ref.cv_results_.mean(axis=0)  # (n_targets, n_alphas)
+    differ = m.alpha_ != ref.alpha_
+    for t in np.flatnonzero(differ):
+        a_got = list(ALPHAS).index(m.alpha_[t])
+        gap = scores[t].max() - scores[t, a_got]
+        assert gap <= 1e-4 * abs(scores[t].max()), (t, gap)
+    same = ~differ
+    assert_allclose(m.coef_[same], ref.coef_[same], **TOL[np.float32])
+
+
+def test_headline_alpha_scale_identical_alphas():
+    """Standardized X, alphas {1e4, 2e4, 4e4}: the headline setup, in float64."""
+    X, Y = make_problem(120, 400, 40, seed=18, standardize=True, noise=3.0)
+    alphas = (1e4, 2e4, 4e4)
+    ref = RidgeCV(alphas=alphas, alpha_per_target=True).fit(X, Y)
+    got = FastRidgeCV(alphas=alphas, alpha_per_target=True, target_chunk=16).fit(X, Y)
+    assert len(np.unique(ref.alpha_)) > 1, "problem should make targets prefer different alphas"
+    assert_array_equal(got.alpha_, ref.alpha_)
+    assert_allclose(got.coef_, ref.coef_, rtol=1e-8, atol=1e-12)
+
+
+def test_ties_go_to_the_first_listed_alpha():
+    X, Y = make_problem(15, 8, 2, seed=19)
+    # Duplicate alphas tie exactly; scikit-learn keeps the first.
+    for alphas in ([5.0, 5.0, 1.0], [1.0, 5.0, 5.0]):
+        got = FastRidgeCV(alphas=alphas, alpha_per_target=True).fit(X, Y)
+        ref = RidgeCV(alphas=alphas, alpha_per_target=True).fit(X, Y)
+        assert_array_equal(got.alpha_, ref.alpha_)
+    # A constant target scores 0 for every alpha: the first alpha wins.
+    Yc = np.column_stack([Y[:, 0], np.full(15, 2.5)])
+    got = FastRidgeCV(alphas=[7.0, 1.0, 3.0], alpha_per_target=True).fit(X, Yc)
+    assert got.alpha_[1] == 7.0
+    assert_allclose(got.coef_[1], 0.0, atol=1e-12)
+    assert got.intercept_[1] == pytest.approx(2.5)
+
+
+def test_degenerate_but_valid_data():
+    rng = np.random.default_rng(20)
+    y = rng.standard_normal(12)
+    # Constant X: coefficients 0, intercept = mean(y).
+    m = FastRidgeCV().fit(np.ones((12, 4)), y)
+    assert_allclose(m.coef_, 0.0, atol=1e-14)
+    assert m.intercept_ == pytest.approx(y.mean())
+    # One feature, more targets than samples.
+    X1 = rng.standard_normal((12, 1))
+    Y = rng.standard_normal((12, 50))
+    got = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X1, Y)
+    ref = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X1, Y)
+    assert_array_equal(got.alpha_, ref.alpha_)
+    assert_allclose(got.coef_, ref.coef_, rtol=1e-8, atol=1e-12)
+
+
+def brute_force_gcv(X, y, alpha, fit_intercept):
+    """GCV squared-error mean from the explicit hat matrix (shape (n_targets,))."""
+    n = X.shape[0]
+    Xc = X - X.mean(0) if fit_intercept else X
+    H = Xc @ np.linalg.solve(Xc.T @ Xc + alpha * np.eye(X.shape[1]), Xc.T)
+    if fit_intercept:
+        H = H + np.ones((n, n)) / n
+    resid = y - H @ y
+    return ((resid / (1 - np.trace(H) / n)) ** 2).mean(axis=0)
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (40, 10)])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_gcv_matches_explicit_hat_matrix(shape, fit_intercept):
+    X, Y = make_problem(*shape, 3, seed=21)
+    alphas = [0.1, 3.0, 100.0]
+    ref = np.array([brute_force_gcv(X, Y, a, fit_intercept) for a in alphas])  # (3, n_targets)
+    m = FastRidgeCV(alphas=alphas, cv="gcv", fit_intercept=fit_intercept,
+                    alpha_per_target=True).fit(X, Y)
+    assert_array_equal(m.alpha_, np.array(alphas)[ref.argmin(0)])
+    assert_allclose(-m.best_score_, ref.min(0), rtol=1e-8)
+    shared = FastRidgeCV(alphas=alphas, cv="gcv", fit_intercept=fit_intercept).fit(X, Y)
+    assert shared.alpha_ == alphas[int(ref.mean(1).argmin())]
+    # The stored (GEMM) path gives the same GCV errors as the O(rank) formula.
+    st = FastRidgeCV(alphas=alphas, cv="gcv", fit_intercept=fit_intercept,
+                     store_cv_results=True).fit(X, Y)
+    assert_allclose(st.cv_results_.mean(axis=0).T, ref, rtol=1e-8)
+
+
+def test_bad_input_errors():
+    X, Y = make_problem(10, 5, 2)
+    Ybad = Y.copy()
+    Ybad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="y contains NaN"):
+        FastRidgeCV().fit(X, Ybad)
+    Ybad[3, 1] = np.inf
+    with pytest.raises(ValueError, match="y contains infinity"):
+        FastRidgeCV(target_chunk=1).fit(X, Ybad)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        FastRidgeCV().fit(X, Y[:9])
+    for alphas, msg in [((1.0, -1.0), r"alphas\[1\] == -1.0, must be > 0.0"),
+                        (0.0, "alphas == 0.0, must be > 0.0"),
+                        ((1.0, np.nan), "must be finite"), ((np.inf,), "must be finite"),
+                        ((), "alphas is empty")]:
+        with pytest.raises(ValueError, match=msg):
+            FastRidgeCV(alphas=alphas).fit(X, Y)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        FastRidgeCV().fit(X[:1], Y[:1])
+    with pytest.raises(ValueError, match="cv="):
+        FastRidgeCV(cv="bogus").fit(X, Y)
+
+
+def test_import_does_not_load_cupy_or_cuda():
+    code = ("import sys, fastridge, torch; "
+            "assert 'cupy' not in sys.modules; "
+            "assert not torch.cuda.is_initialized(); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
