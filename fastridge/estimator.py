@@ -52,10 +52,14 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "neg_root_mean_squared_error", "neg_mean_absolute_error", "r2",
         "explained_variance", "correlation". Other scikit-learn scorer names
         and callables work as in scikit-learn, one target at a time.
-    cv : None, "loo" or "gcv", default=None
+    cv : None, "loo", "gcv", int, splitter or iterable, default=None
         None / "loo": exact leave-one-out. "gcv": generalized cross-validation,
         an approximation of leave-one-out (mean leverage instead of each
-        sample's); cheaper per alpha.
+        sample's); cheaper per alpha. An int k: KFold(k) without shuffling; a
+        scikit-learn splitter (GroupKFold, LeaveOneGroupOut, PredefinedSplit,
+        ...; pass `groups` to fit) or (train, test) index pairs. Folds are
+        scored per fold and averaged, exactly as refitting on each training set
+        would, from the same single decomposition.
     gcv_mode : {None, "auto", "svd", "eigen"}, default=None
         Accepted for compatibility: the smaller of the Gram and covariance
         eigenproblems is always chosen (scikit-learn's "auto").
@@ -63,6 +67,10 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Keep `cv_results_` (memory: n_samples * n_targets * n_alphas values).
     alpha_per_target : bool, default=False
         Choose alpha for each target separately.
+    conservative : bool, default=False
+        With fold-based cv: take the largest alpha whose fold-mean score is at
+        least the best fold-mean score minus its standard deviation across
+        folds (himalaya's option).
     device : "auto", "cpu", "cuda" or "cuda:k", default="auto"
         "auto": the device of torch/cupy GPU inputs, else CUDA if available.
     dtype : None, "float32" or "float64", default=None
@@ -88,7 +96,9 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
     coef_ : array of shape (n_features,) or (*target_shape, n_features)
     intercept_ : float or array of shape target_shape
     cv_results_ : ndarray of shape (n_samples, n_alphas) or (n_samples, *target_shape, n_alphas)
-        Only with store_cv_results=True.
+        Only with store_cv_results=True: held-out squared errors (scoring
+        None) or predictions. With fold-based cv: per-fold scores, shape
+        (n_folds, *target_shape, n_alphas).
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Only when X has string feature names.
@@ -108,6 +118,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         gcv_mode=None,
         store_cv_results=False,
         alpha_per_target=False,
+        conservative=False,
         device="auto",
         dtype=None,
         target_chunk="auto",
@@ -123,6 +134,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.gcv_mode = gcv_mode
         self.store_cv_results = store_cv_results
         self.alpha_per_target = alpha_per_target
+        self.conservative = conservative
         self.device = device
         self.dtype = dtype
         self.target_chunk = target_chunk
@@ -172,7 +184,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return X.toarray()
 
     # -- estimator API ----------------------------------------------------------
-    def fit(self, X, y, sample_weight=None, **params):
+    def fit(self, X, y, sample_weight=None, groups=None, **params):
         """Fit ridge regression with cross-validated alpha(s).
 
         Parameters
@@ -183,6 +195,8 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         y : array of shape (n_samples,) or (n_samples, *target_shape)
             Targets; a numpy memmap is read in chunks, never whole.
         sample_weight : float or array of shape (n_samples,), optional
+        groups : array of shape (n_samples,), optional
+            Group labels for a group splitter given as `cv` (GroupKFold, ...).
         **params : dict
             Extra arguments for a generic scorer.
 
@@ -212,6 +226,8 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             scoring=self.scoring,
             alpha_per_target=self.alpha_per_target,
             sample_weight=sample_weight,
+            groups=groups,
+            conservative=self.conservative,
             score_params=score_params,
             gcv_mode=self.gcv_mode,
             store_cv_results=self.store_cv_results,

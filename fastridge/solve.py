@@ -26,7 +26,7 @@ from ._backend import (
     torch_dtype,
 )
 from ._chunks import TargetReader, auto_target_chunk, bytes_per_target, chunk_slices
-from ._cv import GeneralizedCV, LeaveOneOut, project
+from ._cv import GeneralizedCV, LeaveGroupOut, LeaveOneOut, RefitPerFold, project
 from ._decompose import decompose
 from ._progress import Progress
 from ._refit import coefficients
@@ -70,12 +70,66 @@ class RidgeCVResult:
     timings: dict = field(default_factory=dict)
 
 
-def _cv_scheme(cv, decomp, alphas):
-    if cv is None or cv == "loo":
+def _splits(cv, n_samples: int, groups):
+    """(train, test) index pairs of a scikit-learn splitter, int k or iterable."""
+    from sklearn.model_selection import check_cv
+
+    splitter = check_cv(cv, classifier=False)
+    placeholder = np.zeros((n_samples, 1))  # splitters only need the sample count
+    splits = [(np.asarray(tr), np.asarray(te))
+              for tr, te in splitter.split(placeholder, None, groups)]
+    if not splits:
+        raise ValueError(f"cv={cv!r} produced no splits")
+    for i, (tr, te) in enumerate(splits):
+        if te.size == 0 or tr.size == 0:
+            raise ValueError(f"cv split {i} has an empty train or test set")
+    return splits
+
+
+def _is_complement(train: np.ndarray, test: np.ndarray, n_samples: int) -> bool:
+    """Whether train and test are disjoint and together hold every sample once."""
+    if train.size + test.size != n_samples:
+        return False
+    seen = np.zeros(n_samples, dtype=np.int64)
+    np.add.at(seen, train, 1)
+    np.add.at(seen, test, 1)
+    return bool((seen == 1).all())
+
+
+def _cv_scheme(cv, decomp, alphas, *, X, groups, sample_weight, fit_intercept, compute_dtype,
+               gcv_mode):
+    """The held-out residual scheme for `cv` (see fastridge._cv)."""
+    if cv is None or (isinstance(cv, str) and cv == "loo"):
         return LeaveOneOut(decomp, alphas)
-    if cv == "gcv":
-        return GeneralizedCV(decomp, alphas)
-    raise ValueError(f"cv={cv!r} is not supported yet: use None (exact leave-one-out) or 'gcv'")
+    if isinstance(cv, str):
+        if cv == "gcv":
+            return GeneralizedCV(decomp, alphas)
+        raise ValueError(
+            f"cv={cv!r} is not a known scheme: use None or 'loo' (exact leave-one-out), "
+            "'gcv', an int (KFold), a scikit-learn splitter or (train, test) pairs"
+        )
+    n_samples = decomp.n_samples
+    splits = _splits(cv, n_samples, groups)
+    if all(_is_complement(tr, te, n_samples) for tr, te in splits):
+        return LeaveGroupOut(decomp, alphas, [te for _, te in splits])
+    return RefitPerFold(X, alphas, splits, fit_intercept=fit_intercept,
+                        sample_weight=sample_weight, compute_dtype=compute_dtype,
+                        gcv_mode=gcv_mode)
+
+
+def _select_conservative(fold_scores: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """Per column, the largest alpha whose fold-mean score is at least the best
+    fold-mean score minus that best alpha's standard deviation across folds.
+
+    fold_scores: (n_folds, n_alphas, n_cols) -> indices of shape (n_cols,).
+    """
+    mean = fold_scores.mean(dim=0)
+    std = fold_scores.std(dim=0, correction=0)
+    best = select(mean)
+    threshold = (mean - std).gather(0, best[None, :])[0]
+    ok = mean >= threshold[None, :]
+    log_alpha = torch.log(alphas)[:, None].expand_as(mean)
+    return torch.argmax(torch.where(ok, log_alpha, -torch.inf), dim=0)
 
 
 def ridge_cv(
@@ -98,6 +152,8 @@ def ridge_cv(
     decompose_dtype="float64",
     n_threads: int | None = None,
     coef_out=None,
+    groups=None,
+    conservative: bool = False,
     out: dict | None = None,
     skip_chunk=None,
     on_chunk=None,
@@ -115,10 +171,15 @@ def ridge_cv(
         Positive, finite penalties.
     fit_intercept : bool
         Fit an unpenalised intercept (refit inside every CV fold).
-    cv : None, "loo" or "gcv"
-        None / "loo": exact leave-one-out; "gcv": generalized CV.
+    cv : None, "loo", "gcv", int, scikit-learn splitter or iterable of (train, test)
+        None / "loo": exact leave-one-out; "gcv": generalized CV; an int k:
+        KFold(k) without shuffling; a splitter (GroupKFold, LeaveOneGroupOut,
+        PredefinedSplit, ...) or (train, test) index pairs. Folds whose training
+        set is the complement of the test set use the shared decomposition;
+        others (e.g. TimeSeriesSplit) fall back to one exact refit per fold.
     scoring : None, str or callable
-        See fastridge._scoring.
+        See fastridge._scoring. With folds, None means "r2" (as scikit-learn's
+        RidgeCV with cv given), computed per fold and averaged over folds.
     alpha_per_target : bool
         One alpha per target, or one alpha shared by all targets.
     sample_weight : array of shape (n_samples,) or float, optional
@@ -128,7 +189,9 @@ def ridge_cv(
         Accepted for compatibility; the smaller eigenproblem is chosen unless
         "gram" or "covariance" forces one.
     store_cv_results : bool
-        Keep held-out squared errors (scoring None) or predictions per alpha.
+        Keep held-out squared errors (scoring None) or predictions per sample
+        and alpha, shape (n_samples, n_targets, n_alphas); with folds, the
+        per-fold scores, shape (n_folds, n_targets, n_alphas).
     target_chunk : "auto" or int
         Targets per chunk; "auto" sizes chunks from `memory_budget`.
     memory_budget : int, str or None
@@ -140,6 +203,11 @@ def ridge_cv(
         dtype of the Gram/covariance and its eigh; None uses the compute dtype.
     n_threads : int or None
         torch CPU threads during the call (None leaves torch's setting).
+    groups : array of shape (n_samples,), optional
+        Group labels passed to the splitter (GroupKFold, LeaveOneGroupOut, ...).
+    conservative : bool
+        With folds: choose the largest alpha whose fold-mean score is within one
+        standard deviation (across folds) of the best (himalaya's option).
     coef_out : array of shape (n_targets, n_features), optional
         Where to write coefficients (e.g. a writable np.memmap).
     out : dict, optional
@@ -190,18 +258,28 @@ def ridge_cv(
             compute_dtype=cdtype,
             gcv_mode=gcv_mode,
         )
+        scheme = _cv_scheme(cv, decomp, alphas, X=Xt, groups=groups, sample_weight=swt,
+                            fit_intercept=fit_intercept, compute_dtype=cdtype,
+                            gcv_mode=gcv_mode)
         del Xt
-        scheme = _cv_scheme(cv, decomp, alphas)
+        folds = scheme.folds
+        if folds is not None and scoring is None:
+            scorer = Scoring("r2", score_params)  # scikit-learn's default with cv given
+        if conservative and folds is None:
+            raise ValueError("conservative=True needs fold-based cv (an int or a splitter)")
         synchronize(dev)
         timings["decompose"] = time.perf_counter() - t0
         progress.message(f"{decomp.form} form, rank {decomp.rank}, {timings['decompose']:.2f}s")
 
         itemsize = torch.finfo(cdtype).bits // 8
         per_target = bytes_per_target(n_samples, decomp.rank, n_features, n_alphas, itemsize)
-        if scorer.needs_y or (store_cv_results and scoring is not None):
+        # The raw targets are kept when a score or the per-fold refit needs them,
+        # or to store held-out predictions.
+        keep_y = (scorer.needs_y or scheme.name == "refit"
+                  or (store_cv_results and scoring is not None and folds is None))
+        if keep_y:
             per_target += itemsize * n_samples
         joint = not scorer.builtin and not alpha_per_target
-        keep_y = scorer.needs_y or (store_cv_results and scoring is not None)
         if joint or target_chunk is None or target_chunk == "all":
             chunk = n_targets  # a generic scorer of a shared alpha sees all targets at once
         elif target_chunk == "auto":
@@ -234,13 +312,18 @@ def ridge_cv(
             raise ValueError(
                 "skip_chunk needs alpha_per_target=True (a shared alpha depends on every chunk)"
             )
-        score_sums = np.zeros(n_alphas, dtype=np.float64)
+        n_blocks = 1 if folds is None else len(folds)
+        # Per block (fold) and alpha: the sum over targets of the scores (or, for a
+        # generic scorer of a shared alpha, its joint score).
+        block_sums = np.zeros((n_blocks, n_alphas), dtype=np.float64)
         cv_results = None
         if store_cv_results:
-            cv_results = np.empty((n_samples, n_targets, n_alphas), dtype=coef.dtype)
+            first = n_samples if folds is None else n_blocks
+            cv_results = np.empty((first, n_targets, n_alphas), dtype=coef.dtype)
 
         timings.update(project=0.0, cv=0.0, refit=0.0, read=0.0)
         alphas_t = torch.as_tensor(alphas, dtype=torch.float64, device=dev)
+        gcv_fast = scheme.name == "gcv" and scoring is None and not store_cv_results
         buf = None
         cached = None  # the projection of a single chunk, reused by the shared refit
 
@@ -266,30 +349,35 @@ def ridge_cv(
             width = sl.stop - sl.start
             if buf is None or buf.shape[1] != width:
                 buf = torch.empty((n_samples, width), dtype=cdtype, device=dev)
-            scores = torch.empty((n_alphas, width), dtype=torch.float64, device=dev)
-            joint_scores = []
+            block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64,
+                                       device=dev)
             for a in range(n_alphas):
-                if scheme.name == "gcv" and scoring is None and not store_cv_results:
+                if gcv_fast:  # no GEMM: O(rank * width) per alpha
                     if a == 0:
                         gcv_sums = scheme.squared_error_sums(proj)
-                    scores[a] = -gcv_sums[a].double() / n_samples
+                    block_scores[0, a] = -gcv_sums[a].double() / n_samples
                     continue
-                resid = scheme.heldout_residuals(proj, a, buf)
-                scores[a] = scorer(resid, proj.y, decomp.sqrt_sw)
-                if joint:
-                    joint_scores.append(scorer.joint(resid, proj.y, decomp.sqrt_sw, Y.ndim == 1))
-                if cv_results is not None:
-                    cv_results[:, sl, a] = _cv_values(resid, proj, decomp, scoring)
-            if joint:
-                score_sums += np.asarray(joint_scores)
-            else:
-                score_sums += scores.sum(dim=1).cpu().numpy()
+                for i, (rows, resid, sqrt_sw) in enumerate(scheme.blocks(proj, a, buf)):
+                    y = proj.y if proj.y is None or rows is None else proj.y[rows]
+                    block_scores[i, a] = scorer(resid, y, sqrt_sw)
+                    if joint:
+                        block_sums[i, a] += scorer.joint(resid, y, sqrt_sw, Y.ndim == 1)
+                    if cv_results is not None and folds is None:
+                        cv_results[:, sl, a] = _cv_values(resid, proj, decomp, scoring)
+            if not joint:
+                block_sums += block_scores.sum(dim=2).cpu().numpy()
+            if cv_results is not None and folds is not None:
+                cv_results[:, sl, :] = block_scores.permute(0, 2, 1).cpu().numpy()
             synchronize(dev)
             timings["cv"] += time.perf_counter() - t
 
             if alpha_per_target:
                 t = time.perf_counter()
-                best = select(scores)
+                scores = block_scores.mean(dim=0)  # averaged over folds, (n_alphas, width)
+                if conservative:
+                    best = _select_conservative(block_scores, alphas_t)
+                else:
+                    best = select(scores)
                 alpha_index[sl] = best.cpu().numpy()
                 best_score[sl] = scores.gather(0, best[None, :])[0].cpu().numpy()
                 w, b = coefficients(decomp, proj, alphas_t[best])
@@ -305,8 +393,13 @@ def ridge_cv(
         mean_scores = None
         if not alpha_per_target:
             # One alpha for all targets: the best mean score (first on ties).
-            mean_scores = score_sums if joint else score_sums / n_targets
-            best = int(np.argmax(np.where(np.isnan(mean_scores), -np.inf, mean_scores)))
+            per_block = block_sums if joint else block_sums / n_targets  # (n_blocks, n_alphas)
+            mean_scores = per_block.mean(axis=0)
+            if conservative:
+                best = int(_select_conservative(torch.from_numpy(per_block)[:, :, None],
+                                                torch.from_numpy(alphas))[0])
+            else:
+                best = int(select(torch.from_numpy(mean_scores)[:, None])[0])
             alpha_index[:] = best
             shared_score = float(mean_scores[best])
             t = time.perf_counter()

@@ -1,0 +1,170 @@
+"""K-fold and grouped CV from the shared decomposition, against brute-force refits,
+scikit-learn's RidgeCV(cv=...) (GridSearchCV) and himalaya's RidgeCV."""
+
+import numpy as np
+import pytest
+from conftest import make_problem
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.metrics import r2_score
+from sklearn.model_selection import (
+    GroupKFold,
+    KFold,
+    LeaveOneGroupOut,
+    PredefinedSplit,
+    ShuffleSplit,
+    TimeSeriesSplit,
+)
+
+from fastridge import FastRidgeCV
+
+ALPHAS = np.logspace(-2, 3, 6)
+
+
+def _groups(n_samples):
+    """Uneven groups (runs of different lengths)."""
+    sizes = [3, 7, 5, 9, 4, 6, 8]
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    return np.resize(labels, n_samples)
+
+
+SPLITTERS = {
+    "kfold5": lambda n: (KFold(5), None),
+    "kfold_shuffled": lambda n: (KFold(4, shuffle=True, random_state=0), None),
+    "groupkfold": lambda n: (GroupKFold(3), _groups(n)),
+    "logo": lambda n: (LeaveOneGroupOut(), _groups(n)),
+    "predefined": lambda n: (PredefinedSplit(np.resize([0, 1, -1, 2, 1, 0], n)), None),
+    "shufflesplit": lambda n: (ShuffleSplit(4, test_size=0.3, random_state=1), None),
+    # training set is not the complement of the test set: per-fold refit fallback
+    "timeseries": lambda n: (TimeSeriesSplit(3), None),
+    "shufflesplit_train_size": lambda n: (ShuffleSplit(3, test_size=0.2, train_size=0.5,
+                                                       random_state=2), None),
+}
+
+
+def brute_force_fold_scores(X, Y, alphas, splits, fit_intercept, sample_weight=None, score=None):
+    """Per-fold, per-alpha, per-target scores from scikit-learn Ridge refits.
+
+    Returns an array of shape (n_folds, n_targets, n_alphas).
+    """
+    score = score or (lambda y, p: r2_score(y, p, multioutput="raw_values"))
+    out = np.empty((len(splits), Y.shape[1], len(alphas)))
+    for f, (train, test) in enumerate(splits):
+        for a, alpha in enumerate(alphas):
+            sw = None if sample_weight is None else sample_weight[train]
+            model = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
+            model.fit(X[train], Y[train], sample_weight=sw)
+            out[f, :, a] = score(Y[test], model.predict(X[test]))
+    return out
+
+
+@pytest.mark.parametrize("splitter", list(SPLITTERS))
+@pytest.mark.parametrize("shape", [(40, 60), (60, 15)], ids=["n<p", "n>p"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_fold_scores_equal_brute_force_refits(splitter, shape, fit_intercept):
+    X, Y = make_problem(*shape, 3, seed=shape[0] + 3)
+    cv, groups = SPLITTERS[splitter](shape[0])
+    splits = list(cv.split(X, Y, groups))
+    m = FastRidgeCV(alphas=ALPHAS, cv=cv, fit_intercept=fit_intercept, alpha_per_target=True,
+                    store_cv_results=True).fit(X, Y, groups=groups)
+    ref = brute_force_fold_scores(X, Y, ALPHAS, splits, fit_intercept)
+    assert m.cv_results_.shape == ref.shape
+    assert_allclose(m.cv_results_, ref, rtol=1e-7, atol=1e-9)
+    mean = ref.mean(axis=0)  # (n_targets, n_alphas)
+    assert_array_equal(m.alpha_, ALPHAS[mean.argmax(axis=1)])
+    assert_allclose(m.best_score_, mean.max(axis=1), rtol=1e-8)
+
+
+@pytest.mark.parametrize("splitter", ["kfold5", "groupkfold", "timeseries"])
+def test_weighted_fold_scores_equal_weighted_refits(splitter):
+    X, Y = make_problem(36, 20, 2, seed=4)
+    sw = np.random.default_rng(0).uniform(0.3, 3.0, 36)
+    cv, groups = SPLITTERS[splitter](36)
+    m = FastRidgeCV(alphas=ALPHAS, cv=cv, alpha_per_target=True, store_cv_results=True).fit(
+        X, Y, sample_weight=sw, groups=groups)
+    ref = brute_force_fold_scores(X, Y, ALPHAS, list(cv.split(X, Y, groups)), True, sw)
+    assert_allclose(m.cv_results_, ref, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("cv", [5, KFold(3)])
+@pytest.mark.parametrize("shape", [(30, 50), (50, 12)])
+def test_shared_alpha_matches_sklearn_gridsearch(cv, shape):
+    X, Y = make_problem(*shape, 4, seed=9)
+    for y in (Y, Y[:, 0]):
+        ref = RidgeCV(alphas=ALPHAS, cv=cv).fit(X, y)
+        got = FastRidgeCV(alphas=ALPHAS, cv=cv).fit(X, y)
+        assert got.alpha_ == ref.alpha_
+        assert_allclose(got.best_score_, ref.best_score_, rtol=1e-8)
+        assert_allclose(got.coef_, ref.coef_, rtol=1e-8, atol=1e-10)
+        assert_allclose(got.intercept_, ref.intercept_, rtol=1e-8, atol=1e-10)
+
+
+def test_scoring_names_with_folds_match_sklearn():
+    X, Y = make_problem(30, 20, 3, seed=10)
+    for scoring in ("neg_mean_squared_error", "neg_mean_absolute_error", "explained_variance"):
+        ref = RidgeCV(alphas=ALPHAS, cv=4, scoring=scoring).fit(X, Y)
+        got = FastRidgeCV(alphas=ALPHAS, cv=4, scoring=scoring).fit(X, Y)
+        assert got.alpha_ == ref.alpha_
+        assert_allclose(got.best_score_, ref.best_score_, rtol=1e-8)
+
+
+def test_iterable_of_splits_and_chunking():
+    X, Y = make_problem(30, 40, 17, seed=11)
+    splits = list(KFold(5).split(X))
+    a = FastRidgeCV(alphas=ALPHAS, cv=splits, alpha_per_target=True, target_chunk=4).fit(X, Y)
+    b = FastRidgeCV(alphas=ALPHAS, cv=KFold(5), alpha_per_target=True).fit(X, Y)
+    assert_array_equal(a.alpha_, b.alpha_)
+    assert_allclose(a.coef_, b.coef_, rtol=1e-12, atol=1e-14)
+    assert_allclose(a.best_score_, b.best_score_, rtol=1e-12)
+
+
+def test_conservative_takes_largest_alpha_within_one_std():
+    X, Y = make_problem(40, 30, 6, seed=12, noise=2.0)
+    m = FastRidgeCV(alphas=ALPHAS, cv=5, alpha_per_target=True, conservative=True,
+                    store_cv_results=True).fit(X, Y)
+    scores = m.cv_results_  # (n_folds, n_targets, n_alphas)
+    mean, std = scores.mean(0), scores.std(0)
+    for t in range(Y.shape[1]):
+        best = mean[t].argmax()
+        ok = mean[t] >= mean[t, best] - std[t, best]
+        assert m.alpha_[t] == ALPHAS[ok].max()
+    plain = FastRidgeCV(alphas=ALPHAS, cv=5, alpha_per_target=True).fit(X, Y)
+    assert np.all(m.alpha_ >= plain.alpha_)
+    assert np.any(m.alpha_ > plain.alpha_)
+    with pytest.raises(ValueError, match="conservative"):
+        FastRidgeCV(conservative=True).fit(X, Y)
+
+
+def test_fold_errors():
+    X, Y = make_problem(20, 10, 2)
+    with pytest.raises(ValueError, match="empty train or test set"):
+        # one fold holding every sample: nothing left to fit on
+        FastRidgeCV(cv=[(np.arange(0), np.arange(20))]).fit(X, Y)
+    with pytest.raises(ValueError, match="not a known scheme"):
+        FastRidgeCV(cv="kfold").fit(X, Y)
+
+
+def test_himalaya_selects_the_same_alphas():
+    """The headline setup: standardized X, no intercept, alphas {1e4, 2e4, 4e4}, cv=5."""
+    himalaya = pytest.importorskip("himalaya")
+    from himalaya.backend import set_backend
+    from himalaya.ridge import RidgeCV as HRidgeCV
+    from himalaya.scoring import r2_score as h_r2
+
+    set_backend("numpy", on_error="raise")
+    X, Y = make_problem(150, 500, 60, seed=13, standardize=True, noise=3.0)
+    Y = Y - Y.mean(0)
+    alphas = np.array([1e4, 2e4, 4e4])
+    for scoring, score_func in [("neg_mean_squared_error", None), ("r2", h_r2)]:
+        params = dict(local_alpha=True, warn=False)
+        if score_func is not None:
+            params["score_func"] = score_func
+        ref = HRidgeCV(alphas=alphas, fit_intercept=False, cv=5, solver_params=params).fit(X, Y)
+        got = FastRidgeCV(alphas=alphas, fit_intercept=False, cv=5, scoring=scoring,
+                          alpha_per_target=True).fit(X, Y)
+        assert len(np.unique(got.alpha_)) > 1
+        # himalaya returns exp(-log(alpha)): the same grid value to rounding
+        assert_allclose(got.alpha_, np.asarray(ref.best_alphas_), rtol=1e-12)
+        assert_allclose(got.best_score_, np.asarray(ref.cv_scores_).ravel(), rtol=1e-6)
+        assert_allclose(got.coef_, np.asarray(ref.coef_).T, rtol=1e-6, atol=1e-10)
+    del himalaya
