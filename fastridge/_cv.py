@@ -254,8 +254,17 @@ class RefitPerFold:
 
     name = "refit"
 
-    def __init__(self, X: torch.Tensor, alphas, splits, *, fit_intercept, sample_weight,
-                 compute_dtype, gcv_mode=None):
+    def __init__(
+        self,
+        X: torch.Tensor,
+        alphas,
+        splits,
+        *,
+        fit_intercept,
+        sample_weight,
+        compute_dtype,
+        gcv_mode=None,
+    ):
         from ._decompose import decompose
 
         self.alphas = torch.as_tensor(alphas, dtype=torch.float64, device=X.device)
@@ -264,9 +273,15 @@ class RefitPerFold:
         for train, test in splits:
             train_rows = _rows(np.asarray(train), X.device)
             sw = None if sample_weight is None else sample_weight[train_rows]
-            self.decomps.append(decompose(X[train_rows], fit_intercept=fit_intercept,
-                                          sample_weight=sw, compute_dtype=compute_dtype,
-                                          gcv_mode=gcv_mode))
+            self.decomps.append(
+                decompose(
+                    X[train_rows],
+                    fit_intercept=fit_intercept,
+                    sample_weight=sw,
+                    compute_dtype=compute_dtype,
+                    gcv_mode=gcv_mode,
+                )
+            )
             self.trains.append(train_rows)
             rows = _rows(np.asarray(test), X.device)
             self.folds.append(rows)
@@ -277,10 +292,13 @@ class RefitPerFold:
         from ._refit import coefficients
 
         if a == 0:  # project each training set once per chunk, reuse for every alpha
-            self._projections = [project(d, chunk.y[tr], keep_y=False)
-                                 for d, tr in zip(self.decomps, self.trains, strict=True)]
+            self._projections = [
+                project(d, chunk.y[tr], keep_y=False)
+                for d, tr in zip(self.decomps, self.trains, strict=True)
+            ]
         width = chunk.y.shape[1]
-        for d, proj, rows, Xt in zip(self.decomps, self._projections, self.folds,
-                                     self.X_tests, strict=True):
+        for d, proj, rows, Xt in zip(
+            self.decomps, self._projections, self.folds, self.X_tests, strict=True
+        ):
             coef, intercept = coefficients(d, proj, self.alphas[a].expand(width))
             yield rows, chunk.y[rows] - (Xt @ coef.T + intercept), None

@@ -17,7 +17,10 @@ from ._decompose import Decomposition
 
 
 def coefficients(
-    decomp: Decomposition, chunk: ProjectedChunk, alpha_per_target: torch.Tensor
+    decomp: Decomposition,
+    chunk: ProjectedChunk,
+    alpha_per_target: torch.Tensor,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Coefficients and intercepts of one chunk.
 
@@ -27,6 +30,9 @@ def coefficients(
     chunk : ProjectedChunk with n_chunk targets
     alpha_per_target : tensor of shape (n_chunk,)
         The alpha chosen for each target.
+    out : tensor of shape (n_chunk, n_features), optional
+        Where to write the coefficients (e.g. a view of the caller's host array,
+        which saves a copy of the largest output).
 
     Returns
     -------
@@ -36,7 +42,7 @@ def coefficients(
     alphas = alpha_per_target.to(device=decomp.device, dtype=torch.float64)
     psi = 1.0 / (decomp.eigvals[:, None] + alphas[None, :])  # (rank, n_chunk)
     scaled = chunk.UtY * psi.to(decomp.dtype)
-    coef = scaled.T @ decomp.M.T  # (n_chunk, n_features)
+    coef = torch.mm(scaled.T, decomp.M.T, out=out)  # (n_chunk, n_features)
     if decomp.fit_intercept:
         intercept = chunk.y_offset - coef @ decomp.x_offset
     else:

@@ -76,8 +76,9 @@ def _splits(cv, n_samples: int, groups):
 
     splitter = check_cv(cv, classifier=False)
     placeholder = np.zeros((n_samples, 1))  # splitters only need the sample count
-    splits = [(np.asarray(tr), np.asarray(te))
-              for tr, te in splitter.split(placeholder, None, groups)]
+    splits = [
+        (np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(placeholder, None, groups)
+    ]
     if not splits:
         raise ValueError(f"cv={cv!r} produced no splits")
     for i, (tr, te) in enumerate(splits):
@@ -96,8 +97,9 @@ def _is_complement(train: np.ndarray, test: np.ndarray, n_samples: int) -> bool:
     return bool((seen == 1).all())
 
 
-def _cv_scheme(cv, decomp, alphas, *, X, groups, sample_weight, fit_intercept, compute_dtype,
-               gcv_mode):
+def _cv_scheme(
+    cv, decomp, alphas, *, X, groups, sample_weight, fit_intercept, compute_dtype, gcv_mode
+):
     """The held-out residual scheme for `cv` (see fastridge._cv)."""
     if cv is None or (isinstance(cv, str) and cv == "loo"):
         return LeaveOneOut(decomp, alphas)
@@ -112,9 +114,15 @@ def _cv_scheme(cv, decomp, alphas, *, X, groups, sample_weight, fit_intercept, c
     splits = _splits(cv, n_samples, groups)
     if all(_is_complement(tr, te, n_samples) for tr, te in splits):
         return LeaveGroupOut(decomp, alphas, [te for _, te in splits])
-    return RefitPerFold(X, alphas, splits, fit_intercept=fit_intercept,
-                        sample_weight=sample_weight, compute_dtype=compute_dtype,
-                        gcv_mode=gcv_mode)
+    return RefitPerFold(
+        X,
+        alphas,
+        splits,
+        fit_intercept=fit_intercept,
+        sample_weight=sample_weight,
+        compute_dtype=compute_dtype,
+        gcv_mode=gcv_mode,
+    )
 
 
 def _select_conservative(fold_scores: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
@@ -258,9 +266,17 @@ def ridge_cv(
             compute_dtype=cdtype,
             gcv_mode=gcv_mode,
         )
-        scheme = _cv_scheme(cv, decomp, alphas, X=Xt, groups=groups, sample_weight=swt,
-                            fit_intercept=fit_intercept, compute_dtype=cdtype,
-                            gcv_mode=gcv_mode)
+        scheme = _cv_scheme(
+            cv,
+            decomp,
+            alphas,
+            X=Xt,
+            groups=groups,
+            sample_weight=swt,
+            fit_intercept=fit_intercept,
+            compute_dtype=cdtype,
+            gcv_mode=gcv_mode,
+        )
         del Xt
         folds = scheme.folds
         if folds is not None and scoring is None:
@@ -275,8 +291,11 @@ def ridge_cv(
         per_target = bytes_per_target(n_samples, decomp.rank, n_features, n_alphas, itemsize)
         # The raw targets are kept when a score or the per-fold refit needs them,
         # or to store held-out predictions.
-        keep_y = (scorer.needs_y or scheme.name == "refit"
-                  or (store_cv_results and scoring is not None and folds is None))
+        keep_y = (
+            scorer.needs_y
+            or scheme.name == "refit"
+            or (store_cv_results and scoring is not None and folds is None)
+        )
         if keep_y:
             per_target += itemsize * n_samples
         joint = not scorer.builtin and not alpha_per_target
@@ -349,8 +368,7 @@ def ridge_cv(
             width = sl.stop - sl.start
             if buf is None or buf.shape[1] != width:
                 buf = torch.empty((n_samples, width), dtype=cdtype, device=dev)
-            block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64,
-                                       device=dev)
+            block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64, device=dev)
             for a in range(n_alphas):
                 if gcv_fast:  # no GEMM: O(rank * width) per alpha
                     if a == 0:
@@ -380,8 +398,7 @@ def ridge_cv(
                     best = select(scores)
                 alpha_index[sl] = best.cpu().numpy()
                 best_score[sl] = scores.gather(0, best[None, :])[0].cpu().numpy()
-                w, b = coefficients(decomp, proj, alphas_t[best])
-                coef[sl] = w.cpu().numpy()
+                b = _refit_into(coef, sl, decomp, proj, alphas_t[best])
                 intercept[sl] = b.cpu().numpy()
                 timings["refit"] += time.perf_counter() - t
                 if on_chunk is not None:
@@ -396,8 +413,11 @@ def ridge_cv(
             per_block = block_sums if joint else block_sums / n_targets  # (n_blocks, n_alphas)
             mean_scores = per_block.mean(axis=0)
             if conservative:
-                best = int(_select_conservative(torch.from_numpy(per_block)[:, :, None],
-                                                torch.from_numpy(alphas))[0])
+                best = int(
+                    _select_conservative(
+                        torch.from_numpy(per_block)[:, :, None], torch.from_numpy(alphas)
+                    )[0]
+                )
             else:
                 best = int(select(torch.from_numpy(mean_scores)[:, None])[0])
             alpha_index[:] = best
@@ -406,8 +426,7 @@ def ridge_cv(
             progress.start("coefficients", n_targets)
             for sl in chunk_slices(n_targets, chunk):
                 proj = cached if cached is not None else project(decomp, read(sl))
-                w, b = coefficients(decomp, proj, alphas_t[best].expand(sl.stop - sl.start))
-                coef[sl] = w.cpu().numpy()
+                b = _refit_into(coef, sl, decomp, proj, alphas_t[best].expand(sl.stop - sl.start))
                 intercept[sl] = b.cpu().numpy()
                 if on_chunk is not None:
                     on_chunk(sl)
@@ -430,6 +449,29 @@ def ridge_cv(
         device=str(dev),
         timings=timings,
     )
+
+
+def _refit_into(coef: np.ndarray, sl: slice, decomp, proj, alphas: torch.Tensor):
+    """Write the chunk's coefficients into rows `sl` of the host array `coef`.
+
+    On CPU the GEMM writes straight into the caller's array (no extra copy of
+    the largest output) when its rows are contiguous and of the compute dtype.
+    Returns the intercepts, tensor of shape (n_chunk,).
+    """
+    rows = coef[sl]
+    direct = (
+        decomp.device.type == "cpu"
+        and isinstance(rows, np.ndarray)
+        and rows.flags.c_contiguous
+        and rows.flags.writeable
+        and rows.dtype == np.dtype(str(decomp.dtype)[6:])
+    )
+    if direct:
+        _, b = coefficients(decomp, proj, alphas, out=torch.from_numpy(rows))
+    else:
+        w, b = coefficients(decomp, proj, alphas)
+        coef[sl] = w.cpu().numpy()
+    return b
 
 
 def _cv_values(resid, proj, decomp, scoring):
