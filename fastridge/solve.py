@@ -25,7 +25,7 @@ from ._backend import (
     synchronize,
     torch_dtype,
 )
-from ._chunks import TargetReader, auto_target_chunk, bytes_per_target, chunk_slices
+from ._chunks import TargetReader, auto_target_chunk, bytes_per_target
 from ._cv import GeneralizedCV, LeaveGroupOut, LeaveOneOut, RefitPerFold, project
 from ._decompose import decompose
 from ._progress import Progress
@@ -343,8 +343,7 @@ def ridge_cv(
         timings.update(project=0.0, cv=0.0, refit=0.0, read=0.0)
         alphas_t = torch.as_tensor(alphas, dtype=torch.float64, device=dev)
         gcv_fast = scheme.name == "gcv" and scoring is None and not store_cv_results
-        buf = None
-        cached = None  # the projection of a single chunk, reused by the shared refit
+        work = {"buf": None, "cached": None}  # residual buffer; a single chunk's projection
 
         def read(sl):
             t = time.perf_counter()
@@ -353,12 +352,20 @@ def ridge_cv(
             timings["read"] += time.perf_counter() - t
             return Yc
 
-        # Pass 1: scores of every alpha for every target; per-target refit at once.
-        progress.start("cross-validation", n_targets)
-        for sl in chunk_slices(n_targets, chunk):
+        def release():
+            """Drop this chunk's device buffers (before retrying a smaller chunk)."""
+            work["buf"] = work["cached"] = None
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+
+        def cross_validate(sl):
+            """Pass 1 for one chunk: every alpha's scores; per-target selection and refit.
+
+            Outputs are only written at the end, so an out-of-memory error part-way
+            leaves nothing half-counted and the chunk can simply be redone smaller.
+            """
             if skip_chunk is not None and skip_chunk(sl):
-                progress.advance(sl.stop - sl.start)
-                continue
+                return
             t = time.perf_counter()
             proj = project(decomp, read(sl), keep_y=keep_y)
             synchronize(dev)
@@ -366,9 +373,12 @@ def ridge_cv(
 
             t = time.perf_counter()
             width = sl.stop - sl.start
+            buf = work["buf"]
             if buf is None or buf.shape[1] != width:
-                buf = torch.empty((n_samples, width), dtype=cdtype, device=dev)
+                work["buf"] = buf = None  # free the old buffer before allocating
+                buf = work["buf"] = torch.empty((n_samples, width), dtype=cdtype, device=dev)
             block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64, device=dev)
+            joint_sums = np.zeros((n_blocks, n_alphas))
             for a in range(n_alphas):
                 if gcv_fast:  # no GEMM: O(rank * width) per alpha
                     if a == 0:
@@ -379,13 +389,12 @@ def ridge_cv(
                     y = proj.y if proj.y is None or rows is None else proj.y[rows]
                     block_scores[i, a] = scorer(resid, y, sqrt_sw)
                     if joint:
-                        block_sums[i, a] += scorer.joint(resid, y, sqrt_sw, Y.ndim == 1)
+                        joint_sums[i, a] = scorer.joint(resid, y, sqrt_sw, Y.ndim == 1)
                     if cv_results is not None and folds is None:
                         cv_results[:, sl, a] = _cv_values(resid, proj, decomp, scoring)
-            if not joint:
-                block_sums += block_scores.sum(dim=2).cpu().numpy()
             if cv_results is not None and folds is not None:
                 cv_results[:, sl, :] = block_scores.permute(0, 2, 1).cpu().numpy()
+            chunk_sums = joint_sums if joint else block_scores.sum(dim=2).cpu().numpy()
             synchronize(dev)
             timings["cv"] += time.perf_counter() - t
 
@@ -396,16 +405,20 @@ def ridge_cv(
                     best = _select_conservative(block_scores, alphas_t)
                 else:
                     best = select(scores)
+                b = _refit_into(coef, sl, decomp, proj, alphas_t[best])
                 alpha_index[sl] = best.cpu().numpy()
                 best_score[sl] = scores.gather(0, best[None, :])[0].cpu().numpy()
-                b = _refit_into(coef, sl, decomp, proj, alphas_t[best])
                 intercept[sl] = b.cpu().numpy()
                 timings["refit"] += time.perf_counter() - t
                 if on_chunk is not None:
                     on_chunk(sl)
-            elif chunk == n_targets:
-                cached = proj
-            progress.advance(width)
+            elif width == n_targets:
+                work["cached"] = proj
+            block_sums[...] += chunk_sums  # last: counted once the chunk is complete
+
+        # Pass 1: scores of every alpha for every target; per-target refit at once.
+        progress.start("cross-validation", n_targets)
+        chunk = _for_each_chunk(n_targets, chunk, cross_validate, progress, release)
 
         mean_scores = None
         if not alpha_per_target:
@@ -422,15 +435,20 @@ def ridge_cv(
                 best = int(select(torch.from_numpy(mean_scores)[:, None])[0])
             alpha_index[:] = best
             shared_score = float(mean_scores[best])
-            t = time.perf_counter()
-            progress.start("coefficients", n_targets)
-            for sl in chunk_slices(n_targets, chunk):
+
+            def refit(sl):
+                """Pass 2 for one chunk: coefficients of the shared alpha."""
+                cached = work["cached"]
                 proj = cached if cached is not None else project(decomp, read(sl))
-                b = _refit_into(coef, sl, decomp, proj, alphas_t[best].expand(sl.stop - sl.start))
+                width = sl.stop - sl.start
+                b = _refit_into(coef, sl, decomp, proj, alphas_t[best].expand(width))
                 intercept[sl] = b.cpu().numpy()
                 if on_chunk is not None:
                     on_chunk(sl)
-                progress.advance(sl.stop - sl.start)
+
+            t = time.perf_counter()
+            progress.start("coefficients", n_targets)
+            chunk = _for_each_chunk(n_targets, chunk, refit, progress, release)
             timings["refit"] += time.perf_counter() - t
 
     return RidgeCVResult(
@@ -449,6 +467,32 @@ def ridge_cv(
         device=str(dev),
         timings=timings,
     )
+
+
+def _for_each_chunk(n_targets: int, chunk: int, process, progress, release) -> int:
+    """Run process(slice) over all targets in chunks of `chunk` columns.
+
+    On a device out-of-memory error the failed chunk is retried with half the
+    width (finished chunks are kept); the chunk size that worked is returned.
+    """
+    start = 0
+    while start < n_targets:
+        sl = slice(start, min(start + chunk, n_targets))
+        try:
+            process(sl)
+        except torch.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            release()
+            chunk = max(1, chunk // 2)
+            progress.message(
+                f"out of memory at targets {sl.start}-{sl.stop - 1}: "
+                f"retrying with {chunk} targets per chunk"
+            )
+            continue
+        progress.advance(sl.stop - sl.start)
+        start = sl.stop
+    return chunk
 
 
 def _refit_into(coef: np.ndarray, sl: slice, decomp, proj, alphas: torch.Tensor):

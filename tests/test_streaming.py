@@ -1,0 +1,64 @@
+"""Chunk streaming: out-of-memory back-off (injected on CPU) and chunk sizing."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_problem
+from numpy.testing import assert_allclose, assert_array_equal
+
+import fastridge.solve as solve_module
+from fastridge import ridge_cv
+from fastridge._chunks import auto_target_chunk, parse_bytes
+
+ALPHAS = (0.1, 1.0, 10.0, 100.0)
+
+
+def _inject_oom(monkeypatch, max_width):
+    """Make the projection step fail like a full GPU whenever a chunk is wider than max_width."""
+    real = solve_module.project
+    calls = []
+
+    def project(decomp, Y, keep_y=False):
+        calls.append(Y.shape[1])
+        if Y.shape[1] > max_width:
+            raise torch.OutOfMemoryError("injected: CUDA out of memory")
+        return real(decomp, Y, keep_y=keep_y)
+
+    monkeypatch.setattr(solve_module, "project", project)
+    return calls
+
+
+@pytest.mark.parametrize("alpha_per_target", [True, False])
+def test_out_of_memory_halves_the_chunk_and_keeps_results(monkeypatch, capsys, alpha_per_target):
+    X, Y = make_problem(25, 40, 37, seed=1)
+    ref = ridge_cv(X, Y, ALPHAS, alpha_per_target=alpha_per_target)
+    calls = _inject_oom(monkeypatch, max_width=5)
+    done = []
+    got = ridge_cv(X, Y, ALPHAS, alpha_per_target=alpha_per_target, target_chunk=16,
+                   verbose=True, on_chunk=lambda sl: done.append((sl.start, sl.stop)))
+    assert calls[:3] == [16, 8, 4]  # 16 fails, 8 fails, 4 works
+    assert got.target_chunk == 4
+    assert "out of memory" in capsys.readouterr().err
+    # every target written exactly once, in order, by chunks that completed
+    covered = np.concatenate([np.arange(a, b) for a, b in done])
+    assert_array_equal(covered, np.arange(37))
+    assert_array_equal(got.alpha_index, ref.alpha_index)
+    assert_allclose(got.coef, ref.coef, rtol=1e-12, atol=1e-14)
+    assert_allclose(got.best_score, ref.best_score, rtol=1e-12)
+
+
+def test_out_of_memory_at_one_target_is_raised(monkeypatch):
+    X, Y = make_problem(10, 5, 3)
+    _inject_oom(monkeypatch, max_width=0)
+    with pytest.raises(torch.OutOfMemoryError):
+        ridge_cv(X, Y, ALPHAS, target_chunk=2)
+
+
+def test_auto_chunk_follows_the_budget():
+    per_target = 4 * (3 * 1000 + 2 * 1000 + 5000 + 5)
+    cpu = torch.device("cpu")
+    assert auto_target_chunk(10**6, per_target, cpu, "100MB") == 10**8 // per_target
+    assert auto_target_chunk(10, per_target, cpu, "100MB") == 10
+    assert auto_target_chunk(10**6, per_target, cpu, 1) == 1
+    assert parse_bytes("2GiB") == 2 * 2**30 and parse_bytes("1.5GB") == 1.5e9
+    assert parse_bytes(1024) == 1024
