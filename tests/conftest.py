@@ -32,8 +32,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def make_problem(n_samples, n_features, n_targets=3, *, rank=None, seed=0, noise=1.0,
-                 standardize=False, dtype=np.float64):
+def make_problem(
+    n_samples,
+    n_features,
+    n_targets=3,
+    *,
+    rank=None,
+    seed=0,
+    noise=1.0,
+    standardize=False,
+    dtype=np.float64,
+):
     """A random regression problem: X (n_samples, n_features), Y (n_samples, n_targets).
 
     `rank` < min(n_samples, n_features) makes X rank-deficient (a product of two

@@ -43,8 +43,9 @@ def test_matches_sklearn_ridgecv(shape, fit_intercept, alpha_per_target):
     X, Y = make_problem(n, p, 4, rank=rank, seed=n + p)
     ref = RidgeCV(alphas=ALPHAS, fit_intercept=fit_intercept, alpha_per_target=alpha_per_target)
     ref.fit(X, Y)
-    got = FastRidgeCV(alphas=ALPHAS, fit_intercept=fit_intercept,
-                      alpha_per_target=alpha_per_target).fit(X, Y)
+    got = FastRidgeCV(
+        alphas=ALPHAS, fit_intercept=fit_intercept, alpha_per_target=alpha_per_target
+    ).fit(X, Y)
     assert_array_equal(got.alpha_, ref.alpha_)
     assert_allclose(got.coef_, ref.coef_, rtol=1e-8, atol=1e-10)
     assert_allclose(got.intercept_, ref.intercept_, rtol=1e-8, atol=1e-10)
@@ -59,8 +60,9 @@ def test_loo_errors_equal_brute_force_refits(shape, fit_intercept):
     n, p, rank = shape
     X, Y = make_problem(n, p, 2, rank=rank, seed=7 * n + p)
     alphas = [0.3, 30.0]
-    m = FastRidgeCV(alphas=alphas, fit_intercept=fit_intercept, store_cv_results=True,
-                    alpha_per_target=True).fit(X, Y)
+    m = FastRidgeCV(
+        alphas=alphas, fit_intercept=fit_intercept, store_cv_results=True, alpha_per_target=True
+    ).fit(X, Y)
     for a, alpha in enumerate(alphas):
         ref = brute_force_loo(X, Y, alpha, fit_intercept)
         assert_allclose(m.cv_results_[:, :, a], ref**2, rtol=1e-7, atol=1e-10)
@@ -80,17 +82,25 @@ def test_sample_weight_matches_sklearn(shape, alpha_per_target):
     X, Y = make_problem(*shape, 3, seed=11)
     sw = np.random.default_rng(2).uniform(0.1, 4.0, shape[0])
     ref = RidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target).fit(X, Y, sample_weight=sw)
-    got = FastRidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target).fit(
-        X, Y, sample_weight=sw)
+    got = FastRidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target).fit(X, Y, sample_weight=sw)
     assert_array_equal(got.alpha_, ref.alpha_)
     assert_allclose(got.coef_, ref.coef_, rtol=1e-8, atol=1e-10)
     assert_allclose(got.intercept_, ref.intercept_, rtol=1e-8, atol=1e-10)
     assert_allclose(got.best_score_, ref.best_score_, rtol=1e-8)
 
 
-@pytest.mark.parametrize("scoring", ["r2", "neg_mean_absolute_error", "explained_variance",
-                                     "neg_mean_squared_error", "neg_root_mean_squared_error",
-                                     "neg_max_error", "neg_median_absolute_error"])
+@pytest.mark.parametrize(
+    "scoring",
+    [
+        "r2",
+        "neg_mean_absolute_error",
+        "explained_variance",
+        "neg_mean_squared_error",
+        "neg_root_mean_squared_error",
+        "neg_max_error",
+        "neg_median_absolute_error",
+    ],
+)
 @pytest.mark.parametrize("alpha_per_target", [True, False])
 def test_scoring_matches_sklearn(scoring, alpha_per_target):
     X, Y = make_problem(25, 15, 3, seed=5)
@@ -113,18 +123,19 @@ def test_weighted_scoring_matches_sklearn(scoring):
     sw = np.random.default_rng(4).uniform(0.5, 2.0, 22)
     ref = RidgeCV(alphas=ALPHAS, scoring=scoring, alpha_per_target=True).fit(X, Y, sample_weight=sw)
     got = FastRidgeCV(alphas=ALPHAS, scoring=scoring, alpha_per_target=True).fit(
-        X, Y, sample_weight=sw)
+        X, Y, sample_weight=sw
+    )
     assert_array_equal(got.alpha_, ref.alpha_)
     assert_allclose(got.best_score_, ref.best_score_, rtol=1e-8, atol=1e-12)
 
 
 def test_correlation_score_is_pearson_of_loo_predictions():
     X, Y = make_problem(30, 20, 3, seed=8)
-    m = FastRidgeCV(alphas=[1.0, 100.0], scoring="correlation", alpha_per_target=True,
-                    store_cv_results=True).fit(X, Y)
+    m = FastRidgeCV(
+        alphas=[1.0, 100.0], scoring="correlation", alpha_per_target=True, store_cv_results=True
+    ).fit(X, Y)
     preds = m.cv_results_  # (n_samples, n_targets, n_alphas) held-out predictions
-    r = np.array([[np.corrcoef(preds[:, t, a], Y[:, t])[0, 1] for t in range(3)]
-                  for a in range(2)])
+    r = np.array([[np.corrcoef(preds[:, t, a], Y[:, t])[0, 1] for t in range(3)] for a in range(2)])
     assert_array_equal(m.alpha_, np.array([1.0, 100.0])[r.argmax(0)])
     assert_allclose(m.best_score_, r.max(0), rtol=1e-10)
 
@@ -159,7 +170,8 @@ def test_three_d_targets_equal_flattened_fit():
     Y = rng.standard_normal((24, 3, 5)) + X[:, :1, None] * rng.standard_normal((1, 3, 5))
     m3 = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True, store_cv_results=True).fit(X, Y)
     m2 = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True, store_cv_results=True).fit(
-        X, Y.reshape(24, 15))
+        X, Y.reshape(24, 15)
+    )
     assert m3.alpha_.shape == (3, 5) and m3.best_score_.shape == (3, 5)
     assert m3.coef_.shape == (3, 5, 30) and m3.intercept_.shape == (3, 5)
     assert m3.cv_results_.shape == (24, 3, 5, len(ALPHAS))
@@ -193,8 +205,9 @@ def test_memmap_targets_read_in_chunks(tmp_path, order):
     X, Y = make_problem(26, 18, 12, seed=14)
     Y3 = np.asarray(Y.reshape(26, 3, 4), order=order)
     path = tmp_path / "Y.npy"
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=Y3.shape,
-                                   fortran_order=(order == "F"))
+    mm = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.float32, shape=Y3.shape, fortran_order=(order == "F")
+    )
     mm[:] = Y3
     mm.flush()
     del mm
@@ -250,7 +263,8 @@ def test_float32_keeps_float32_and_agrees(shape):
     X, Y = make_problem(*shape, 20, seed=17, standardize=True)
     ref = RidgeCV(alphas=ALPHAS, alpha_per_target=True, store_cv_results=True).fit(X, Y)
     m = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(
-        X.astype(np.float32), Y.astype(np.float32))
+        X.astype(np.float32), Y.astype(np.float32)
+    )
     assert m.coef_.dtype == np.float32
     # Alphas may only differ where scikit-learn's own float64 scores nearly tie.
     scores = -ref.cv_results_.mean(axis=0)  # (n_targets, n_alphas)
@@ -322,15 +336,17 @@ def test_gcv_matches_explicit_hat_matrix(shape, fit_intercept):
     X, Y = make_problem(*shape, 3, seed=21)
     alphas = [0.1, 3.0, 100.0]
     ref = np.array([brute_force_gcv(X, Y, a, fit_intercept) for a in alphas])  # (3, n_targets)
-    m = FastRidgeCV(alphas=alphas, cv="gcv", fit_intercept=fit_intercept,
-                    alpha_per_target=True).fit(X, Y)
+    m = FastRidgeCV(
+        alphas=alphas, cv="gcv", fit_intercept=fit_intercept, alpha_per_target=True
+    ).fit(X, Y)
     assert_array_equal(m.alpha_, np.array(alphas)[ref.argmin(0)])
     assert_allclose(-m.best_score_, ref.min(0), rtol=1e-8)
     shared = FastRidgeCV(alphas=alphas, cv="gcv", fit_intercept=fit_intercept).fit(X, Y)
     assert shared.alpha_ == alphas[int(ref.mean(1).argmin())]
     # The stored (GEMM) path gives the same GCV errors as the O(rank) formula.
-    st = FastRidgeCV(alphas=alphas, cv="gcv", fit_intercept=fit_intercept,
-                     store_cv_results=True).fit(X, Y)
+    st = FastRidgeCV(
+        alphas=alphas, cv="gcv", fit_intercept=fit_intercept, store_cv_results=True
+    ).fit(X, Y)
     assert_allclose(st.cv_results_.mean(axis=0).T, ref, rtol=1e-8)
 
 
@@ -345,10 +361,13 @@ def test_bad_input_errors():
         FastRidgeCV(target_chunk=1).fit(X, Ybad)
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         FastRidgeCV().fit(X, Y[:9])
-    for alphas, msg in [((1.0, -1.0), r"alphas\[1\] == -1.0, must be > 0.0"),
-                        (0.0, "alphas == 0.0, must be > 0.0"),
-                        ((1.0, np.nan), "must be finite"), ((np.inf,), "must be finite"),
-                        ((), "alphas is empty")]:
+    for alphas, msg in [
+        ((1.0, -1.0), r"alphas\[1\] == -1.0, must be > 0.0"),
+        (0.0, "alphas == 0.0, must be > 0.0"),
+        ((1.0, np.nan), "must be finite"),
+        ((np.inf,), "must be finite"),
+        ((), "alphas is empty"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             FastRidgeCV(alphas=alphas).fit(X, Y)
     with pytest.raises(ValueError, match="at least 2 samples"):
@@ -358,9 +377,11 @@ def test_bad_input_errors():
 
 
 def test_import_does_not_load_cupy_or_cuda():
-    code = ("import sys, fastridge, torch; "
-            "assert 'cupy' not in sys.modules; "
-            "assert not torch.cuda.is_initialized(); print('ok')")
+    code = (
+        "import sys, fastridge, torch; "
+        "assert 'cupy' not in sys.modules; "
+        "assert not torch.cuda.is_initialized(); print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

@@ -37,8 +37,10 @@ SPLITTERS = {
     "shufflesplit": lambda n: (ShuffleSplit(4, test_size=0.3, random_state=1), None),
     # training set is not the complement of the test set: per-fold refit fallback
     "timeseries": lambda n: (TimeSeriesSplit(3), None),
-    "shufflesplit_train_size": lambda n: (ShuffleSplit(3, test_size=0.2, train_size=0.5,
-                                                       random_state=2), None),
+    "shufflesplit_train_size": lambda n: (
+        ShuffleSplit(3, test_size=0.2, train_size=0.5, random_state=2),
+        None,
+    ),
 }
 
 
@@ -65,8 +67,13 @@ def test_fold_scores_equal_brute_force_refits(splitter, shape, fit_intercept):
     X, Y = make_problem(*shape, 3, seed=shape[0] + 3)
     cv, groups = SPLITTERS[splitter](shape[0])
     splits = list(cv.split(X, Y, groups))
-    m = FastRidgeCV(alphas=ALPHAS, cv=cv, fit_intercept=fit_intercept, alpha_per_target=True,
-                    store_cv_results=True).fit(X, Y, groups=groups)
+    m = FastRidgeCV(
+        alphas=ALPHAS,
+        cv=cv,
+        fit_intercept=fit_intercept,
+        alpha_per_target=True,
+        store_cv_results=True,
+    ).fit(X, Y, groups=groups)
     ref = brute_force_fold_scores(X, Y, ALPHAS, splits, fit_intercept)
     assert m.cv_results_.shape == ref.shape
     assert_allclose(m.cv_results_, ref, rtol=1e-7, atol=1e-9)
@@ -81,7 +88,8 @@ def test_weighted_fold_scores_equal_weighted_refits(splitter):
     sw = np.random.default_rng(0).uniform(0.3, 3.0, 36)
     cv, groups = SPLITTERS[splitter](36)
     m = FastRidgeCV(alphas=ALPHAS, cv=cv, alpha_per_target=True, store_cv_results=True).fit(
-        X, Y, sample_weight=sw, groups=groups)
+        X, Y, sample_weight=sw, groups=groups
+    )
     ref = brute_force_fold_scores(X, Y, ALPHAS, list(cv.split(X, Y, groups)), True, sw)
     assert_allclose(m.cv_results_, ref, rtol=1e-7, atol=1e-9)
 
@@ -120,8 +128,9 @@ def test_iterable_of_splits_and_chunking():
 
 def test_conservative_takes_largest_alpha_within_one_std():
     X, Y = make_problem(40, 30, 6, seed=12, noise=2.0)
-    m = FastRidgeCV(alphas=ALPHAS, cv=5, alpha_per_target=True, conservative=True,
-                    store_cv_results=True).fit(X, Y)
+    m = FastRidgeCV(
+        alphas=ALPHAS, cv=5, alpha_per_target=True, conservative=True, store_cv_results=True
+    ).fit(X, Y)
     scores = m.cv_results_  # (n_folds, n_targets, n_alphas)
     mean, std = scores.mean(0), scores.std(0)
     for t in range(Y.shape[1]):
@@ -160,8 +169,9 @@ def test_himalaya_selects_the_same_alphas():
         if score_func is not None:
             params["score_func"] = score_func
         ref = HRidgeCV(alphas=alphas, fit_intercept=False, cv=5, solver_params=params).fit(X, Y)
-        got = FastRidgeCV(alphas=alphas, fit_intercept=False, cv=5, scoring=scoring,
-                          alpha_per_target=True).fit(X, Y)
+        got = FastRidgeCV(
+            alphas=alphas, fit_intercept=False, cv=5, scoring=scoring, alpha_per_target=True
+        ).fit(X, Y)
         assert len(np.unique(got.alpha_)) > 1
         # himalaya returns exp(-log(alpha)): the same grid value to rounding
         assert_allclose(got.alpha_, np.asarray(ref.best_alphas_), rtol=1e-12)

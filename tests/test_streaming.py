@@ -34,8 +34,15 @@ def test_out_of_memory_halves_the_chunk_and_keeps_results(monkeypatch, capsys, a
     ref = ridge_cv(X, Y, ALPHAS, alpha_per_target=alpha_per_target)
     calls = _inject_oom(monkeypatch, max_width=5)
     done = []
-    got = ridge_cv(X, Y, ALPHAS, alpha_per_target=alpha_per_target, target_chunk=16,
-                   verbose=True, on_chunk=lambda sl: done.append((sl.start, sl.stop)))
+    got = ridge_cv(
+        X,
+        Y,
+        ALPHAS,
+        alpha_per_target=alpha_per_target,
+        target_chunk=16,
+        verbose=True,
+        on_chunk=lambda sl: done.append((sl.start, sl.stop)),
+    )
     assert calls[:3] == [16, 8, 4]  # 16 fails, 8 fails, 4 works
     assert got.target_chunk == 4
     assert "out of memory" in capsys.readouterr().err
