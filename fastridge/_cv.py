@@ -83,17 +83,131 @@ def shrinkage(decomp: Decomposition, alphas) -> torch.Tensor:
     return a[:, None] / (decomp.eigvals[None, :] + a[:, None])
 
 
+PRECISIONS = ("highest", "high", "medium")
+
+
+def _round_to_tf32(t: torch.Tensor) -> torch.Tensor:
+    """float32 rounded to TF32's 10-bit mantissa (round to nearest even)."""
+    bits = t.contiguous().view(torch.int32)
+    bits = (bits + 0xFFF + ((bits >> 13) & 1)) & ~0x1FFF
+    return bits.view(torch.float32)
+
+
+def _round_to_bf16(t: torch.Tensor) -> torch.Tensor:
+    """float32 rounded to bfloat16's 8-bit mantissa, kept as float32."""
+    return t.to(torch.bfloat16).to(torch.float32)
+
+
+class ScoringGemm:
+    """The residual GEMM U @ scaled at a chosen precision (the CV scoring GEMMs only;
+    the projection, eigendecomposition and coefficients keep the compute dtype).
+
+    Reduced precisions split each float32 operand into a rounded high part and
+    a rounded remainder, x = hi + lo, and sum three products hi@hi + hi@lo +
+    lo@hi with float32 accumulation (the "3-pass" scheme of tensor-core float32
+    emulation). That keeps ~16 (bf16) to ~21 (TF32) mantissa bits, so the chosen
+    alphas match float32 except on near-ties, while the products run on tensor
+    cores:
+
+    - "highest": plain GEMMs in the compute dtype.
+    - "high": 3 x TF32 (10-bit mantissa parts). On CUDA: TF32 tensor cores.
+    - "medium": 3 x bfloat16 (8-bit mantissa parts). On CUDA: bf16 tensor cores
+      with float32 output.
+
+    On CPU the same rounding is applied and the parts are multiplied in float32,
+    which reproduces the tensor cores' arithmetic exactly (for tests); it is
+    slower than "highest" there, so use "highest" on CPU.
+
+    Parameters
+    ----------
+    U : tensor of shape (n_samples, rank)
+    precision : {"highest", "high", "medium"}
+    """
+
+    def __init__(self, U: torch.Tensor, precision: str = "highest"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision != "highest" and U.dtype != torch.float32:
+            raise ValueError(
+                f"precision={precision!r} lowers float32 GEMMs; the compute dtype is "
+                f"{str(U.dtype)[6:]} (pass float32 data or dtype='float32')"
+            )
+        self.precision = precision
+        self.cuda = U.device.type == "cuda"
+        self.round = _round_to_tf32 if precision == "high" else _round_to_bf16
+        self.U = U if precision == "highest" else self._split(U)
+
+    def _split(self, x: torch.Tensor):
+        hi = self.round(x)
+        lo = self.round(x - hi)
+        if self.cuda and self.precision == "medium":
+            return hi.to(torch.bfloat16), lo.to(torch.bfloat16)  # exact: bf16-representable
+        return hi, lo
+
+    def __call__(self, scaled: torch.Tensor, out: torch.Tensor, add=None) -> torch.Tensor:
+        """out = add + U @ scaled (add may be None), in float32 / the compute dtype."""
+        if self.precision == "highest":
+            if add is None:
+                return torch.mm(self.U, scaled, out=out)
+            return torch.addmm(add, self.U, scaled, out=out)
+        U_hi, U_lo = self.U
+        S_hi, S_lo = self._split(scaled)
+        with _tf32_matmuls(self.cuda and self.precision == "high"):
+            _mm_into(out, U_hi, S_hi, add)
+            # the small cross terms last; lo @ lo is below float32 resolution
+            out += _mm32(U_hi, S_lo)
+            out += _mm32(U_lo, S_hi)
+        return out
+
+
+def _mm32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with float32 output (bf16 inputs on CUDA: tensor cores, float32 result)."""
+    if a.dtype == torch.bfloat16:
+        try:
+            return torch.mm(a, b, out_dtype=torch.float32)
+        except (RuntimeError, TypeError):  # older torch: exact but without tensor cores
+            return torch.mm(a.float(), b.float())
+    return torch.mm(a, b)
+
+
+def _mm_into(out, a, b, add):
+    prod = _mm32(a, b)
+    if add is None:
+        return out.copy_(prod)
+    return torch.add(add, prod, out=out)
+
+
+class _tf32_matmuls:
+    """Allow TF32 in CUDA float32 matmuls inside the block (when `on`), then restore."""
+
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __enter__(self):
+        if self.on:
+            self.old = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = True
+
+    def __exit__(self, *exc):
+        if self.on:
+            torch.backends.cuda.matmul.allow_tf32 = self.old
+
+
 def residuals(
-    decomp: Decomposition, chunk: ProjectedChunk, shrink: torch.Tensor, out: torch.Tensor
+    decomp: Decomposition,
+    chunk: ProjectedChunk,
+    shrink: torch.Tensor,
+    out: torch.Tensor,
+    gemm: ScoringGemm | None = None,
 ) -> torch.Tensor:
     """In-sample residuals E(alpha) of shape (n_samples, n_chunk), written into `out`.
 
-    `shrink` is one row of `shrinkage` (shape (rank,)), in the compute dtype.
+    `shrink` is one row of `shrinkage` (shape (rank,)), in the compute dtype;
+    `gemm` sets the precision of the GEMM (compute dtype when None).
     """
     scaled = chunk.UtY * shrink[:, None]
-    if chunk.remainder is None:
-        return torch.mm(decomp.U, scaled, out=out)
-    return torch.addmm(chunk.remainder, decomp.U, scaled, out=out)
+    gemm = gemm or ScoringGemm(decomp.U)
+    return gemm(scaled, out, add=chunk.remainder)
 
 
 class LeaveOneOut:
@@ -107,8 +221,9 @@ class LeaveOneOut:
 
     name = "loo"
 
-    def __init__(self, decomp: Decomposition, alphas):
+    def __init__(self, decomp: Decomposition, alphas, precision: str = "highest"):
         self.decomp = decomp
+        self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank), float64
         U2 = (decomp.U.to(torch.float64)) ** 2
         one_minus_h = decomp.leverage_rest.to(torch.float64)[None, :] + shrink @ U2.T
@@ -120,7 +235,7 @@ class LeaveOneOut:
 
     def heldout_residuals(self, chunk: ProjectedChunk, a: int, out: torch.Tensor) -> torch.Tensor:
         """Leave-one-out residuals (scaled space) for alpha index `a`, into `out`."""
-        residuals(self.decomp, chunk, self.shrink[a], out)
+        residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
         return out.mul_(self.inv_one_minus_h[a][:, None])
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
@@ -139,8 +254,9 @@ class GeneralizedCV:
 
     name = "gcv"
 
-    def __init__(self, decomp: Decomposition, alphas):
+    def __init__(self, decomp: Decomposition, alphas, precision: str = "highest"):
         self.decomp = decomp
+        self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank)
         n = decomp.n_samples
         trace_h = (1.0 - shrink).sum(dim=1) + (1.0 if decomp.fit_intercept else 0.0)
@@ -150,7 +266,7 @@ class GeneralizedCV:
         self.folds = None
 
     def heldout_residuals(self, chunk: ProjectedChunk, a: int, out: torch.Tensor) -> torch.Tensor:
-        residuals(self.decomp, chunk, self.shrink[a], out)
+        residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
         return out.mul_(self.inv_denominator[a])
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
@@ -197,8 +313,9 @@ class LeaveGroupOut:
 
     name = "folds"
 
-    def __init__(self, decomp: Decomposition, alphas, test_folds):
+    def __init__(self, decomp: Decomposition, alphas, test_folds, precision: str = "highest"):
         self.decomp = decomp
+        self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank) float64
         self.shrink = shrink.to(decomp.dtype)
         U = decomp.U.to(torch.float64)
@@ -233,7 +350,7 @@ class LeaveGroupOut:
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
         """Yield (rows, held-out residuals of shape (n_b, n_chunk), None) per fold."""
-        residuals(self.decomp, chunk, self.shrink[a], out)
+        residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
         sqrt_sw = self.decomp.sqrt_sw
         for rows, inverses in zip(self.folds, self.inverses, strict=True):
             Eb = out[rows]

@@ -84,6 +84,10 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         dtype of the Gram/covariance eigendecomposition (None: compute dtype).
     n_threads : int or None, default=None
         torch CPU threads during fit (None: torch's default, one per core).
+    precision : {"highest", "high", "medium"}, default="highest"
+        Precision of the cross-validation scoring GEMMs for float32 data:
+        float32, TF32 ("high", tensor cores on CUDA) or bfloat16 ("medium").
+        Decomposition, projection and coefficients keep full precision.
     verbose : bool, default=False
         Report progress on stderr.
 
@@ -125,6 +129,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         memory_budget=None,
         decompose_dtype="float64",
         n_threads=None,
+        precision="highest",
         verbose=False,
     ):
         self.alphas = alphas
@@ -141,6 +146,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.memory_budget = memory_budget
         self.decompose_dtype = decompose_dtype
         self.n_threads = n_threads
+        self.precision = precision
         self.verbose = verbose
 
     # -- input handling -------------------------------------------------------
@@ -237,6 +243,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             dtype=self.dtype,
             decompose_dtype=self.decompose_dtype,
             n_threads=self.n_threads,
+            precision=self.precision,
             verbose=self.verbose,
         )
         self._set_results(res, y.ndim, target_shape, out)

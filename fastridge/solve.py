@@ -98,14 +98,24 @@ def _is_complement(train: np.ndarray, test: np.ndarray, n_samples: int) -> bool:
 
 
 def _cv_scheme(
-    cv, decomp, alphas, *, X, groups, sample_weight, fit_intercept, compute_dtype, gcv_mode
+    cv,
+    decomp,
+    alphas,
+    *,
+    X,
+    groups,
+    sample_weight,
+    fit_intercept,
+    compute_dtype,
+    gcv_mode,
+    precision="highest",
 ):
     """The held-out residual scheme for `cv` (see fastridge._cv)."""
     if cv is None or (isinstance(cv, str) and cv == "loo"):
-        return LeaveOneOut(decomp, alphas)
+        return LeaveOneOut(decomp, alphas, precision)
     if isinstance(cv, str):
         if cv == "gcv":
-            return GeneralizedCV(decomp, alphas)
+            return GeneralizedCV(decomp, alphas, precision)
         raise ValueError(
             f"cv={cv!r} is not a known scheme: use None or 'loo' (exact leave-one-out), "
             "'gcv', an int (KFold), a scikit-learn splitter or (train, test) pairs"
@@ -113,7 +123,7 @@ def _cv_scheme(
     n_samples = decomp.n_samples
     splits = _splits(cv, n_samples, groups)
     if all(_is_complement(tr, te, n_samples) for tr, te in splits):
-        return LeaveGroupOut(decomp, alphas, [te for _, te in splits])
+        return LeaveGroupOut(decomp, alphas, [te for _, te in splits], precision)
     return RefitPerFold(
         X,
         alphas,
@@ -159,6 +169,7 @@ def ridge_cv(
     dtype=None,
     decompose_dtype="float64",
     n_threads: int | None = None,
+    precision: str = "highest",
     coef_out=None,
     groups=None,
     conservative: bool = False,
@@ -211,6 +222,10 @@ def ridge_cv(
         dtype of the Gram/covariance and its eigh; None uses the compute dtype.
     n_threads : int or None
         torch CPU threads during the call (None leaves torch's setting).
+    precision : {"highest", "high", "medium"}
+        Precision of the CV scoring GEMMs only (float32 compute): "highest"
+        float32, "high" TF32 inputs (10-bit mantissa), "medium" bfloat16. The
+        projection, the eigendecomposition and the coefficients keep full precision.
     groups : array of shape (n_samples,), optional
         Group labels passed to the splitter (GroupKFold, LeaveOneGroupOut, ...).
     conservative : bool
@@ -276,6 +291,7 @@ def ridge_cv(
             fit_intercept=fit_intercept,
             compute_dtype=cdtype,
             gcv_mode=gcv_mode,
+            precision=precision,
         )
         del Xt
         folds = scheme.folds
