@@ -50,11 +50,12 @@ def bytes_per_target(
 ) -> int:
     """Memory one target column costs inside a chunk (device side).
 
-    Y chunk + remainder + residual buffer: 3 * n_samples; Ũ and its scaled copy
-    for the coefficients: 2 * rank; coefficient rows: n_features; scores for
-    every alpha plus the best ones: n_alphas + 2.
+    Y chunk, the next (prefetched) Y chunk, the remainder and the residual
+    buffer: 4 * n_samples; Ũ and its scaled copy for the coefficients: 2 * rank;
+    coefficient rows: n_features; scores for every alpha plus the best ones:
+    n_alphas + 2.
     """
-    return itemsize * (3 * n_samples + 2 * rank + n_features + n_alphas + 2)
+    return itemsize * (4 * n_samples + 2 * rank + n_features + n_alphas + 2)
 
 
 def available_memory(device: torch.device) -> int:
@@ -118,6 +119,7 @@ class TargetReader:
         self.n_targets = int(np.prod(self.target_shape, dtype=np.int64))
         self.kind = array_kind(Y)
         self._flat = None
+        self._pending = None  # (bounds, device tensor, CUDA event or None)
         if self.kind == "torch":
             self._flat = Y.reshape(self.n_samples, self.n_targets)
         elif self.kind == "cupy":
@@ -128,14 +130,55 @@ class TargetReader:
             if Y.ndim <= 2 or Y.flags.c_contiguous:
                 self._flat = Y.reshape(self.n_samples, self.n_targets)
 
-    def read(self, sl: slice) -> torch.Tensor:
-        """Columns `sl` of the flattened targets -> tensor (n_samples, len) on device."""
+    def _host_block(self, sl: slice):
+        """Columns `sl` as a host array (numpy input) or a tensor/cupy view."""
         if self._flat is not None:
             if self.kind == "numpy":
-                block = np.ascontiguousarray(self._flat[:, sl])
-            else:
-                block = self._flat[:, sl]
-        else:
-            idx = np.unravel_index(np.arange(sl.start, sl.stop), self.target_shape)
-            block = np.ascontiguousarray(self.Y[(slice(None),) + idx])
-        return as_tensor(block, self.device, self.dtype)
+                return np.ascontiguousarray(self._flat[:, sl])
+            return self._flat[:, sl]
+        idx = np.unravel_index(np.arange(sl.start, sl.stop), self.target_shape)
+        return np.ascontiguousarray(self.Y[(slice(None),) + idx])
+
+    def read(self, sl: slice) -> torch.Tensor:
+        """Columns `sl` of the flattened targets -> tensor (n_samples, len) on device.
+
+        Returns the chunk started by `prefetch(sl)` when there is one.
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == (sl.start, sl.stop):
+            _, tensor, event = pending
+            if event is not None:  # CUDA: wait for the side-stream copy, keep memory alive
+                torch.cuda.current_stream(self.device).wait_event(event)
+                tensor.record_stream(torch.cuda.current_stream(self.device))
+            return tensor
+        return as_tensor(self._host_block(sl), self.device, self.dtype)
+
+    def prefetch(self, sl: slice | None) -> None:
+        """Start reading chunk `sl` now, so that the next `read(sl)` finds it ready.
+
+        On CUDA with host data the block goes through a pinned staging buffer and
+        is copied on a side stream: the disk read and the host-to-device copy of
+        chunk k+1 overlap the GPU work already queued for chunk k. On CPU the
+        block is simply read ahead (same code path, synchronous).
+        """
+        self._pending = None
+        if sl is None or sl.start >= sl.stop:
+            return
+        if self.device.type != "cuda" or self.kind != "numpy":
+            self._pending = ((sl.start, sl.stop), self.read(sl), None)
+            return
+        host = torch.from_numpy(
+            np.asarray(self._host_block(sl), dtype=str(self.dtype).replace("torch.", ""))
+        ).pin_memory()
+        stream = self._copy_stream = getattr(self, "_copy_stream", None) or torch.cuda.Stream(
+            self.device
+        )
+        with torch.cuda.stream(stream):
+            tensor = host.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(stream)
+        self._pending = ((sl.start, sl.stop), tensor, event)
+
+    def drop_prefetch(self) -> None:
+        """Forget a prefetched chunk (e.g. before retrying with smaller chunks)."""
+        self._pending = None

@@ -371,10 +371,11 @@ def ridge_cv(
         def release():
             """Drop this chunk's device buffers (before retrying a smaller chunk)."""
             work["buf"] = work["cached"] = None
+            reader.drop_prefetch()
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
 
-        def cross_validate(sl):
+        def cross_validate(sl, nxt):
             """Pass 1 for one chunk: every alpha's scores; per-target selection and refit.
 
             Outputs are only written at the end, so an out-of-memory error part-way
@@ -382,6 +383,8 @@ def ridge_cv(
             """
             if skip_chunk is not None and skip_chunk(sl):
                 return
+            if nxt is not None and skip_chunk is not None and skip_chunk(nxt):
+                nxt = None
             t = time.perf_counter()
             proj = project(decomp, read(sl), keep_y=keep_y)
             synchronize(dev)
@@ -408,6 +411,9 @@ def ridge_cv(
                         joint_sums[i, a] = scorer.joint(resid, y, sqrt_sw, Y.ndim == 1)
                     if cv_results is not None and folds is None:
                         cv_results[:, sl, a] = _cv_values(resid, proj, decomp, scoring)
+            # Everything for this chunk is queued on the device: read the next chunk
+            # meanwhile (the first host sync comes after).
+            reader.prefetch(nxt)
             if cv_results is not None and folds is not None:
                 cv_results[:, sl, :] = block_scores.permute(0, 2, 1).cpu().numpy()
             chunk_sums = joint_sums if joint else block_scores.sum(dim=2).cpu().numpy()
@@ -452,10 +458,12 @@ def ridge_cv(
             alpha_index[:] = best
             shared_score = float(mean_scores[best])
 
-            def refit(sl):
+            def refit(sl, nxt):
                 """Pass 2 for one chunk: coefficients of the shared alpha."""
                 cached = work["cached"]
                 proj = cached if cached is not None else project(decomp, read(sl))
+                if cached is None:
+                    reader.prefetch(nxt)
                 width = sl.stop - sl.start
                 b = _refit_into(coef, sl, decomp, proj, alphas_t[best].expand(width))
                 intercept[sl] = b.cpu().numpy()
@@ -486,16 +494,18 @@ def ridge_cv(
 
 
 def _for_each_chunk(n_targets: int, chunk: int, process, progress, release) -> int:
-    """Run process(slice) over all targets in chunks of `chunk` columns.
+    """Run process(slice, next_slice) over all targets in chunks of `chunk` columns.
 
+    `next_slice` (None at the end) lets the step prefetch the following chunk.
     On a device out-of-memory error the failed chunk is retried with half the
     width (finished chunks are kept); the chunk size that worked is returned.
     """
     start = 0
     while start < n_targets:
         sl = slice(start, min(start + chunk, n_targets))
+        nxt = slice(sl.stop, min(sl.stop + chunk, n_targets)) if sl.stop < n_targets else None
         try:
-            process(sl)
+            process(sl, nxt)
         except torch.OutOfMemoryError:
             if chunk == 1:
                 raise

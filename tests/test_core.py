@@ -227,14 +227,14 @@ def test_solver_reads_memmap_chunks_not_whole(tmp_path, monkeypatch):
     np.save(path, Y)
     Ymm = np.load(path, mmap_mode="r")
     widths = []
-    original = _chunks.TargetReader.read
+    original = _chunks.TargetReader._host_block
 
     def spy(self, sl):
         block = original(self, sl)
         widths.append(block.shape[1])
         return block
 
-    monkeypatch.setattr(_chunks.TargetReader, "read", spy)
+    monkeypatch.setattr(_chunks.TargetReader, "_host_block", spy)
     res = ridge_cv(X, Ymm, ALPHAS, alpha_per_target=True, target_chunk=8)
     assert max(widths) == 8 and sum(widths) == 30
     assert res.coef.shape == (30, 10)

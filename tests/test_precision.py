@@ -26,7 +26,8 @@ def test_split_gemm_error_is_near_float32(precision, bits):
     exact = U.double() @ S.double()
     got = ScoringGemm(U, precision)(S, torch.empty(300, 50))
     single = (_round_to_tf32(U) if precision == "high" else _round_to_bf16(U)) @ (
-        _round_to_tf32(S) if precision == "high" else _round_to_bf16(S))
+        _round_to_tf32(S) if precision == "high" else _round_to_bf16(S)
+    )
     scale = exact.abs().max()
     err = float((got.double() - exact).abs().max() / scale)
     err_single = float((single.double() - exact).abs().max() / scale)

@@ -62,10 +62,36 @@ def test_out_of_memory_at_one_target_is_raised(monkeypatch):
 
 
 def test_auto_chunk_follows_the_budget():
-    per_target = 4 * (3 * 1000 + 2 * 1000 + 5000 + 5)
+    per_target = 4 * (4 * 1000 + 2 * 1000 + 5000 + 5)
     cpu = torch.device("cpu")
     assert auto_target_chunk(10**6, per_target, cpu, "100MB") == 10**8 // per_target
     assert auto_target_chunk(10, per_target, cpu, "100MB") == 10
     assert auto_target_chunk(10**6, per_target, cpu, 1) == 1
     assert parse_bytes("2GiB") == 2 * 2**30 and parse_bytes("1.5GB") == 1.5e9
     assert parse_bytes(1024) == 1024
+
+
+def test_prefetched_chunk_is_the_chunk_read():
+    from fastridge._chunks import TargetReader
+
+    Y = np.random.default_rng(0).standard_normal((6, 4, 5))
+    reader = TargetReader(Y, torch.device("cpu"), torch.float64)
+    direct = reader.read(slice(3, 11)).clone()
+    reader.prefetch(slice(3, 11))
+    assert reader._pending is not None
+    got = reader.read(slice(3, 11))
+    assert reader._pending is None  # consumed
+    assert torch.equal(got, direct)
+    assert torch.equal(got, torch.from_numpy(Y.reshape(6, 20)[:, 3:11]))
+    # a prefetch for another slice is ignored, not returned by mistake
+    reader.prefetch(slice(0, 2))
+    assert torch.equal(reader.read(slice(3, 11)), direct)
+
+
+@pytest.mark.gpu
+def test_cuda_prefetch_through_pinned_memory_matches():
+    X, Y = make_problem(30, 20, 40, seed=3, dtype=np.float32)
+    cpu = ridge_cv(X, Y, ALPHAS, alpha_per_target=True, target_chunk=7, device="cpu")
+    gpu = ridge_cv(X, Y, ALPHAS, alpha_per_target=True, target_chunk=7, device="cuda")
+    assert_array_equal(gpu.alpha_index, cpu.alpha_index)
+    assert_allclose(gpu.coef, cpu.coef, rtol=1e-4, atol=1e-5)
