@@ -299,7 +299,9 @@ def _target_chunk(value):
     try:
         chunk = int(value)
     except ValueError:
-        raise UserError(f"--target-chunk must be a positive integer or 'auto', got {value!r}")
+        raise UserError(
+            f"--target-chunk must be a positive integer or 'auto', got {value!r}"
+        ) from None
     if chunk < 1:
         raise UserError(f"--target-chunk must be >= 1, got {chunk}")
     return chunk
@@ -313,7 +315,9 @@ def _memory_budget(value):
     try:
         budget = parse_bytes(value)
     except ValueError:
-        raise UserError(f"--memory-budget must be a size like 2GB or 512MiB, got {value!r}")
+        raise UserError(
+            f"--memory-budget must be a size like 2GB or 512MiB, got {value!r}"
+        ) from None
     if budget <= 0:
         raise UserError(f"--memory-budget must be positive, got {value!r}")
     return budget
@@ -346,17 +350,639 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# -- solve ----------------------------------------------------------------------------
+def _parse_alphas(values) -> np.ndarray:
+    from ._validation import check_alphas
+
+    parsed = []
+    for v in values:
+        try:
+            parsed.append(float(v))
+        except ValueError:
+            raise UserError(f"--alphas: {v!r} is not a number") from None
+    try:
+        return check_alphas(parsed)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"--alphas: {exc}") from None
+
+
+def _parse_cv(value):
+    if value in ("loo", "gcv"):
+        return value
+    try:
+        k = int(value)
+    except ValueError:
+        raise UserError(
+            f"--cv must be loo, gcv or an integer number of folds, got {value!r}"
+        ) from None
+    if k < 2:
+        raise UserError(f"--cv {k}: K-fold needs K >= 2")
+    return k
+
+
+def _load_inputs(args):
+    """Open X and Y (memory-mapped), check shapes, dtypes and X's values."""
+    X = _io.open_npy(args.X, "X")
+    Y = _io.open_npy(args.Y, "Y")
+    if X.ndim != 2:
+        raise UserError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    n_samples, n_features = X.shape
+    if n_samples < 2 or n_features < 1:
+        raise UserError(f"X has shape {X.shape}: need >= 2 samples and >= 1 feature")
+    if Y.ndim == 0 or Y.shape[0] != n_samples:
+        raise UserError(
+            f"X and Y have inconsistent numbers of samples: X has {n_samples} "
+            f"(shape {X.shape}), Y has shape {Y.shape}"
+        )
+    stored = tuple(Y.shape[1:])
+    n_targets = int(np.prod(stored, dtype=np.int64)) if stored else 1
+    if n_targets == 0:
+        raise UserError(f"Y has no targets (shape {Y.shape})")
+    target_shape = stored
+    if args.target_shape:
+        target_shape = tuple(args.target_shape)
+        if any(d < 1 for d in target_shape) or int(np.prod(target_shape)) != n_targets:
+            raise UserError(
+                f"--target-shape {' '.join(map(str, target_shape))} has "
+                f"{int(np.prod(target_shape))} targets, Y has {n_targets} (shape {Y.shape})"
+            )
+    X = _io.as_float(X, "X")
+    _io.check_finite_blocks(X, "X")
+    if Y.dtype.kind in "iub":
+        # integer targets are cast in memory (the whole of Y): store floats for big Y
+        Y = np.asarray(Y, dtype=np.float64)
+    return X, Y, target_shape, n_targets
+
+
+def _options(args, alphas, cv, out_dtype, target_shape, y_ndim):
+    return {
+        "alphas": alphas.tolist(),
+        "alpha_per_target": bool(args.alpha_per_target),
+        "cv": cv,
+        "fit_intercept": not args.no_intercept,
+        "scoring": args.scoring,
+        "dtype": out_dtype,
+        "target_shape": list(target_shape),
+        "y_ndim": y_ndim,
+        "device": args.device,
+        "target_chunk": _target_chunk(args.target_chunk),
+        "memory_budget": args.memory_budget,
+    }
+
+
+# options a resumed solve must share with the interrupted one (they change results)
+_RESUME_KEYS = (
+    "alphas",
+    "alpha_per_target",
+    "cv",
+    "fit_intercept",
+    "scoring",
+    "dtype",
+    "target_shape",
+)
+
+
+def _merge(intervals):
+    out = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def _find_resumable(model_dir: Path):
+    """The staging directory of a killed solve with the most finished targets, or None."""
+    best, best_done = None, -1
+    for d in _io.staging_dirs(model_dir):
+        pid = _io.staging_pid(d)
+        if pid is not None and _io.pid_alive(pid):
+            raise UserError(
+                f"another solve (pid {pid}) is writing {d}; wait for it or stop it first"
+            )
+        manifest = d / _io.MANIFEST
+        if not manifest.exists():
+            continue
+        try:
+            done = sum(b - a for a, b in _io.read_json(manifest).get("done", []))
+        except (OSError, ValueError):
+            continue
+        if done > best_done:
+            best, best_done = d, done
+    return best
+
+
+def _prepare_staging(args, model_dir, manifest, n_targets, n_features, out_dtype, verbose):
+    """Create (or, with --resume, reclaim) the staging directory; returns (path, manifest)."""
+    staging = model_dir.with_name(f"{model_dir.name}.tmp-{os.getpid()}")
+    if args.resume:
+        found = _find_resumable(model_dir)
+        if found is None:
+            if verbose:
+                print("fastridge: nothing to resume; starting from the beginning", file=sys.stderr)
+        else:
+            old = _io.read_json(found / _io.MANIFEST)
+            for name in ("X", "Y"):
+                if not _io.same_inputs(old["inputs"][name], manifest["inputs"][name]):
+                    raise UserError(
+                        f"cannot resume: {name} differs from the interrupted run's "
+                        f"({old['inputs'][name]['path']}); run without --resume or delete {found}"
+                    )
+            for key in _RESUME_KEYS:
+                if old["options"].get(key) != manifest["options"].get(key):
+                    raise UserError(
+                        f"cannot resume: option {key} was {old['options'].get(key)!r}, now "
+                        f"{manifest['options'].get(key)!r}; use the same options or drop --resume"
+                    )
+            os.rename(found, staging)  # claim it: a concurrent resume now finds nothing
+            manifest["done"] = old.get("done", [])
+            manifest["target_chunk"] = old.get("target_chunk")
+            manifest["resumed_from"] = found.name
+            done = sum(b - a for a, b in manifest["done"])
+            if verbose:
+                print(
+                    f"fastridge: resuming {found.name}: {done}/{n_targets} targets already done",
+                    file=sys.stderr,
+                )
+            return staging, manifest
+    else:
+        others = [d for d in _io.staging_dirs(model_dir) if (d / _io.MANIFEST).exists()]
+        if others and not args.quiet:
+            print(
+                f"fastridge: note: unfinished solve(s) found ({', '.join(d.name for d in others)});"
+                " add --resume to continue one, or delete them",
+                file=sys.stderr,
+            )
+    if staging.exists():
+        import shutil
+
+        shutil.rmtree(staging)
+    staging.mkdir()
+    _io.create_npy(staging / "coef.npy", (n_targets, n_features), out_dtype)
+    _io.create_npy(staging / "intercept.npy", (n_targets,), out_dtype)
+    _io.create_npy(staging / "alpha_index.npy", (n_targets,), np.int64)
+    _io.create_npy(staging / "best_score.npy", (n_targets,), np.float64)
+    _io.write_json_atomic(staging / _io.MANIFEST, manifest)
+    return staging, manifest
+
+
 def cmd_solve(args) -> int:
-    raise UserError("not implemented yet")
+    from . import __version__
+    from ._backend import float_dtype_of
+    from ._model import FORMAT, FORMAT_VERSION
+    from ._report import alpha_counts, summary
+    from .solve import ridge_cv
+
+    t_start = time.perf_counter()
+    verbose = _verbose(args)
+    alphas = _parse_alphas(args.alphas)
+    cv = _parse_cv(args.cv)
+    target_chunk = _target_chunk(args.target_chunk)
+    budget = _memory_budget(args.memory_budget)
+    if (args.x_test is None) != (args.y_test is None):
+        raise UserError("--x-test and --y-test go together")
+    if args.resume and not args.alpha_per_target:
+        raise UserError(
+            "--resume needs per-target alphas (a shared alpha depends on every chunk); "
+            "rerun without --resume"
+        )
+    model_dir = Path(args.out)
+    if model_dir.exists() and not args.overwrite:
+        raise UserError(f"{model_dir} already exists (use --overwrite to replace it)")
+    if model_dir.exists() and not model_dir.is_dir():
+        raise UserError(f"{model_dir} exists and is not a directory")
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+
+    X, Y, target_shape, n_targets = _load_inputs(args)
+    n_samples, n_features = X.shape
+    y_ndim = 1 if Y.ndim == 1 and not args.target_shape else 1 + len(target_shape)
+    out_dtype = args.dtype or float_dtype_of(X).name
+    itemsize = np.dtype(out_dtype).itemsize
+    if args.x_test is not None:
+        # fail now, not after the solve
+        _io.open_npy(args.x_test, "--x-test")
+        _io.open_npy(args.y_test, "--y-test")
+
+    t = time.perf_counter()
+    inputs = {"X": _io.fingerprint(args.X, full=True), "Y": _io.fingerprint(args.Y, full=False)}
+    t_fingerprint = time.perf_counter() - t
+    options = _options(args, alphas, cv, out_dtype, target_shape, y_ndim)
+    manifest = {
+        "format": "fastridge-solve-manifest",
+        "inputs": inputs,
+        "options": options,
+        "n_targets": n_targets,
+        "n_features": n_features,
+        "target_chunk": None,
+        "done": [],
+    }
+    need = n_targets * (n_features * itemsize + itemsize + 8 + 8 + 8) + (1 << 20)
+    resumable = _io.staging_dirs(model_dir) if args.resume else []
+    if not resumable:
+        _io.check_free_space(model_dir.parent, need, f"the model ({n_targets:,} targets)")
+
+    staging, manifest = _prepare_staging(
+        args, model_dir, manifest, n_targets, n_features, out_dtype, verbose
+    )
+    chunk = manifest["target_chunk"] or target_chunk
+    done = [list(iv) for iv in manifest["done"]]
+    n_skipped = sum(b - a for a, b in done)
+    writer = _io.RowWriter(staging / "coef.npy")
+    small = {
+        name: np.load(staging / f"{name}.npy", mmap_mode="r+")
+        for name in ("intercept", "alpha_index", "best_score")
+    }
+    state = {"chunks": 0}
+
+    def skip_chunk(sl):
+        return any(a <= sl.start and sl.stop <= b for a, b in done)
+
+    def on_chunk(sl):
+        # durable first, recorded second: a chunk listed as done is on disk
+        writer.sync()
+        for m in small.values():
+            m.flush()
+        state["chunks"] += 1
+        if args.alpha_per_target:
+            if manifest["target_chunk"] is None:
+                manifest["target_chunk"] = sl.stop - sl.start
+            done.append([sl.start, sl.stop])
+            done[:] = _merge(done)
+            manifest["done"] = done
+            _io.write_json_atomic(staging / _io.MANIFEST, manifest)
+        _io.drop_pages(X, Y)
+
+    try:
+        res = ridge_cv(
+            X,
+            Y,
+            alphas,
+            fit_intercept=not args.no_intercept,
+            cv=None if cv == "loo" else cv,
+            scoring=args.scoring,
+            alpha_per_target=args.alpha_per_target,
+            target_chunk=chunk,
+            memory_budget=budget,
+            device=args.device,
+            dtype=out_dtype,
+            n_threads=args.threads,
+            coef_out=writer,
+            out=small,
+            skip_chunk=skip_chunk if args.alpha_per_target else None,
+            on_chunk=on_chunk,
+            verbose=verbose,
+        )
+        writer.sync()
+        writer.close()
+        alpha_index = np.array(small["alpha_index"])
+        for m in small.values():
+            m.flush()
+        small.clear()
+        np.save(staging / "alpha.npy", alphas[alpha_index])
+        if not args.alpha_per_target:
+            np.save(staging / "best_score.npy", np.float64(res.best_score))
+        best_score = np.load(staging / "best_score.npy")
+        counts = alpha_counts(alpha_index, alphas)
+        timings = {"fingerprint": t_fingerprint, **res.timings}
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": _versions(),
+            "options": options,
+            "n_samples": n_samples,
+            "n_features": n_features,
+            "n_targets": n_targets,
+            "target_shape": list(target_shape),
+            "y_ndim": y_ndim,
+            "alphas": alphas.tolist(),
+            "dtype": out_dtype,
+            "rank": res.rank,
+            "form": res.form,
+            "device": res.device,
+            "target_chunk": res.target_chunk,
+            "timings": timings,
+            "alpha_counts": counts,
+            "best_score": summary(best_score),
+            "mean_scores": None if res.mean_scores is None else res.mean_scores.tolist(),
+            "resume": {"targets_skipped": n_skipped, "from": manifest.get("resumed_from")},
+            "inputs": inputs,
+            "fastridge_version": __version__,
+        }
+        _io.write_json_atomic(staging / "model.json", meta)
+        (staging / _io.MANIFEST).unlink()
+        report = None
+        if args.x_test is not None:
+            report = _evaluate(
+                staging, args.x_test, args.y_test, staging / "test_report", args, plots=True
+            )
+        _io.publish(staging, model_dir, args.overwrite)
+    except BaseException as exc:
+        writer.close()
+        keep = args.alpha_per_target and len(done) > 0 and staging.exists()
+        if keep:
+            if not isinstance(exc, UserError) or "cannot resume" not in str(exc):
+                print(
+                    f"fastridge: partial results kept in {staging}; rerun with --resume to "
+                    "continue",
+                    file=sys.stderr,
+                )
+        elif staging.exists():
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    total = time.perf_counter() - t_start
+    _say(
+        args,
+        f"fastridge: wrote {model_dir} ({n_targets:,} targets x {n_features:,} "
+        f"features, {out_dtype}) in {total:.1f}s",
+    )
+    _say(args, "  time per stage: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
+    _say(args, "  chosen alphas: " + ", ".join(f"{a}: {c:,}" for a, c in counts.items()))
+    score_name = args.scoring or "neg. mean squared error"
+    if args.alpha_per_target:
+        _say(args, f"  median CV score ({score_name}): {np.median(best_score):.6g}")
+    else:
+        _say(args, f"  CV score of the shared alpha ({score_name}): {float(best_score):.6g}")
+    if n_skipped:
+        _say(args, f"  resumed: {n_skipped:,} targets were already done")
+    if report is not None:
+        _say_report(args, report)
+    return 0
+
+
+def _versions() -> dict:
+    import platform
+
+    import sklearn
+    import torch
+
+    from . import __version__
+
+    return {
+        "fastridge": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+# -- predict and evaluate -------------------------------------------------------------
+def _open_features(path, n_features, name="X"):
+    X = _io.as_float(_io.open_npy(path, name), name)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise UserError(
+            f"{name} must have shape (n_samples, {n_features}) to match the model, got {X.shape}"
+        )
+    _io.check_finite_blocks(X, name)
+    return X
+
+
+def _predict_chunk_size(args, files, n_rows, group_size=1, extra=0):
+    """Targets per chunk: --target-chunk, or what fits in --memory-budget (default 1 GiB)."""
+    chunk = _target_chunk(getattr(args, "target_chunk", "auto"))
+    if chunk == "auto":
+        budget = _memory_budget(getattr(args, "memory_budget", None)) or (1 << 30)
+        per_target = files.coef.dtype.itemsize * (files.n_features + 2 * n_rows) + extra * n_rows
+        chunk = max(1, budget // per_target)
+    if group_size > 1:
+        chunk = max(group_size, chunk // group_size * group_size)
+    return int(min(chunk, files.n_targets))
+
+
+def _predictions(files, X, chunk, progress=None):
+    """Yield (slice, predictions of shape (n_samples, len)) over target chunks."""
+    import torch
+
+    from ._chunks import chunk_slices
+
+    dtype = files.coef.dtype
+    Xt = torch.from_numpy(np.array(X, dtype=dtype))
+    _io.drop_pages(X)
+    for sl in chunk_slices(files.n_targets, chunk):
+        W = torch.from_numpy(np.array(files.coef[sl]))
+        _io.drop_pages(files.coef)
+        pred = Xt @ W.T
+        pred += torch.from_numpy(np.asarray(files.intercept[sl], dtype=dtype))
+        yield sl, pred.numpy()
+        if progress is not None:
+            progress.advance(sl.stop - sl.start)
 
 
 def cmd_predict(args) -> int:
-    raise UserError("not implemented yet")
+    from ._model import ModelFiles
+    from ._progress import Progress
+
+    t0 = time.perf_counter()
+    files = ModelFiles(args.model)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} already exists (use --overwrite to replace it)")
+    if out.suffix != ".npy":
+        raise UserError(f"--out must end in .npy, got {out}")
+    X = _open_features(args.X, files.n_features)
+    n_rows = X.shape[0]
+    chunk = _predict_chunk_size(args, files, n_rows)
+    shape = (n_rows, *files.target_shape) if files.meta.get("y_ndim", 2) > 1 else (n_rows,)
+    need = n_rows * files.n_targets * files.coef.dtype.itemsize
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _io.check_free_space(out.parent, need, f"{out.name}")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    progress = Progress(_verbose(args))
+    progress.start("predict", files.n_targets)
+    try:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=files.coef.dtype, shape=shape)
+        flat = mm.reshape(n_rows, files.n_targets)
+        for sl, pred in _predictions(files, X, chunk, progress):
+            flat[:, sl] = pred
+            mm.flush()
+            _io.drop_pages(mm)
+        del flat, mm
+        _io.publish_file(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _say(args, f"fastridge: wrote {out} {shape} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _evaluate(model_dir, x_path, y_path, report_dir, args, plots=True):
+    """Test metrics of a model; writes a report directory when report_dir is given."""
+    import torch
+
+    from ._chunks import TargetReader
+    from ._model import ModelFiles
+    from ._progress import Progress
+    from ._report import alpha_counts, group_metrics, summary, target_metrics, write_plots
+
+    files = ModelFiles(model_dir)
+    X = _open_features(x_path, files.n_features, "X test")
+    Y = _io.open_npy(y_path, "Y test")
+    n_rows = X.shape[0]
+    n_targets = files.n_targets
+    if Y.ndim == 0 or Y.shape[0] != n_rows:
+        raise UserError(f"X test has {n_rows} samples but Y test has shape {Y.shape}")
+    if int(np.prod(Y.shape[1:], dtype=np.int64)) != n_targets:
+        raise UserError(
+            f"Y test has shape {Y.shape} ({int(np.prod(Y.shape[1:]))} targets), the model has "
+            f"{n_targets} targets (shape {files.target_shape})"
+        )
+    if n_rows < 2:
+        raise UserError("evaluation needs at least 2 test samples")
+    ts = files.target_shape
+    group_size = int(np.prod(ts[1:])) if len(ts) >= 2 else 1
+    n_groups = ts[0] if len(ts) >= 2 else 0
+    chunk = _predict_chunk_size(args, files, n_rows, group_size if n_groups else 1, extra=40)
+    reader = TargetReader(Y, torch.device("cpu"), torch.float64)
+    r2 = np.empty(n_targets)
+    pearson = np.empty(n_targets)
+    g_mse = np.empty(n_groups)
+    g_cos = np.empty(n_groups)
+    progress = Progress(_verbose(args))
+    progress.start("evaluate", n_targets)
+    for sl, pred in _predictions(files, X, chunk, progress):
+        true = reader.read(sl).numpy()
+        if not np.isfinite(true).all():
+            raise UserError(f"Y test contains NaN or infinity (targets {sl.start}-{sl.stop - 1})")
+        r2[sl], pearson[sl] = target_metrics(pred, true)
+        if n_groups:
+            g = slice(sl.start // group_size, sl.stop // group_size)
+            g_mse[g], g_cos[g] = group_metrics(pred, true, group_size)
+        _io.drop_pages(Y)
+    report = {
+        "format": "fastridge-evaluation",
+        "model": str(model_dir),
+        "n_test_samples": n_rows,
+        "n_targets": n_targets,
+        "target_shape": list(ts),
+        "r2": summary(r2),
+        "pearson": summary(pearson),
+        "cv_score": summary(files.best_score),
+        "alpha_counts": alpha_counts(files.alpha_index, files.alphas),
+        "groups": None,
+        "plots": [],
+    }
+    if n_groups:
+        report["groups"] = {
+            "axis": 0,
+            "n_groups": n_groups,
+            "group_size": group_size,
+            "mse": g_mse.tolist(),
+            "cosine": g_cos.tolist(),
+            "mse_summary": summary(g_mse),
+            "cosine_summary": summary(g_cos),
+        }
+    if report_dir is not None:
+        report_dir = Path(report_dir)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        np.save(report_dir / "r2.npy", r2.reshape(ts))
+        np.save(report_dir / "pearson.npy", pearson.reshape(ts))
+        if n_groups:
+            np.save(report_dir / "group_mse.npy", g_mse)
+            np.save(report_dir / "group_cosine.npy", g_cos)
+        if plots:
+            report["plots"] = write_plots(
+                report_dir,
+                alphas=files.alphas,
+                alpha_index=files.alpha_index,
+                cv_scores=files.best_score if files.best_score.ndim else None,
+                r2=r2,
+                pearson=pearson,
+                group_mse=g_mse if n_groups else None,
+                group_cosine=g_cos if n_groups else None,
+                stream=open(os.devnull, "w") if args.quiet else sys.stderr,  # noqa: SIM115
+            )
+        _io.write_json_atomic(report_dir / "report.json", report)
+    report["_arrays"] = {"r2": r2, "pearson": pearson}
+    return report
+
+
+def _say_report(args, report) -> None:
+    r2, r = report["r2"], report["pearson"]
+    _say(
+        args,
+        f"  test ({report['n_test_samples']} samples): R^2 median {r2['median']:.4f}, mean "
+        f"{r2['mean']:.4f}; Pearson r median {r['median']:.4f}, mean {r['mean']:.4f}",
+    )
+    if report["groups"]:
+        g = report["groups"]
+        c, m = g["cosine_summary"], g["mse_summary"]
+        _say(
+            args,
+            f"  per group ({g['n_groups']} x {g['group_size']}): cosine similarity mean "
+            f"{c['mean']:.4f} (min {c['min']:.4f}, max {c['max']:.4f}); MSE mean {m['mean']:.4g}",
+        )
 
 
 def cmd_evaluate(args) -> int:
-    raise UserError("not implemented yet")
+    t0 = time.perf_counter()
+    report_dir = Path(args.out) if args.out else None
+    staging = None
+    if report_dir is not None:
+        if report_dir.exists() and not args.overwrite:
+            raise UserError(f"{report_dir} already exists (use --overwrite to replace it)")
+        report_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = report_dir.with_name(f"{report_dir.name}.tmp-{os.getpid()}")
+    try:
+        report = _evaluate(args.model, args.X, args.Y, staging, args, plots=not args.no_plots)
+        if staging is not None:
+            _io.publish(staging, report_dir, args.overwrite)
+    except BaseException:
+        if staging is not None and staging.exists():
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    where = f", report in {report_dir}" if report_dir else ""
+    _say(args, f"fastridge: evaluated {args.model} in {time.perf_counter() - t0:.1f}s{where}")
+    _say_report(args, report)
+    return 0
 
 
+# -- info -----------------------------------------------------------------------------
 def cmd_info(args) -> int:
-    raise UserError("not implemented yet")
+    import platform
+
+    import torch
+
+    lines = [f"{k}: {v}" for k, v in _versions().items()]
+    lines.append(f"platform: {platform.platform()}")
+    lines.append(f"cpu count: {os.cpu_count()}")
+    lines.append(f"torch build: {torch.__config__.show().strip().splitlines()[0]}")
+    lines.append(f"torch CUDA build: {torch.version.cuda}")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            lines.append(f"cuda:{i}: {p.name}, {p.total_memory / 2**30:.1f} GiB")
+    else:
+        lines.append("CUDA available: no")
+    lines.append(
+        f"torch threads: {torch.get_num_threads()} intra-op, "
+        f"{torch.get_num_interop_threads()} inter-op"
+    )
+    lines.append("torch parallel info:")
+    lines += ["  " + s for s in torch.__config__.parallel_info().strip().splitlines()]
+    try:
+        from threadpoolctl import threadpool_info
+
+        lines.append("threadpoolctl:")
+        for pool in threadpool_info():
+            lines.append(
+                f"  {pool.get('internal_api')} ({pool.get('user_api')}) "
+                f"{pool.get('version')}, {pool.get('num_threads')} threads, "
+                f"{os.path.basename(pool.get('filepath', ''))}"
+            )
+    except ImportError:
+        lines.append("threadpoolctl: not installed")
+    from ._report import have_matplotlib
+
+    lines.append(f"matplotlib (plots): {'yes' if have_matplotlib() else 'not installed'}")
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        if name in os.environ:
+            lines.append(f"{name}={os.environ[name]}")
+    print("\n".join(lines))
+    return 0
