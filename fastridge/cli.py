@@ -58,7 +58,11 @@ def _add_chunking(p):
 
 
 def _add_compute(p):
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:K or auto (default: cpu)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA if available, else CPU; default), cpu, cuda or cuda:K",
+    )
     p.add_argument(
         "--dtype",
         choices=("float32", "float64"),
@@ -952,7 +956,8 @@ def cmd_info(args) -> int:
     lines = [f"{k}: {v}" for k, v in _versions().items()]
     lines.append(f"platform: {platform.platform()}")
     lines.append(f"cpu count: {os.cpu_count()}")
-    lines.append(f"torch build: {torch.__config__.show().strip().splitlines()[0]}")
+    lines.append("torch build:")
+    lines += ["  " + ln.strip() for ln in torch.__config__.show().strip().splitlines()[1:]]
     lines.append(f"torch CUDA build: {torch.version.cuda}")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):

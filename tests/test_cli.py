@@ -292,6 +292,29 @@ def test_predict_evaluate_errors_and_missing_matplotlib(data, tmp_path, capsys, 
     assert (report / "report.json").exists() and not list(report.glob("*.png"))
 
 
+@pytest.mark.parametrize("command", ["demo", "solve", "predict", "evaluate", "info"])
+def test_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"fastridge {command}" in out
+
+
+def test_usage_error_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["solve", "X.npy"])
+    assert exc.value.code == 2
+    assert "required" in one_error_line(capsys.readouterr().err)
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for key in ("fastridge:", "torch:", "numpy:", "scikit-learn:", "torch parallel info:"):
+        assert key in out, out
+
+
 def _wait_for(pred, timeout, proc=None):
     t = time.monotonic()
     while time.monotonic() - t < timeout:
@@ -404,15 +427,15 @@ def _peak_rss(*args):
 
 
 def test_peak_memory_is_bounded_by_chunks_not_y(tmp_path):
-    """Y.npy is ~12x the chunk budget; peak RSS must not grow with Y (see docs/cli.md)."""
+    """Y.npy is ~19x the chunk budget; peak RSS must not grow with Y (see docs/cli.md)."""
     rng = np.random.default_rng(2)
-    n_samples, n_features, n_targets = 300, 50, 40_000
+    n_samples, n_features, n_targets = 200, 50, 100_000
     np.save(tmp_path / "X.npy", rng.standard_normal((n_samples, n_features), dtype=np.float32))
     Y = np.lib.format.open_memmap(
         tmp_path / "Y.npy", mode="w+", dtype=np.float32, shape=(n_samples, n_targets)
     )
-    for s in range(0, n_targets, 10_000):
-        Y[:, s : s + 10_000] = rng.standard_normal((n_samples, 10_000), dtype=np.float32)
+    for s in range(0, n_targets, 20_000):
+        Y[:, s : s + 20_000] = rng.standard_normal((n_samples, 20_000), dtype=np.float32)
     Y.flush()
     del Y
     y_bytes = n_samples * n_targets * 4
@@ -451,5 +474,5 @@ def test_peak_memory_is_bounded_by_chunks_not_y(tmp_path):
         f"extra {(peak - base) / 2**20:.0f} MiB, bound {bound / 2**20:.0f} MiB, "
         f"Y {y_bytes / 2**20:.0f} MiB"
     )
+    assert bound < 0.75 * y_bytes  # else the test could not tell Y held in memory
     assert peak - base < bound
-    assert peak - base < 0.75 * y_bytes
