@@ -957,7 +957,21 @@ def cmd_info(args) -> int:
     lines.append(f"platform: {platform.platform()}")
     lines.append(f"cpu count: {os.cpu_count()}")
     lines.append("torch build:")
-    lines += ["  " + ln.strip() for ln in torch.__config__.show().strip().splitlines()[1:]]
+    for ln in torch.__config__.show().strip().splitlines()[1:]:
+        ln = ln.strip()
+        if ln.startswith("- Build settings:"):
+            # the full compiler flags are noise; keep the library and feature switches
+            keep = (
+                "BLAS_INFO",
+                "LAPACK_INFO",
+                "TORCH_VERSION",
+                "USE_CUDA",
+                "USE_MKL",
+                "USE_OPENMP",
+            )
+            parts = [p.strip() for p in ln.split(":", 1)[1].split(",")]
+            ln = "- " + ", ".join(p for p in parts if p.split("=")[0] in keep)
+        lines.append("  " + ln)
     lines.append(f"torch CUDA build: {torch.version.cuda}")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
