@@ -670,6 +670,7 @@ def cmd_solve(args) -> int:
             "alpha_counts": counts,
             "best_score": summary(best_score),
             "mean_scores": None if res.mean_scores is None else res.mean_scores.tolist(),
+            "peak_rss_bytes": _peak_rss(),
             "resume": {"targets_skipped": n_skipped, "from": manifest.get("resumed_from")},
             "inputs": inputs,
             "fastridge_version": __version__,
@@ -705,6 +706,7 @@ def cmd_solve(args) -> int:
         f"features, {out_dtype}) in {total:.1f}s",
     )
     _say(args, "  time per stage: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
+    _say(args, f"  peak resident memory: {_peak_rss() / 2**30:.2f} GiB")
     _say(args, "  chosen alphas: " + ", ".join(f"{a}: {c:,}" for a, c in counts.items()))
     score_name = args.scoring or "neg. mean squared error"
     if args.alpha_per_target:
@@ -716,6 +718,14 @@ def cmd_solve(args) -> int:
     if report is not None:
         _say_report(args, report)
     return 0
+
+
+def _peak_rss() -> int:
+    """Peak resident memory of this process in bytes (Linux reports KiB)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def _versions() -> dict:

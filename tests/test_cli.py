@@ -189,6 +189,31 @@ def test_shared_alpha_flat_y_and_overwrite(data, tmp_path, capsys):
     assert not list(tmp_path.glob("m.*"))  # no staging or old directories left
 
 
+def test_float16_x_integer_y_and_disk_full(data, tmp_path, capsys, monkeypatch):
+    d, f = data
+    x16 = f["X"].astype(np.float16)
+    yint = np.round(f["Y"] * 10).astype(np.int32)
+    np.save(tmp_path / "x16.npy", x16)
+    np.save(tmp_path / "yint.npy", yint)
+    args = ["solve", str(tmp_path / "x16.npy"), str(tmp_path / "yint.npy"), "--alphas", *ALPHAS]
+    assert main([*args, "--out", str(tmp_path / "m"), "-q"]) == 0
+    ref = FastRidgeCV(alphas=[float(a) for a in ALPHAS], alpha_per_target=True).fit(
+        x16.astype(np.float32), yint.astype(np.float64)
+    )
+    est = load(tmp_path / "m")
+    assert est.coef_.dtype == np.float32  # float16 X computes and stores in float32
+    assert_allclose(est.coef_, ref.coef_, rtol=1e-4, atol=1e-4)
+    # not enough disk space for coef.npy: refused before any work, nothing left behind
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    assert main([*args, "--out", str(tmp_path / "m2")]) == 2
+    assert "out of disk space" in one_error_line(capsys.readouterr().err)
+    assert not list(tmp_path.glob("m2*"))
+
+
 def _bad(tmp_path, f):
     rng = np.random.default_rng(1)
     np.save(tmp_path / "obj.npy", np.array([1, "a", None], dtype=object), allow_pickle=True)
