@@ -261,6 +261,33 @@ class RowWriter:
         self.close()
 
 
+def read_rows(path, rows: slice) -> np.ndarray:
+    """Rows of a C-ordered 2-D .npy file read with plain file reads (nothing mapped,
+    so the rows cost resident memory only while the returned array lives).
+
+    Returns
+    -------
+    array of shape (rows.stop - rows.start, n_cols)
+    """
+    header, offset = _npy_header(path)
+    if header["fortran_order"] or len(header["shape"]) != 2:
+        raise ValueError(f"{path}: read_rows needs a C-ordered 2-D .npy file")
+    n_rows, n_cols = header["shape"]
+    start, stop, _ = rows.indices(n_rows)
+    dtype = np.dtype(header["dtype"])
+    out = np.empty((stop - start, n_cols), dtype=dtype)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset + start * n_cols * dtype.itemsize)
+        view = memoryview(out.reshape(-1)).cast("B")
+        got = 0
+        while got < len(view):
+            n = f.readinto(view[got:])
+            if not n:
+                raise OSError(f"{path} is truncated (rows {start}:{stop})")
+            got += n
+    return out
+
+
 def fsync_dir(path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -778,8 +778,7 @@ def _predictions(files, X, chunk, progress=None):
     Xt = torch.from_numpy(np.array(X, dtype=dtype))
     _io.drop_pages(X)
     for sl in chunk_slices(files.n_targets, chunk):
-        W = torch.from_numpy(np.array(files.coef[sl]))
-        _io.drop_pages(files.coef)
+        W = torch.from_numpy(_io.read_rows(files.path / "coef.npy", sl))
         pred = Xt @ W.T
         pred += torch.from_numpy(np.asarray(files.intercept[sl], dtype=dtype))
         yield sl, pred.numpy()
