@@ -335,8 +335,13 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    # a recycled pid belongs to another program: only a fastridge process counts
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"fastridge" in f.read()
+    except OSError:
+        return True  # no /proc: assume the worst
 
 
 def staging_pid(path: Path) -> int | None:

@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick", action="store_true", help="a tiny problem (target shape 8 x 16), seconds"
     )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     _common(p)
     p.set_defaults(func=cmd_demo)
 
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("X", help="features, .npy of shape (n_test_samples, n_features)")
     p.add_argument("--out", required=True, help="predictions .npy to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     _add_chunking(p)
     _common(p)
     p.set_defaults(func=cmd_predict)
@@ -236,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="REPORT_DIR", help="write the report here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing REPORT_DIR")
     p.add_argument("--no-plots", action="store_true", help="write the JSON and arrays only")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     _add_chunking(p)
     _common(p)
     p.set_defaults(func=cmd_evaluate)
@@ -346,6 +349,7 @@ def cmd_demo(args) -> int:
             seed=args.seed,
             verbose=_verbose(args),
             stream=stream,
+            n_threads=args.threads,
             **kwargs,
         )
     finally:
@@ -768,12 +772,14 @@ def _predict_chunk_size(args, files, n_rows, group_size=1, extra=0):
     return int(min(chunk, files.n_targets))
 
 
-def _predictions(files, X, chunk, progress=None):
+def _predictions(files, X, chunk, args, progress=None):
     """Yield (slice, predictions of shape (n_samples, len)) over target chunks."""
     import torch
 
     from ._chunks import chunk_slices
 
+    if getattr(args, "threads", None):
+        torch.set_num_threads(int(args.threads))
     dtype = files.coef.dtype
     Xt = torch.from_numpy(np.array(X, dtype=dtype))
     _io.drop_pages(X)
@@ -810,7 +816,7 @@ def cmd_predict(args) -> int:
     try:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=files.coef.dtype, shape=shape)
         flat = mm.reshape(n_rows, files.n_targets)
-        for sl, pred in _predictions(files, X, chunk, progress):
+        for sl, pred in _predictions(files, X, chunk, args, progress):
             flat[:, sl] = pred
             mm.flush()
             _io.drop_pages(mm)
@@ -857,7 +863,7 @@ def _evaluate(model_dir, x_path, y_path, report_dir, args, plots=True):
     g_cos = np.empty(n_groups)
     progress = Progress(_verbose(args))
     progress.start("evaluate", n_targets)
-    for sl, pred in _predictions(files, X, chunk, progress):
+    for sl, pred in _predictions(files, X, chunk, args, progress):
         true = reader.read(sl).numpy()
         if not np.isfinite(true).all():
             raise UserError(f"Y test contains NaN or infinity (targets {sl.start}-{sl.stop - 1})")

@@ -74,6 +74,7 @@ def run(
     test_fraction: float = 0.2,
     verbose: bool = False,
     stream=None,
+    n_threads: int | None = None,
 ) -> dict:
     """Build, solve, evaluate and compare; print a summary to `stream`; return the numbers."""
     import sys
@@ -106,7 +107,13 @@ def run(
     )
 
     t = time.perf_counter()
-    model = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True, fit_intercept=True, verbose=verbose)
+    model = FastRidgeCV(
+        alphas=ALPHAS,
+        alpha_per_target=True,
+        fit_intercept=True,
+        n_threads=n_threads,
+        verbose=verbose,
+    )
     model.fit(X_train, Y_train)
     t_fit = time.perf_counter() - t
 

@@ -72,7 +72,7 @@ def data(tmp_path_factory):
 
 def test_demo_quick():
     t = time.perf_counter()
-    r = cli("demo", "--quick")
+    r = cli("demo", "--quick", "--threads", "1")
     assert r.returncode == 0, r.stderr
     assert "chosen alphas" in r.stdout and "scikit-learn RidgeCV" in r.stdout
     # scikit-learn agreement is part of the printed summary; it must be perfect here
@@ -93,6 +93,8 @@ def test_solve_load_predict_evaluate_match_estimator(data, tmp_path):
         model,
         "--target-chunk",
         "7",
+        "--threads",
+        "1",
         "--x-test",
         d / "Xt.npy",
         "--y-test",
@@ -121,14 +123,25 @@ def test_solve_load_predict_evaluate_match_estimator(data, tmp_path):
     assert_allclose(est.predict(f["Xt"]), expected, rtol=1e-10, atol=1e-10)
 
     out = tmp_path / "yhat.npy"
-    r = cli("predict", model, d / "Xt.npy", "--out", out, "--target-chunk", "5")
+    r = cli("predict", model, d / "Xt.npy", "--out", out, "--target-chunk", "5", "--threads", "1")
     assert r.returncode == 0, r.stderr
     yhat = np.load(out)
     assert yhat.shape == (20, 6, 8)
     assert_allclose(yhat, expected, rtol=1e-10, atol=1e-10)
 
     report = tmp_path / "report"
-    r = cli("evaluate", model, d / "Xt.npy", d / "Yt.npy", "--out", report, "--target-chunk", "9")
+    r = cli(
+        "evaluate",
+        model,
+        d / "Xt.npy",
+        d / "Yt.npy",
+        "--out",
+        report,
+        "--target-chunk",
+        "9",
+        "--threads",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads((report / "report.json").read_text())
     from sklearn.metrics import r2_score
@@ -477,6 +490,8 @@ def test_peak_memory_is_bounded_by_chunks_not_y(tmp_path):
         tmp_path / "m0",
         "--memory-budget",
         budget,
+        "--threads",
+        "1",  # one thread: torch's OpenMP crawls when other jobs share the 2 cores
     )
     peak = _peak_rss(
         "solve",
@@ -489,6 +504,8 @@ def test_peak_memory_is_bounded_by_chunks_not_y(tmp_path):
         tmp_path / "m1",
         "--memory-budget",
         budget,
+        "--threads",
+        "1",  # one thread: torch's OpenMP crawls when other jobs share the 2 cores
     )
     # model: X as float64 and its centred copy + Gram/eigh work (n_samples^2) + ~8 chunk
     # budgets of temporaries + 20 bytes per target of per-target results + 16 MiB slack
