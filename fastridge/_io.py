@@ -1,0 +1,387 @@
+"""Files for the command line: safe .npy reading and writing, model directories, manifests.
+
+Everything here works with plain formats (.npy and JSON) and never unpickles.
+Large arrays are memory-mapped and written in row blocks; pages of a mapping that
+stays open count toward the process's resident memory, so after each chunk the
+pages already used are handed back to the kernel (`drop_pages`): the data stays
+in the page cache (or goes to disk) but no longer in this process's RSS.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import mmap
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+
+class UserError(ValueError):
+    """A problem with the user's input or files, reported as one line (exit code 2)."""
+
+
+# -- reading ------------------------------------------------------------------------
+def open_npy(path, name: str) -> np.ndarray:
+    """Memory-map a .npy file read-only, refusing pickled or unsupported content.
+
+    Parameters
+    ----------
+    path : str or Path
+    name : str
+        What the array is ("X", "Y", ...), for messages.
+
+    Returns
+    -------
+    np.memmap (or ndarray for an empty file) of the stored dtype and shape.
+    Float16/32/64 and integer/bool dtypes are accepted (integers are cast later);
+    complex, object, structured and string dtypes are refused.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{name} file not found: {path}")
+    if path.is_dir():
+        raise UserError(f"{name} path is a directory, expected a .npy file: {path}")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise UserError(f"cannot read {name} file {path}: {exc.strerror}") from None
+    if magic != b"\x93NUMPY":
+        if magic[:1] == b"\x80":
+            raise UserError(
+                f"{name} file {path} is a Python pickle, not a .npy array; pickles are "
+                "never loaded (they can run code): save it with np.save(path, array)"
+            )
+        raise UserError(f"{name} file {path} is not a .npy file (bad magic bytes)")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc) or "object" in str(exc).lower():
+            raise UserError(
+                f"{name} file {path} holds a pickled/object array, which is never loaded "
+                "(it could run code): store a numeric array (float32 recommended)"
+            ) from None
+        raise UserError(f"cannot read {name} file {path}: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {name} file {path}: {exc}") from None
+    dt = arr.dtype
+    if dt.hasobject:
+        raise UserError(f"{name} file {path} holds an object array, which is never loaded")
+    if dt.names is not None:
+        raise UserError(f"{name} file {path} holds a structured array; give a plain numeric one")
+    if dt.kind == "c":
+        raise UserError(f"{name} has complex dtype {dt}: complex data is not supported")
+    if dt.kind not in "fiub":
+        raise UserError(f"{name} has dtype {dt}; give float16/32/64 (or integer) data")
+    if dt.kind == "f" and dt.itemsize > 8:
+        raise UserError(f"{name} has dtype {dt}; give float16, float32 or float64 data")
+    return arr
+
+
+def as_float(arr: np.ndarray, name: str) -> np.ndarray:
+    """Integer/bool arrays -> float64 in memory (floats are returned untouched)."""
+    if arr.dtype.kind in "iub":
+        return np.asarray(arr, dtype=np.float64)
+    return arr
+
+
+def check_finite_blocks(arr: np.ndarray, name: str, block_bytes: int = 64 << 20) -> None:
+    """Raise UserError if `arr` holds NaN or inf, reading it in row blocks."""
+    if arr.dtype.kind not in "f" or arr.size == 0:
+        return
+    row_bytes = max(1, arr[:1].nbytes)
+    step = max(1, block_bytes // row_bytes)
+    for start in range(0, arr.shape[0], step):
+        block = np.asarray(arr[start : start + step])
+        if not np.isfinite(block).all():
+            kind = "NaN" if np.isnan(block).any() else "infinity"
+            bad = start + int(np.argwhere(~np.isfinite(block.reshape(block.shape[0], -1)))[0, 0])
+            raise UserError(f"{name} contains {kind} (first in row {bad})")
+    drop_pages(arr)
+
+
+def drop_pages(*arrays) -> None:
+    """Hand the resident pages of memory-mapped arrays back to the kernel.
+
+    Clean pages stay in the page cache, dirty ones are written back first
+    (callers flush), so the data is intact; only this process's RSS drops.
+    """
+    for a in arrays:
+        mm = getattr(a, "_mmap", None)
+        if mm is None:
+            base = getattr(a, "base", None)
+            while base is not None and mm is None:
+                mm = getattr(base, "_mmap", None) if not isinstance(base, mmap.mmap) else base
+                base = getattr(base, "base", None)
+        if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
+            try:
+                mm.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):
+                pass  # best effort: a closed or special mapping
+
+
+# -- fingerprints -------------------------------------------------------------------
+def _npy_header(path) -> tuple[dict, int]:
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        offset = f.tell()
+    return {"shape": list(shape), "fortran_order": bool(fortran), "dtype": dtype.str}, offset
+
+
+def fingerprint(path, full: bool, block: int = 16 << 20) -> dict:
+    """Identify an input file: size, dtype, shape and a sha256.
+
+    full=True hashes every byte (read in blocks through the page cache, not
+    mapped, so it costs no resident memory); full=False hashes the header and
+    a few 1 MiB samples spread over the file (for a multi-GB Y).
+    """
+    path = Path(path)
+    header, offset = _npy_header(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if full:
+            while chunk := f.read(block):
+                h.update(chunk)
+        else:
+            h.update(f.read(offset))
+            n_samples = 8
+            sample = 1 << 20
+            for k in range(n_samples):
+                pos = offset + (size - offset - sample) * k // max(n_samples - 1, 1)
+                f.seek(max(offset, pos))
+                h.update(f.read(sample))
+    return {
+        "path": str(path.resolve()),
+        "size": size,
+        **header,
+        "sha256": h.hexdigest(),
+        "hash": "full" if full else "header+samples",
+    }
+
+
+def same_inputs(a: dict, b: dict) -> bool:
+    """Fingerprints match (the path may differ: files can be moved)."""
+    keys = ("size", "shape", "fortran_order", "dtype", "sha256", "hash")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+# -- writing ------------------------------------------------------------------------
+def write_json_atomic(path, obj) -> None:
+    """Write JSON to a temporary file, fsync it, then os.replace: never half-written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, default=_json_default)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def create_npy(path, shape, dtype) -> None:
+    """Create a .npy file of `shape` (sparse on disk until written), then close it."""
+    m = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
+    del m
+
+
+class RowWriter:
+    """Writes row blocks of a C-ordered 2-D .npy file at their byte offsets.
+
+    Looks like an array to the solver (`shape`, `dtype`, `w[rows] = block`), but
+    nothing is mapped: rows go to the page cache with pwrite, so writing a
+    coefficient file of many GB costs no resident memory.
+
+    Parameters
+    ----------
+    path : str or Path
+        An existing .npy file of shape (n_rows, n_cols) (see `create_npy`).
+    """
+
+    def __init__(self, path):
+        header, self.offset = _npy_header(path)
+        if header["fortran_order"] or len(header["shape"]) != 2:
+            raise ValueError(f"{path}: RowWriter needs a C-ordered 2-D .npy file")
+        self.shape = tuple(header["shape"])
+        self.dtype = np.dtype(header["dtype"])
+        self.ndim = 2
+        self.path = Path(path)
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+        self._fd = os.open(path, os.O_WRONLY)
+
+    def __setitem__(self, rows, value) -> None:
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError("RowWriter only writes contiguous row slices")
+        start, stop, _ = rows.indices(self.shape[0])
+        block = np.ascontiguousarray(value, dtype=self.dtype)
+        if block.shape != (stop - start, self.shape[1]):
+            raise ValueError(f"block of shape {block.shape} for rows {start}:{stop}")
+        data = memoryview(block.reshape(-1)).cast("B")
+        pos = self.offset + start * self._row_bytes
+        while len(data):
+            n = os.pwrite(self._fd, data, pos)
+            data, pos = data[n:], pos + n
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def sync(self) -> None:
+        """Make the rows written so far durable (before a chunk is recorded as done)."""
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):
+        self.close()
+
+
+def read_rows(path, rows: slice) -> np.ndarray:
+    """Rows of a C-ordered 2-D .npy file read with plain file reads (nothing mapped,
+    so the rows cost resident memory only while the returned array lives).
+
+    Returns
+    -------
+    array of shape (rows.stop - rows.start, n_cols)
+    """
+    header, offset = _npy_header(path)
+    if header["fortran_order"] or len(header["shape"]) != 2:
+        raise ValueError(f"{path}: read_rows needs a C-ordered 2-D .npy file")
+    n_rows, n_cols = header["shape"]
+    start, stop, _ = rows.indices(n_rows)
+    dtype = np.dtype(header["dtype"])
+    out = np.empty((stop - start, n_cols), dtype=dtype)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset + start * n_cols * dtype.itemsize)
+        view = memoryview(out.reshape(-1)).cast("B")
+        got = 0
+        while got < len(view):
+            n = f.readinto(view[got:])
+            if not n:
+                raise OSError(f"{path} is truncated (rows {start}:{stop})")
+            got += n
+    return out
+
+
+def fsync_dir(path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_free_space(directory, need: int, what: str) -> None:
+    """UserError when the file system holding `directory` has less than `need` bytes free."""
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise UserError(
+            f"out of disk space: {what} needs {need / 2**30:.2f} GiB, "
+            f"only {free / 2**30:.2f} GiB free in {directory}"
+        )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+# -- model directories ---------------------------------------------------------------
+MANIFEST = "manifest.json"
+
+
+def staging_dirs(model_dir: Path) -> list[Path]:
+    """Temporary directories of earlier (possibly killed) solves into `model_dir`."""
+    parent = model_dir.parent
+    if not parent.exists():
+        return []
+    return sorted(parent.glob(f"{model_dir.name}.tmp-*"))
+
+
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    # a recycled pid belongs to another program: only a fastridge process counts
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"fastridge" in f.read()
+    except OSError:
+        return True  # no /proc: assume the worst
+
+
+def staging_pid(path: Path) -> int | None:
+    try:
+        return int(path.name.rsplit(".tmp-", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def publish(staging: Path, model_dir: Path, overwrite: bool) -> None:
+    """Move a complete staging directory to `model_dir` with renames only.
+
+    Without `overwrite` an existing `model_dir` is never touched. With it, the
+    old directory is renamed aside, the new one renamed in, and only then the
+    old one removed, so at every instant `model_dir` is either the old model or
+    the new one (or, for a moment between the two renames, absent).
+    """
+    fsync_dir(staging)
+    if model_dir.exists() or model_dir.is_symlink():
+        if not overwrite:
+            raise UserError(f"{model_dir} already exists (use --overwrite to replace it)")
+        old = model_dir.with_name(f"{model_dir.name}.old-{os.getpid()}")
+        os.rename(model_dir, old)
+        try:
+            os.rename(staging, model_dir)
+        except OSError:
+            os.rename(old, model_dir)
+            raise
+        fsync_dir(model_dir.parent)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
+    else:
+        os.rename(staging, model_dir)
+        fsync_dir(model_dir.parent)
+
+
+def publish_file(tmp: Path, out: Path) -> None:
+    """Rename a finished temporary file to its final name (atomic on one file system)."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out)

@@ -1,0 +1,137 @@
+"""A fitted model on disk: plain .npy arrays plus model.json, and `load` back to FastRidgeCV.
+
+Layout of a model directory (written by ``fastridge solve``)::
+
+    coef.npy         (n_targets, n_features)   compute dtype (float32 or float64)
+    intercept.npy    (n_targets,)              same dtype
+    alpha.npy        (n_targets,)              float64, the chosen alpha of each target
+    alpha_index.npy  (n_targets,)              int64, index into model.json "alphas"
+    best_score.npy   (n_targets,) float64 per-target held-out score, or a 0-d array
+                     (the shared alpha's mean score)
+    model.json       options, shapes, target_shape, alphas, versions, timings,
+                     input fingerprints
+
+Targets are flattened in C order; model.json "target_shape" restores their shape.
+No pickles: every file can be read with numpy and a JSON parser alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "fastridge-model"
+FORMAT_VERSION = 1
+ARRAYS = ("coef", "intercept", "alpha", "alpha_index", "best_score")
+
+
+class ModelFiles:
+    """The arrays and metadata of a model directory (coef memory-mapped by default).
+
+    Parameters
+    ----------
+    model_dir : str or Path
+    mmap_mode : "r" or None
+        How coef.npy is opened: "r" maps it (nothing read until used), None reads it.
+    """
+
+    def __init__(self, model_dir, mmap_mode="r"):
+        from ._io import UserError, read_json
+
+        self.path = Path(model_dir)
+        meta_path = self.path / "model.json"
+        if not self.path.is_dir():
+            raise UserError(f"model directory not found: {self.path}")
+        if not meta_path.exists():
+            raise UserError(f"{self.path} is not a fastridge model directory (no model.json)")
+        meta = read_json(meta_path)
+        if meta.get("format") != FORMAT:
+            raise UserError(f"{meta_path} is not a fastridge model description")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise UserError(
+                f"{self.path} was written by a newer fastridge (format "
+                f"{meta['format_version']}); upgrade fastridge to read it"
+            )
+        self.meta = meta
+        self.target_shape = tuple(meta["target_shape"])
+        self.n_targets = int(meta["n_targets"])
+        self.n_features = int(meta["n_features"])
+        self.alphas = np.asarray(meta["alphas"], dtype=np.float64)
+        arrays = {}
+        for name in ARRAYS:
+            p = self.path / f"{name}.npy"
+            if not p.exists():
+                raise UserError(f"{self.path} is incomplete: {p.name} is missing")
+            arrays[name] = np.load(p, mmap_mode=mmap_mode if name == "coef" else None)
+        if arrays["coef"].shape != (self.n_targets, self.n_features):
+            raise UserError(
+                f"{self.path}/coef.npy has shape {arrays['coef'].shape}, model.json says "
+                f"{(self.n_targets, self.n_features)}"
+            )
+        self.coef = arrays["coef"]
+        self.intercept = arrays["intercept"]
+        self.alpha = arrays["alpha"]
+        self.alpha_index = arrays["alpha_index"]
+        self.best_score = arrays["best_score"]
+
+
+def load(model_dir, mmap_mode=None):
+    """Load a model directory written by ``fastridge solve`` as a fitted FastRidgeCV.
+
+    Parameters
+    ----------
+    model_dir : str or Path
+    mmap_mode : None or "r", default=None
+        None reads coef.npy into memory; "r" memory-maps it (coef_ is then a
+        read-only np.memmap; predict still needs the coefficients in memory).
+
+    Returns
+    -------
+    FastRidgeCV
+        With coef_ of shape (*target_shape, n_features) (or (n_features,) for a
+        1-D y), intercept_, alpha_, best_score_, n_features_in_, rank_, timings_
+        as after ``fit``.
+    """
+    from .estimator import FastRidgeCV
+
+    files = ModelFiles(model_dir, mmap_mode=mmap_mode)
+    meta = files.meta
+    opts = meta["options"]
+    est = FastRidgeCV(
+        alphas=tuple(files.alphas.tolist()),
+        fit_intercept=opts["fit_intercept"],
+        scoring=opts["scoring"],
+        cv=opts["cv"],
+        alpha_per_target=opts["alpha_per_target"],
+        device=opts.get("device", "auto"),
+        dtype=opts.get("dtype"),
+        target_chunk=opts.get("target_chunk", "auto"),
+        memory_budget=opts.get("memory_budget"),
+    )
+    target_shape = files.target_shape
+    y_ndim = int(meta.get("y_ndim", 1 + len(target_shape)))
+    n_features = files.n_features
+    if y_ndim == 1 or (y_ndim == 2 and files.n_targets == 1):
+        coef = files.coef.reshape(n_features)
+    else:
+        coef = files.coef.reshape(*target_shape, n_features)
+    est.coef_ = coef
+    if y_ndim == 1:
+        est.intercept_ = float(files.intercept[0]) if opts["fit_intercept"] else 0.0
+    else:
+        est.intercept_ = files.intercept.reshape(target_shape)
+    per_target = opts["alpha_per_target"] and files.n_targets > 1
+    if per_target:
+        est.alpha_ = files.alpha.reshape(target_shape)
+        est.best_score_ = np.asarray(files.best_score).reshape(target_shape)
+    else:
+        est.alpha_ = float(files.alpha[0])
+        score = np.float64(np.asarray(files.best_score).ravel()[0])
+        est.best_score_ = score.reshape(1) if (opts["alpha_per_target"] and y_ndim == 2) else score
+    est.n_features_in_ = n_features
+    est.rank_ = int(meta.get("rank", -1))
+    est.timings_ = dict(meta.get("timings", {}))
+    est._target_shape = target_shape
+    est._y_ndim = y_ndim
+    return est

@@ -1,0 +1,1022 @@
+"""The `fastridge` command line: a thin adapter over `fastridge.ridge_cv`.
+
+Commands: demo, solve, predict, evaluate, info (``fastridge COMMAND --help``).
+User errors print one line ``fastridge: error: ...`` and exit with code 2
+(a traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import _io
+from ._io import UserError
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+
+
+# -- argument parsing ---------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2) like every other error."""
+
+    def error(self, message):
+        print(f"fastridge: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _common(p):
+    g = p.add_argument_group("output")
+    g.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    g.add_argument(
+        "--progress",
+        action="store_true",
+        help="report progress on stderr even when it is not a terminal",
+    )
+    g.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+def _add_chunking(p):
+    p.add_argument(
+        "--target-chunk",
+        default="auto",
+        help="targets per chunk (default: auto, from --memory-budget)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        default=None,
+        help="bytes one target chunk may use, e.g. 2GB, 512MiB (default: min(1 GiB, half "
+        "of free memory))",
+    )
+
+
+def _add_compute(p):
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA if available, else CPU; default), cpu, cuda or cuda:K",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default=None,
+        help="compute and storage dtype (default: float32 for float16/32 X, else float64)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+SOLVE_EPILOG = """\
+examples:
+  fastridge solve X.npy Y.npy --alphas 1e4 2e4 4e4 --out model/
+  fastridge solve X.npy Y_flat.npy --alphas 1e4 2e4 4e4 --target-shape 226 768 \\
+      --out model/ --x-test Xte.npy --y-test Yte.npy --memory-budget 2GB
+  fastridge solve X.npy Y.npy --alphas 1e4 2e4 4e4 --out model/ --resume   # after a crash
+
+MODEL_DIR holds coef.npy (n_targets, n_features), intercept.npy, alpha.npy,
+alpha_index.npy, best_score.npy and model.json. It is written in MODEL_DIR.tmp-<pid>
+and renamed into place only when complete; --resume continues a killed solve from
+its last finished target chunk.
+"""
+
+PREDICT_EPILOG = """\
+examples:
+  fastridge predict model/ Xtest.npy --out Yhat.npy
+  fastridge predict model/ Xtest.npy --out Yhat.npy --memory-budget 512MiB
+
+Yhat.npy has shape (n_test_samples, *target_shape) and the model's dtype; it is
+written chunk by chunk to a temporary file, renamed to --out when complete.
+"""
+
+EVALUATE_EPILOG = """\
+examples:
+  fastridge evaluate model/ Xtest.npy Ytest.npy --out report/
+
+Writes report.json (summaries, per-group curves, alpha counts), r2.npy and
+pearson.npy (per target), group_mse.npy and group_cosine.npy (target shapes of 2+
+dims: groups = the leading target axis) and PNG plots when matplotlib is installed.
+"""
+
+DEMO_EPILOG = """\
+examples:
+  fastridge demo              # 173,568 targets (226 x 768), ~1 minute on 2 cores
+  fastridge demo --quick      # a few seconds
+  fastridge demo --n-samples 2000 --n-features 4000 --seed 1
+"""
+
+INFO_EPILOG = """\
+examples:
+  fastridge info
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fastridge",
+        description="Ridge regression with cross-validated alphas for very many targets.",
+        epilog="Run 'fastridge COMMAND --help' for the options and examples of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"fastridge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser(
+        "demo",
+        help="solve a synthetic problem shaped like the headline one and check it",
+        description="Build a synthetic problem with 226 x 768 targets, solve it with "
+        "per-target alphas {1e4, 2e4, 4e4}, evaluate it on held-out samples and compare a "
+        "random subset of targets with scikit-learn's RidgeCV.",
+        epilog=DEMO_EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-samples", type=int, default=None, help="default 1000 (--quick: 60)")
+    p.add_argument("--n-features", type=int, default=None, help="default 2000 (--quick: 120)")
+    p.add_argument(
+        "--quick", action="store_true", help="a tiny problem (target shape 8 x 16), seconds"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    _common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "solve",
+        help="fit ridge with cross-validated alphas and write a model directory",
+        description="Fit ridge regression of every target of Y on X with cross-validated "
+        "alphas, streaming the targets in chunks, and write a model directory.",
+        epilog=SOLVE_EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument("X", help="features, .npy of shape (n_samples, n_features)")
+    p.add_argument("Y", help="targets, .npy of shape (n_samples, *target_shape)")
+    p.add_argument("--alphas", nargs="+", required=True, metavar="ALPHA", help="positive penalties")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory to write")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--alpha-per-target",
+        dest="alpha_per_target",
+        action="store_true",
+        default=True,
+        help="choose an alpha for each target (default)",
+    )
+    g.add_argument(
+        "--shared-alpha",
+        dest="alpha_per_target",
+        action="store_false",
+        help="one alpha for all targets (best mean score)",
+    )
+    p.add_argument(
+        "--cv",
+        default="loo",
+        help="loo (exact leave-one-out, default), gcv, or an integer K (K-fold)",
+    )
+    p.add_argument("--no-intercept", action="store_true", help="do not fit an intercept")
+    p.add_argument(
+        "--scoring",
+        default=None,
+        help="score used to choose alphas (default: neg. mean squared error); e.g. r2, correlation",
+    )
+    p.add_argument(
+        "--target-shape",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="N",
+        help="shape of the targets when Y is stored flat (n_samples, n_targets)",
+    )
+    _add_compute(p)
+    _add_chunking(p)
+    p.add_argument("--x-test", default=None, help="evaluate on these test features after fitting")
+    p.add_argument("--y-test", default=None, help="test targets for --x-test")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed solve into the same MODEL_DIR from its last finished chunk",
+    )
+    _common(p)
+    p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser(
+        "predict",
+        help="predict targets for new samples",
+        description="Predict the targets of new samples with a model directory, streamed "
+        "over target chunks.",
+        epilog=PREDICT_EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument("model", metavar="MODEL_DIR")
+    p.add_argument("X", help="features, .npy of shape (n_test_samples, n_features)")
+    p.add_argument("--out", required=True, help="predictions .npy to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    _add_chunking(p)
+    _common(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model on test data (per target, per group) and plot",
+        description="Per-target R^2 and Pearson r on test data; for target shapes of 2+ "
+        "dims, per-group MSE and cosine similarity (averaged over test samples).",
+        epilog=EVALUATE_EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument("model", metavar="MODEL_DIR")
+    p.add_argument("X", help="test features .npy")
+    p.add_argument("Y", help="test targets .npy, shape (n_test_samples, *target_shape) or flat")
+    p.add_argument("--out", default=None, metavar="REPORT_DIR", help="write the report here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing REPORT_DIR")
+    p.add_argument("--no-plots", action="store_true", help="write the JSON and arrays only")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    _add_chunking(p)
+    _common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "info",
+        help="versions, devices and thread settings",
+        description="Versions of fastridge and its dependencies, the torch build, CUDA "
+        "devices and BLAS/thread settings.",
+        epilog=INFO_EPILOG,
+        formatter_class=fmt,
+    )
+    _common(p)
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the `fastridge` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("fastridge: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - every error ends as one line unless --debug
+        if args.debug:
+            raise
+        code, text = _describe(exc)
+        print(f"fastridge: error: {text}", file=sys.stderr)
+        return code
+
+
+def _describe(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message) for an exception."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if _io.is_disk_full(exc):
+        return EXIT_USAGE, f"out of disk space: {exc.strerror} ({exc.filename or ''})"
+    if isinstance(exc, MemoryError):
+        return EXIT_USAGE, "out of memory: lower --memory-budget or --target-chunk"
+    if isinstance(exc, (UserError, ValueError, TypeError)):
+        return EXIT_USAGE, text
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return EXIT_USAGE, f"{exc.strerror or text}{where}"
+    if isinstance(exc, RuntimeError) and "out of memory" in text.lower():
+        return EXIT_USAGE, f"out of memory ({text[:200]}): lower --memory-budget or --target-chunk"
+    return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {text} (rerun with --debug)"
+
+
+def _verbose(args) -> bool:
+    if getattr(args, "quiet", False):
+        return False
+    return bool(getattr(args, "progress", False)) or sys.stderr.isatty()
+
+
+def _say(args, text="") -> None:
+    if not args.quiet:
+        print(text, flush=True)
+
+
+def _target_chunk(value):
+    if value in (None, "auto"):
+        return "auto"
+    try:
+        chunk = int(value)
+    except ValueError:
+        raise UserError(
+            f"--target-chunk must be a positive integer or 'auto', got {value!r}"
+        ) from None
+    if chunk < 1:
+        raise UserError(f"--target-chunk must be >= 1, got {chunk}")
+    return chunk
+
+
+def _memory_budget(value):
+    if value is None:
+        return None
+    from ._chunks import parse_bytes
+
+    try:
+        budget = parse_bytes(value)
+    except ValueError:
+        raise UserError(
+            f"--memory-budget must be a size like 2GB or 512MiB, got {value!r}"
+        ) from None
+    if budget <= 0:
+        raise UserError(f"--memory-budget must be positive, got {value!r}")
+    return budget
+
+
+# -- demo -----------------------------------------------------------------------------
+def cmd_demo(args) -> int:
+    from .demo import run
+
+    if args.quick:
+        n_samples, n_features, shape = args.n_samples or 60, args.n_features or 120, (8, 16)
+    else:
+        n_samples, n_features, shape = args.n_samples or 1000, args.n_features or 2000, None
+    if n_samples < 10 or n_features < 2:
+        raise UserError("--n-samples must be >= 10 and --n-features >= 2")
+    kwargs = {} if shape is None else {"target_shape": shape, "n_compare": 50}
+    stream = open(os.devnull, "w") if args.quiet else sys.stdout  # noqa: SIM115
+    try:
+        run(
+            n_samples=n_samples,
+            n_features=n_features,
+            seed=args.seed,
+            verbose=_verbose(args),
+            stream=stream,
+            n_threads=args.threads,
+            **kwargs,
+        )
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    return 0
+
+
+# -- solve ----------------------------------------------------------------------------
+def _parse_alphas(values) -> np.ndarray:
+    from ._validation import check_alphas
+
+    parsed = []
+    for v in values:
+        try:
+            parsed.append(float(v))
+        except ValueError:
+            raise UserError(f"--alphas: {v!r} is not a number") from None
+    try:
+        return check_alphas(parsed)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"--alphas: {exc}") from None
+
+
+def _parse_cv(value):
+    if value in ("loo", "gcv"):
+        return value
+    try:
+        k = int(value)
+    except ValueError:
+        raise UserError(
+            f"--cv must be loo, gcv or an integer number of folds, got {value!r}"
+        ) from None
+    if k < 2:
+        raise UserError(f"--cv {k}: K-fold needs K >= 2")
+    return k
+
+
+def _load_inputs(args):
+    """Open X and Y (memory-mapped), check shapes, dtypes and X's values."""
+    X = _io.open_npy(args.X, "X")
+    Y = _io.open_npy(args.Y, "Y")
+    if X.ndim != 2:
+        raise UserError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    n_samples, n_features = X.shape
+    if n_samples < 2 or n_features < 1:
+        raise UserError(f"X has shape {X.shape}: need >= 2 samples and >= 1 feature")
+    if Y.ndim == 0 or Y.shape[0] != n_samples:
+        raise UserError(
+            f"X and Y have inconsistent numbers of samples: X has {n_samples} "
+            f"(shape {X.shape}), Y has shape {Y.shape}"
+        )
+    stored = tuple(Y.shape[1:])
+    n_targets = int(np.prod(stored, dtype=np.int64)) if stored else 1
+    if n_targets == 0:
+        raise UserError(f"Y has no targets (shape {Y.shape})")
+    target_shape = stored
+    if args.target_shape:
+        target_shape = tuple(args.target_shape)
+        if any(d < 1 for d in target_shape) or int(np.prod(target_shape)) != n_targets:
+            raise UserError(
+                f"--target-shape {' '.join(map(str, target_shape))} has "
+                f"{int(np.prod(target_shape))} targets, Y has {n_targets} (shape {Y.shape})"
+            )
+    X = _io.as_float(X, "X")
+    _io.check_finite_blocks(X, "X")
+    if Y.dtype.kind in "iub":
+        # integer targets are cast in memory (the whole of Y): store floats for big Y
+        Y = np.asarray(Y, dtype=np.float64)
+    return X, Y, target_shape, n_targets
+
+
+def _options(args, alphas, cv, out_dtype, target_shape, y_ndim):
+    return {
+        "alphas": alphas.tolist(),
+        "alpha_per_target": bool(args.alpha_per_target),
+        "cv": cv,
+        "fit_intercept": not args.no_intercept,
+        "scoring": args.scoring,
+        "dtype": out_dtype,
+        "target_shape": list(target_shape),
+        "y_ndim": y_ndim,
+        "device": args.device,
+        "target_chunk": _target_chunk(args.target_chunk),
+        "memory_budget": args.memory_budget,
+    }
+
+
+# options a resumed solve must share with the interrupted one (they change results)
+_RESUME_KEYS = (
+    "alphas",
+    "alpha_per_target",
+    "cv",
+    "fit_intercept",
+    "scoring",
+    "dtype",
+    "target_shape",
+)
+
+
+def _merge(intervals):
+    out = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def _find_resumable(model_dir: Path):
+    """The staging directory of a killed solve with the most finished targets, or None."""
+    best, best_done = None, -1
+    for d in _io.staging_dirs(model_dir):
+        pid = _io.staging_pid(d)
+        if pid is not None and _io.pid_alive(pid):
+            raise UserError(
+                f"another solve (pid {pid}) is writing {d}; wait for it or stop it first"
+            )
+        manifest = d / _io.MANIFEST
+        if not manifest.exists():
+            continue
+        try:
+            done = sum(b - a for a, b in _io.read_json(manifest).get("done", []))
+        except (OSError, ValueError):
+            continue
+        if done > best_done:
+            best, best_done = d, done
+    return best
+
+
+def _prepare_staging(args, model_dir, manifest, n_targets, n_features, out_dtype, verbose):
+    """Create (or, with --resume, reclaim) the staging directory; returns (path, manifest)."""
+    staging = model_dir.with_name(f"{model_dir.name}.tmp-{os.getpid()}")
+    if args.resume:
+        found = _find_resumable(model_dir)
+        if found is None:
+            if verbose:
+                print("fastridge: nothing to resume; starting from the beginning", file=sys.stderr)
+        else:
+            old = _io.read_json(found / _io.MANIFEST)
+            for name in ("X", "Y"):
+                if not _io.same_inputs(old["inputs"][name], manifest["inputs"][name]):
+                    raise UserError(
+                        f"cannot resume: {name} differs from the interrupted run's "
+                        f"({old['inputs'][name]['path']}); run without --resume or delete {found}"
+                    )
+            for key in _RESUME_KEYS:
+                if old["options"].get(key) != manifest["options"].get(key):
+                    raise UserError(
+                        f"cannot resume: option {key} was {old['options'].get(key)!r}, now "
+                        f"{manifest['options'].get(key)!r}; use the same options or drop --resume"
+                    )
+            os.rename(found, staging)  # claim it: a concurrent resume now finds nothing
+            manifest["done"] = old.get("done", [])
+            manifest["target_chunk"] = old.get("target_chunk")
+            manifest["resumed_from"] = found.name
+            done = sum(b - a for a, b in manifest["done"])
+            if verbose:
+                print(
+                    f"fastridge: resuming {found.name}: {done}/{n_targets} targets already done",
+                    file=sys.stderr,
+                )
+            return staging, manifest
+    else:
+        others = [d for d in _io.staging_dirs(model_dir) if (d / _io.MANIFEST).exists()]
+        if others and not args.quiet:
+            print(
+                f"fastridge: note: unfinished solve(s) found ({', '.join(d.name for d in others)});"
+                " add --resume to continue one, or delete them",
+                file=sys.stderr,
+            )
+    if staging.exists():
+        import shutil
+
+        shutil.rmtree(staging)
+    staging.mkdir()
+    _io.create_npy(staging / "coef.npy", (n_targets, n_features), out_dtype)
+    _io.create_npy(staging / "intercept.npy", (n_targets,), out_dtype)
+    _io.create_npy(staging / "alpha_index.npy", (n_targets,), np.int64)
+    _io.create_npy(staging / "best_score.npy", (n_targets,), np.float64)
+    _io.write_json_atomic(staging / _io.MANIFEST, manifest)
+    return staging, manifest
+
+
+def cmd_solve(args) -> int:
+    from . import __version__
+    from ._backend import float_dtype_of
+    from ._model import FORMAT, FORMAT_VERSION
+    from ._report import alpha_counts, summary
+    from .solve import ridge_cv
+
+    t_start = time.perf_counter()
+    verbose = _verbose(args)
+    alphas = _parse_alphas(args.alphas)
+    cv = _parse_cv(args.cv)
+    target_chunk = _target_chunk(args.target_chunk)
+    budget = _memory_budget(args.memory_budget)
+    if (args.x_test is None) != (args.y_test is None):
+        raise UserError("--x-test and --y-test go together")
+    if args.resume and not args.alpha_per_target:
+        raise UserError(
+            "--resume needs per-target alphas (a shared alpha depends on every chunk); "
+            "rerun without --resume"
+        )
+    model_dir = Path(args.out)
+    if model_dir.exists() and not args.overwrite:
+        raise UserError(f"{model_dir} already exists (use --overwrite to replace it)")
+    if model_dir.exists() and not model_dir.is_dir():
+        raise UserError(f"{model_dir} exists and is not a directory")
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+
+    X, Y, target_shape, n_targets = _load_inputs(args)
+    n_samples, n_features = X.shape
+    y_ndim = 1 if Y.ndim == 1 and not args.target_shape else 1 + len(target_shape)
+    out_dtype = args.dtype or float_dtype_of(X).name
+    itemsize = np.dtype(out_dtype).itemsize
+    if args.x_test is not None:
+        # fail now, not after the solve
+        _io.open_npy(args.x_test, "--x-test")
+        _io.open_npy(args.y_test, "--y-test")
+
+    t = time.perf_counter()
+    inputs = {"X": _io.fingerprint(args.X, full=True), "Y": _io.fingerprint(args.Y, full=False)}
+    t_fingerprint = time.perf_counter() - t
+    options = _options(args, alphas, cv, out_dtype, target_shape, y_ndim)
+    manifest = {
+        "format": "fastridge-solve-manifest",
+        "inputs": inputs,
+        "options": options,
+        "n_targets": n_targets,
+        "n_features": n_features,
+        "target_chunk": None,
+        "done": [],
+    }
+    need = n_targets * (n_features * itemsize + itemsize + 8 + 8 + 8) + (1 << 20)
+    resumable = _io.staging_dirs(model_dir) if args.resume else []
+    if not resumable:
+        _io.check_free_space(model_dir.parent, need, f"the model ({n_targets:,} targets)")
+
+    staging, manifest = _prepare_staging(
+        args, model_dir, manifest, n_targets, n_features, out_dtype, verbose
+    )
+    chunk = manifest["target_chunk"] or target_chunk
+    done = [list(iv) for iv in manifest["done"]]
+    n_skipped = sum(b - a for a, b in done)
+    writer = _io.RowWriter(staging / "coef.npy")
+    small = {
+        name: np.load(staging / f"{name}.npy", mmap_mode="r+")
+        for name in ("intercept", "alpha_index", "best_score")
+    }
+    state = {"chunks": 0}
+
+    def skip_chunk(sl):
+        return any(a <= sl.start and sl.stop <= b for a, b in done)
+
+    def on_chunk(sl):
+        # durable first, recorded second: a chunk listed as done is on disk
+        writer.sync()
+        for m in small.values():
+            m.flush()
+        state["chunks"] += 1
+        if args.alpha_per_target:
+            if manifest["target_chunk"] is None:
+                manifest["target_chunk"] = sl.stop - sl.start
+            done.append([sl.start, sl.stop])
+            done[:] = _merge(done)
+            manifest["done"] = done
+            _io.write_json_atomic(staging / _io.MANIFEST, manifest)
+        _io.drop_pages(X, Y)
+
+    try:
+        res = ridge_cv(
+            X,
+            Y,
+            alphas,
+            fit_intercept=not args.no_intercept,
+            cv=None if cv == "loo" else cv,
+            scoring=args.scoring,
+            alpha_per_target=args.alpha_per_target,
+            target_chunk=chunk,
+            memory_budget=budget,
+            device=args.device,
+            dtype=out_dtype,
+            n_threads=args.threads,
+            coef_out=writer,
+            out=small,
+            skip_chunk=skip_chunk if args.alpha_per_target else None,
+            on_chunk=on_chunk,
+            verbose=verbose,
+        )
+        writer.sync()
+        writer.close()
+        alpha_index = np.array(small["alpha_index"])
+        for m in small.values():
+            m.flush()
+        small.clear()
+        np.save(staging / "alpha.npy", alphas[alpha_index])
+        if not args.alpha_per_target:
+            np.save(staging / "best_score.npy", np.float64(res.best_score))
+        best_score = np.load(staging / "best_score.npy")
+        counts = alpha_counts(alpha_index, alphas)
+        timings = {"fingerprint": t_fingerprint, **res.timings}
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": _versions(),
+            "options": options,
+            "n_samples": n_samples,
+            "n_features": n_features,
+            "n_targets": n_targets,
+            "target_shape": list(target_shape),
+            "y_ndim": y_ndim,
+            "alphas": alphas.tolist(),
+            "dtype": out_dtype,
+            "rank": res.rank,
+            "form": res.form,
+            "device": res.device,
+            "target_chunk": res.target_chunk,
+            "timings": timings,
+            "alpha_counts": counts,
+            "best_score": summary(best_score),
+            "mean_scores": None if res.mean_scores is None else res.mean_scores.tolist(),
+            "peak_rss_bytes": _peak_rss(),
+            "resume": {"targets_skipped": n_skipped, "from": manifest.get("resumed_from")},
+            "inputs": inputs,
+            "fastridge_version": __version__,
+        }
+        _io.write_json_atomic(staging / "model.json", meta)
+        (staging / _io.MANIFEST).unlink()
+        report = None
+        if args.x_test is not None:
+            report = _evaluate(
+                staging, args.x_test, args.y_test, staging / "test_report", args, plots=True
+            )
+        _io.publish(staging, model_dir, args.overwrite)
+    except BaseException as exc:
+        writer.close()
+        keep = args.alpha_per_target and len(done) > 0 and staging.exists()
+        if keep:
+            if not isinstance(exc, UserError) or "cannot resume" not in str(exc):
+                print(
+                    f"fastridge: partial results kept in {staging}; rerun with --resume to "
+                    "continue",
+                    file=sys.stderr,
+                )
+        elif staging.exists():
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    total = time.perf_counter() - t_start
+    _say(
+        args,
+        f"fastridge: wrote {model_dir} ({n_targets:,} targets x {n_features:,} "
+        f"features, {out_dtype}) in {total:.1f}s",
+    )
+    _say(args, "  time per stage: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
+    _say(args, f"  peak resident memory: {_peak_rss() / 2**30:.2f} GiB")
+    _say(args, "  chosen alphas: " + ", ".join(f"{a}: {c:,}" for a, c in counts.items()))
+    score_name = args.scoring or "neg. mean squared error"
+    if args.alpha_per_target:
+        _say(args, f"  median CV score ({score_name}): {np.median(best_score):.6g}")
+    else:
+        _say(args, f"  CV score of the shared alpha ({score_name}): {float(best_score):.6g}")
+    if n_skipped:
+        _say(args, f"  resumed: {n_skipped:,} targets were already done")
+    if report is not None:
+        _say_report(args, report)
+    return 0
+
+
+def _peak_rss() -> int:
+    """Peak resident memory of this process in bytes (Linux reports KiB)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _versions() -> dict:
+    import platform
+
+    import sklearn
+    import torch
+
+    from . import __version__
+
+    return {
+        "fastridge": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+# -- predict and evaluate -------------------------------------------------------------
+def _open_features(path, n_features, name="X"):
+    X = _io.as_float(_io.open_npy(path, name), name)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise UserError(
+            f"{name} must have shape (n_samples, {n_features}) to match the model, got {X.shape}"
+        )
+    _io.check_finite_blocks(X, name)
+    return X
+
+
+def _predict_chunk_size(args, files, n_rows, group_size=1, extra=0):
+    """Targets per chunk: --target-chunk, or what fits in --memory-budget (default 1 GiB)."""
+    chunk = _target_chunk(getattr(args, "target_chunk", "auto"))
+    if chunk == "auto":
+        budget = _memory_budget(getattr(args, "memory_budget", None)) or (1 << 30)
+        per_target = files.coef.dtype.itemsize * (files.n_features + 2 * n_rows) + extra * n_rows
+        chunk = max(1, budget // per_target)
+    if group_size > 1:
+        chunk = max(group_size, chunk // group_size * group_size)
+    return int(min(chunk, files.n_targets))
+
+
+def _predictions(files, X, chunk, args, progress=None):
+    """Yield (slice, predictions of shape (n_samples, len)) over target chunks."""
+    import torch
+
+    from ._chunks import chunk_slices
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(int(args.threads))
+    dtype = files.coef.dtype
+    Xt = torch.from_numpy(np.array(X, dtype=dtype))
+    _io.drop_pages(X)
+    for sl in chunk_slices(files.n_targets, chunk):
+        W = torch.from_numpy(_io.read_rows(files.path / "coef.npy", sl))
+        pred = Xt @ W.T
+        pred += torch.from_numpy(np.asarray(files.intercept[sl], dtype=dtype))
+        yield sl, pred.numpy()
+        if progress is not None:
+            progress.advance(sl.stop - sl.start)
+
+
+def cmd_predict(args) -> int:
+    from ._model import ModelFiles
+    from ._progress import Progress
+
+    t0 = time.perf_counter()
+    files = ModelFiles(args.model)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} already exists (use --overwrite to replace it)")
+    if out.suffix != ".npy":
+        raise UserError(f"--out must end in .npy, got {out}")
+    X = _open_features(args.X, files.n_features)
+    n_rows = X.shape[0]
+    chunk = _predict_chunk_size(args, files, n_rows)
+    shape = (n_rows, *files.target_shape) if files.meta.get("y_ndim", 2) > 1 else (n_rows,)
+    need = n_rows * files.n_targets * files.coef.dtype.itemsize
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _io.check_free_space(out.parent, need, f"{out.name}")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    progress = Progress(_verbose(args))
+    progress.start("predict", files.n_targets)
+    try:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=files.coef.dtype, shape=shape)
+        flat = mm.reshape(n_rows, files.n_targets)
+        for sl, pred in _predictions(files, X, chunk, args, progress):
+            flat[:, sl] = pred
+            mm.flush()
+            _io.drop_pages(mm)
+        del flat, mm
+        _io.publish_file(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _say(args, f"fastridge: wrote {out} {shape} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _evaluate(model_dir, x_path, y_path, report_dir, args, plots=True):
+    """Test metrics of a model; writes a report directory when report_dir is given."""
+    import torch
+
+    from ._chunks import TargetReader
+    from ._model import ModelFiles
+    from ._progress import Progress
+    from ._report import alpha_counts, group_metrics, summary, target_metrics, write_plots
+
+    files = ModelFiles(model_dir)
+    X = _open_features(x_path, files.n_features, "X test")
+    Y = _io.open_npy(y_path, "Y test")
+    n_rows = X.shape[0]
+    n_targets = files.n_targets
+    if Y.ndim == 0 or Y.shape[0] != n_rows:
+        raise UserError(f"X test has {n_rows} samples but Y test has shape {Y.shape}")
+    if int(np.prod(Y.shape[1:], dtype=np.int64)) != n_targets:
+        raise UserError(
+            f"Y test has shape {Y.shape} ({int(np.prod(Y.shape[1:]))} targets), the model has "
+            f"{n_targets} targets (shape {files.target_shape})"
+        )
+    if n_rows < 2:
+        raise UserError("evaluation needs at least 2 test samples")
+    ts = files.target_shape
+    group_size = int(np.prod(ts[1:])) if len(ts) >= 2 else 1
+    n_groups = ts[0] if len(ts) >= 2 else 0
+    chunk = _predict_chunk_size(args, files, n_rows, group_size if n_groups else 1, extra=40)
+    reader = TargetReader(Y, torch.device("cpu"), torch.float64)
+    r2 = np.empty(n_targets)
+    pearson = np.empty(n_targets)
+    g_mse = np.empty(n_groups)
+    g_cos = np.empty(n_groups)
+    progress = Progress(_verbose(args))
+    progress.start("evaluate", n_targets)
+    for sl, pred in _predictions(files, X, chunk, args, progress):
+        true = reader.read(sl).numpy()
+        if not np.isfinite(true).all():
+            raise UserError(f"Y test contains NaN or infinity (targets {sl.start}-{sl.stop - 1})")
+        r2[sl], pearson[sl] = target_metrics(pred, true)
+        if n_groups:
+            g = slice(sl.start // group_size, sl.stop // group_size)
+            g_mse[g], g_cos[g] = group_metrics(pred, true, group_size)
+        _io.drop_pages(Y)
+    report = {
+        "format": "fastridge-evaluation",
+        "model": str(model_dir),
+        "n_test_samples": n_rows,
+        "n_targets": n_targets,
+        "target_shape": list(ts),
+        "r2": summary(r2),
+        "pearson": summary(pearson),
+        "cv_score": summary(files.best_score),
+        "alpha_counts": alpha_counts(files.alpha_index, files.alphas),
+        "groups": None,
+        "plots": [],
+    }
+    if n_groups:
+        report["groups"] = {
+            "axis": 0,
+            "n_groups": n_groups,
+            "group_size": group_size,
+            "mse": g_mse.tolist(),
+            "cosine": g_cos.tolist(),
+            "mse_summary": summary(g_mse),
+            "cosine_summary": summary(g_cos),
+        }
+    if report_dir is not None:
+        report_dir = Path(report_dir)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        np.save(report_dir / "r2.npy", r2.reshape(ts))
+        np.save(report_dir / "pearson.npy", pearson.reshape(ts))
+        if n_groups:
+            np.save(report_dir / "group_mse.npy", g_mse)
+            np.save(report_dir / "group_cosine.npy", g_cos)
+        if plots:
+            report["plots"] = write_plots(
+                report_dir,
+                alphas=files.alphas,
+                alpha_index=files.alpha_index,
+                cv_scores=files.best_score if files.best_score.ndim else None,
+                r2=r2,
+                pearson=pearson,
+                group_mse=g_mse if n_groups else None,
+                group_cosine=g_cos if n_groups else None,
+                stream=open(os.devnull, "w") if args.quiet else sys.stderr,  # noqa: SIM115
+            )
+        _io.write_json_atomic(report_dir / "report.json", report)
+    report["_arrays"] = {"r2": r2, "pearson": pearson}
+    return report
+
+
+def _say_report(args, report) -> None:
+    r2, r = report["r2"], report["pearson"]
+    _say(
+        args,
+        f"  test ({report['n_test_samples']} samples): R^2 median {r2['median']:.4f}, mean "
+        f"{r2['mean']:.4f}; Pearson r median {r['median']:.4f}, mean {r['mean']:.4f}",
+    )
+    if report["groups"]:
+        g = report["groups"]
+        c, m = g["cosine_summary"], g["mse_summary"]
+        _say(
+            args,
+            f"  per group ({g['n_groups']} x {g['group_size']}): cosine similarity mean "
+            f"{c['mean']:.4f} (min {c['min']:.4f}, max {c['max']:.4f}); MSE mean {m['mean']:.4g}",
+        )
+
+
+def cmd_evaluate(args) -> int:
+    t0 = time.perf_counter()
+    report_dir = Path(args.out) if args.out else None
+    staging = None
+    if report_dir is not None:
+        if report_dir.exists() and not args.overwrite:
+            raise UserError(f"{report_dir} already exists (use --overwrite to replace it)")
+        report_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = report_dir.with_name(f"{report_dir.name}.tmp-{os.getpid()}")
+    try:
+        report = _evaluate(args.model, args.X, args.Y, staging, args, plots=not args.no_plots)
+        if staging is not None:
+            _io.publish(staging, report_dir, args.overwrite)
+    except BaseException:
+        if staging is not None and staging.exists():
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    where = f", report in {report_dir}" if report_dir else ""
+    _say(args, f"fastridge: evaluated {args.model} in {time.perf_counter() - t0:.1f}s{where}")
+    _say_report(args, report)
+    return 0
+
+
+# -- info -----------------------------------------------------------------------------
+def cmd_info(args) -> int:
+    import platform
+
+    import torch
+
+    lines = [f"{k}: {v}" for k, v in _versions().items()]
+    lines.append(f"platform: {platform.platform()}")
+    lines.append(f"cpu count: {os.cpu_count()}")
+    lines.append("torch build:")
+    for ln in torch.__config__.show().strip().splitlines()[1:]:
+        ln = ln.strip()
+        if ln.startswith("- Build settings:"):
+            # the full compiler flags are noise; keep the library and feature switches
+            keep = (
+                "BLAS_INFO",
+                "LAPACK_INFO",
+                "TORCH_VERSION",
+                "USE_CUDA",
+                "USE_MKL",
+                "USE_OPENMP",
+            )
+            parts = [p.strip() for p in ln.split(":", 1)[1].split(",")]
+            ln = "- " + ", ".join(p for p in parts if p.split("=")[0] in keep)
+        lines.append("  " + ln)
+    lines.append(f"torch CUDA build: {torch.version.cuda}")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            lines.append(f"cuda:{i}: {p.name}, {p.total_memory / 2**30:.1f} GiB")
+    else:
+        lines.append("CUDA available: no")
+    lines.append(
+        f"torch threads: {torch.get_num_threads()} intra-op, "
+        f"{torch.get_num_interop_threads()} inter-op"
+    )
+    lines.append("torch parallel info:")
+    lines += ["  " + s for s in torch.__config__.parallel_info().strip().splitlines()]
+    try:
+        from threadpoolctl import threadpool_info
+
+        lines.append("threadpoolctl:")
+        for pool in threadpool_info():
+            lines.append(
+                f"  {pool.get('internal_api')} ({pool.get('user_api')}) "
+                f"{pool.get('version')}, {pool.get('num_threads')} threads, "
+                f"{os.path.basename(pool.get('filepath', ''))}"
+            )
+    except ImportError:
+        lines.append("threadpoolctl: not installed")
+    from ._report import have_matplotlib
+
+    lines.append(f"matplotlib (plots): {'yes' if have_matplotlib() else 'not installed'}")
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        if name in os.environ:
+            lines.append(f"{name}={os.environ[name]}")
+    print("\n".join(lines))
+    return 0

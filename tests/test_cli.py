@@ -1,0 +1,520 @@
+"""End-to-end tests of the `fastridge` command line.
+
+The main paths run the real entry point (`python -m fastridge ...`) in a
+subprocess with PYTHONPATH set to this repository; many small error cases call
+`fastridge.cli.main` in-process (one interpreter start costs seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+ROOT = Path(__file__).resolve().parents[1]
+# In-process calls must run the same code as the subprocesses: this repository's.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from fastridge import FastRidgeCV  # noqa: E402
+from fastridge._model import load  # noqa: E402
+from fastridge.cli import main  # noqa: E402
+
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
+ALPHAS = ["0.5", "5", "50"]
+
+
+def cli(*args, timeout=300):
+    """Run `python -m fastridge ARGS` in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "fastridge", *map(str, args)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("fastridge: error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A small problem with a (6, 8) target shape, float64, and a held-out set."""
+    d = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    n, n_test, p = 60, 20, 30
+    X = rng.standard_normal((n + n_test, p))
+    W = rng.standard_normal((p, 48)) * np.exp(rng.uniform(-3, 0, 48))
+    Y = (X @ W + rng.standard_normal((n + n_test, 48))).reshape(-1, 6, 8)
+    files = {"X": X[:n], "Y": Y[:n], "Xt": X[n:], "Yt": Y[n:]}
+    for name, a in files.items():
+        np.save(d / f"{name}.npy", a)
+    return d, files
+
+
+def test_demo_quick():
+    t = time.perf_counter()
+    r = cli("demo", "--quick", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "chosen alphas" in r.stdout and "scikit-learn RidgeCV" in r.stdout
+    # scikit-learn agreement is part of the printed summary; it must be perfect here
+    assert "same alpha for 100.0%" in r.stdout, r.stdout
+    assert time.perf_counter() - t < 60
+
+
+def test_solve_load_predict_evaluate_match_estimator(data, tmp_path):
+    d, f = data
+    model = tmp_path / "model"
+    r = cli(
+        "solve",
+        d / "X.npy",
+        d / "Y.npy",
+        "--alphas",
+        *ALPHAS,
+        "--out",
+        model,
+        "--target-chunk",
+        "7",
+        "--threads",
+        "1",
+        "--x-test",
+        d / "Xt.npy",
+        "--y-test",
+        d / "Yt.npy",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "chosen alphas" in r.stdout and "median CV score" in r.stdout
+    assert sorted(p.name for p in model.iterdir()) == [
+        "alpha.npy",
+        "alpha_index.npy",
+        "best_score.npy",
+        "coef.npy",
+        "intercept.npy",
+        "model.json",
+        "test_report",
+    ]
+    ref = FastRidgeCV(alphas=[float(a) for a in ALPHAS], alpha_per_target=True).fit(f["X"], f["Y"])
+    assert len(np.unique(ref.alpha_)) > 1  # the test exercises per-target choice
+    est = load(model)
+    assert est.coef_.shape == (6, 8, 30) and est.coef_.dtype == np.float64
+    assert_array_equal(est.alpha_, ref.alpha_)
+    assert_allclose(est.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
+    assert_allclose(est.intercept_, ref.intercept_, rtol=1e-10, atol=1e-12)
+    assert_allclose(est.best_score_, ref.best_score_, rtol=1e-10)
+    expected = ref.predict(f["Xt"])
+    assert_allclose(est.predict(f["Xt"]), expected, rtol=1e-10, atol=1e-10)
+
+    out = tmp_path / "yhat.npy"
+    r = cli("predict", model, d / "Xt.npy", "--out", out, "--target-chunk", "5", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    yhat = np.load(out)
+    assert yhat.shape == (20, 6, 8)
+    assert_allclose(yhat, expected, rtol=1e-10, atol=1e-10)
+
+    report = tmp_path / "report"
+    r = cli(
+        "evaluate",
+        model,
+        d / "Xt.npy",
+        d / "Yt.npy",
+        "--out",
+        report,
+        "--target-chunk",
+        "9",
+        "--threads",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((report / "report.json").read_text())
+    from sklearn.metrics import r2_score
+
+    yt = f["Yt"].reshape(20, -1)
+    r2 = r2_score(yt, expected.reshape(20, -1), multioutput="raw_values")
+    assert_allclose(np.load(report / "r2.npy").ravel(), r2, rtol=1e-9, atol=1e-12)
+    pearson = [np.corrcoef(yt[:, j], expected.reshape(20, -1)[:, j])[0, 1] for j in range(48)]
+    assert_allclose(np.load(report / "pearson.npy").ravel(), pearson, rtol=1e-9)
+    p3, t3 = expected, f["Yt"]
+    cos = (p3 * t3).sum(-1) / np.linalg.norm(p3, axis=-1) / np.linalg.norm(t3, axis=-1)
+    assert_allclose(rep["groups"]["cosine"], cos.mean(0), rtol=1e-9)
+    assert_allclose(rep["groups"]["mse"], ((p3 - t3) ** 2).mean(axis=(0, 2)), rtol=1e-9)
+    assert_allclose(rep["r2"]["median"], np.median(r2), rtol=1e-9)
+    # the report written by solve --x-test is the same evaluation
+    assert_allclose(np.load(model / "test_report" / "r2.npy").ravel(), r2, rtol=1e-9)
+
+
+def test_shared_alpha_flat_y_and_overwrite(data, tmp_path, capsys):
+    d, f = data
+    yflat = tmp_path / "Yflat.npy"
+    np.save(yflat, f["Y"].reshape(60, -1).astype(np.float32))
+    x32 = tmp_path / "X32.npy"
+    np.save(x32, np.asfortranarray(f["X"].astype(np.float32)))  # Fortran order is fine
+    model = tmp_path / "m"
+    args = [
+        "solve",
+        x32,
+        yflat,
+        "--alphas",
+        *ALPHAS,
+        "--out",
+        model,
+        "--shared-alpha",
+        "--target-shape",
+        "6",
+        "8",
+        "-q",
+    ]
+    assert main(list(map(str, args))) == 0
+    ref = FastRidgeCV(alphas=[float(a) for a in ALPHAS]).fit(
+        f["X"].astype(np.float32), f["Y"].astype(np.float32)
+    )
+    est = load(model)
+    assert est.coef_.dtype == np.float32 and est.coef_.shape == (6, 8, 30)
+    assert est.alpha_ == ref.alpha_
+    assert_allclose(est.best_score_, ref.best_score_, rtol=1e-4)
+    assert_allclose(est.coef_, ref.coef_, rtol=1e-4, atol=1e-5)
+    # an existing model directory is left untouched without --overwrite ...
+    (model / "sentinel").write_text("keep")
+    capsys.readouterr()
+    assert main(list(map(str, args))) == 2
+    assert "already exists" in one_error_line(capsys.readouterr().err)
+    assert (model / "sentinel").read_text() == "keep"
+    # ... and replaced as a whole with it
+    assert main(list(map(str, args)) + ["--overwrite"]) == 0
+    assert not (model / "sentinel").exists() and (model / "model.json").exists()
+    assert not list(tmp_path.glob("m.*"))  # no staging or old directories left
+
+
+def test_float16_x_integer_y_and_disk_full(data, tmp_path, capsys, monkeypatch):
+    d, f = data
+    x16 = f["X"].astype(np.float16)
+    yint = np.round(f["Y"] * 10).astype(np.int32)
+    np.save(tmp_path / "x16.npy", x16)
+    np.save(tmp_path / "yint.npy", yint)
+    args = ["solve", str(tmp_path / "x16.npy"), str(tmp_path / "yint.npy"), "--alphas", *ALPHAS]
+    assert main([*args, "--out", str(tmp_path / "m"), "-q"]) == 0
+    ref = FastRidgeCV(alphas=[float(a) for a in ALPHAS], alpha_per_target=True).fit(
+        x16.astype(np.float32), yint.astype(np.float64)
+    )
+    est = load(tmp_path / "m")
+    assert est.coef_.dtype == np.float32  # float16 X computes and stores in float32
+    assert_allclose(est.coef_, ref.coef_, rtol=1e-4, atol=1e-4)
+    # not enough disk space for coef.npy: refused before any work, nothing left behind
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    assert main([*args, "--out", str(tmp_path / "m2")]) == 2
+    assert "out of disk space" in one_error_line(capsys.readouterr().err)
+    assert not list(tmp_path.glob("m2*"))
+
+
+def _bad(tmp_path, f):
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "obj.npy", np.array([1, "a", None], dtype=object), allow_pickle=True)
+    with open(tmp_path / "pickled.npy", "wb") as fh:
+        pickle.dump(f["X"], fh)
+    np.save(tmp_path / "short.npy", rng.standard_normal((59, 4)))
+    np.save(tmp_path / "cplx.npy", np.zeros((60, 4), np.complex128))
+    np.save(tmp_path / "x1d.npy", np.zeros(60))
+    xnan = f["X"].copy()
+    xnan[5, 3] = np.nan
+    np.save(tmp_path / "xnan.npy", xnan)
+
+
+@pytest.mark.parametrize(
+    "x, y, extra, message",
+    [
+        ("X", "missing", [], "Y file not found"),
+        ("X", "obj", [], "pickled/object array"),
+        ("pickled", "Y", [], "is a Python pickle"),
+        ("X", "short", [], "inconsistent numbers of samples"),
+        ("X", "cplx", [], "complex"),
+        ("x1d", "Y", [], "X must be 2-D"),
+        ("xnan", "Y", [], "X contains NaN"),
+        ("X", "Y", ["--alphas", "1", "-1"], "alphas[1] == -1.0, must be > 0"),
+        ("X", "Y", ["--alphas", "0"], "must be > 0"),
+        ("X", "Y", ["--cv", "one"], "--cv must be"),
+        ("X", "Y", ["--target-shape", "5", "8"], "--target-shape 5 8 has 40 targets"),
+        ("X", "Y", ["--target-chunk", "0"], "--target-chunk must be >= 1"),
+        ("X", "Y", ["--x-test", "X.npy"], "--x-test and --y-test go together"),
+        ("X", "Y", ["--resume", "--shared-alpha"], "--resume needs per-target alphas"),
+    ],
+)
+def test_bad_inputs_one_line_exit_2(data, tmp_path, capsys, x, y, extra, message):
+    d, f = data
+    _bad(tmp_path, f)
+
+    def path(name):
+        p = tmp_path / f"{name}.npy"
+        return p if p.exists() or name == "missing" else d / f"{name}.npy"
+
+    args = ["solve", path(x), path(y), "--out", tmp_path / "m"]
+    if "--alphas" not in extra:
+        args += ["--alphas", "1", "10"]
+    args += [str(d / e) if e.endswith(".npy") else e for e in extra]
+    assert main(list(map(str, args))) == 2
+    assert message in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "m").exists()
+    assert not list(tmp_path.glob("m.tmp-*"))
+
+
+def test_nan_in_y_through_entry_point(data, tmp_path):
+    d, f = data
+    y = f["Y"].copy()
+    y[7, 2, 3] = np.nan
+    np.save(tmp_path / "ynan.npy", y)
+    r = cli("solve", d / "X.npy", tmp_path / "ynan.npy", "--alphas", "1", "--out", tmp_path / "m")
+    assert r.returncode == 2
+    assert "contains NaN" in one_error_line(r.stderr)
+    assert not (tmp_path / "m").exists() and not list(tmp_path.glob("m.tmp-*"))
+
+
+def test_predict_evaluate_errors_and_missing_matplotlib(data, tmp_path, capsys, monkeypatch):
+    d, f = data
+    model = tmp_path / "model"
+    assert (
+        main(
+            [
+                "solve",
+                str(d / "X.npy"),
+                str(d / "Y.npy"),
+                "--alphas",
+                *ALPHAS,
+                "--out",
+                str(model),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["predict", str(model), str(d / "Y.npy"), "--out", str(tmp_path / "p.npy")]) == 2
+    assert "must have shape (n_samples, 30)" in one_error_line(capsys.readouterr().err)
+    assert (
+        main(
+            ["predict", str(tmp_path / "nope"), str(d / "Xt.npy"), "--out", str(tmp_path / "p.npy")]
+        )
+        == 2
+    )
+    assert "model directory not found" in one_error_line(capsys.readouterr().err)
+    assert main(["evaluate", str(model), str(d / "Xt.npy"), str(d / "Y.npy")]) == 2
+    assert "Y test has shape" in one_error_line(capsys.readouterr().err)
+    # without matplotlib: one notice, the JSON and arrays are still written
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    report = tmp_path / "rep"
+    assert (
+        main(["evaluate", str(model), str(d / "Xt.npy"), str(d / "Yt.npy"), "--out", str(report)])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert err.count("matplotlib is not installed") == 1
+    assert (report / "report.json").exists() and not list(report.glob("*.png"))
+
+
+@pytest.mark.parametrize("command", ["demo", "solve", "predict", "evaluate", "info"])
+def test_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"fastridge {command}" in out
+
+
+def test_usage_error_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["solve", "X.npy"])
+    assert exc.value.code == 2
+    assert "required" in one_error_line(capsys.readouterr().err)
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for key in ("fastridge:", "torch:", "numpy:", "scikit-learn:", "torch parallel info:"):
+        assert key in out, out
+
+
+def _wait_for(pred, timeout, proc=None):
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        if pred():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return pred()
+        time.sleep(0.005)
+    return False
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """80 chunks of 250 targets: long enough (seconds) to be killed half-way."""
+    d = tmp_path_factory.mktemp("big")
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((200, 300))
+    Y = X @ rng.standard_normal((300, 20000)) * 0.05 + rng.standard_normal((200, 20000))
+    np.save(d / "X.npy", X)
+    np.save(d / "Y.npy", Y)
+    return d
+
+
+def test_kill_then_resume_equals_uninterrupted(big, tmp_path, capsys):
+    d = big
+    model = tmp_path / "model"
+    common = [
+        "solve",
+        d / "X.npy",
+        d / "Y.npy",
+        "--alphas",
+        *ALPHAS,
+        "--target-chunk",
+        "250",
+        "--threads",
+        "1",
+    ]
+    args = [*common, "--out", model]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastridge", *map(str, args)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def manifest():
+        for m in tmp_path.glob("model.tmp-*/manifest.json"):
+            try:
+                return json.loads(m.read_text())
+            except (OSError, ValueError):
+                return None  # replaced between glob and read
+        return None
+
+    try:
+        started = _wait_for(lambda: (manifest() or {}).get("done"), 240, proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert started, "the solve finished no chunk"
+    done = sum(b - a for a, b in manifest()["done"])
+    assert 0 < done < 20000, f"killed too late ({done} targets done): test problem too small"
+    # a crash never leaves a finished-looking model directory
+    assert not model.exists()
+    staging = list(tmp_path.glob("model.tmp-*"))
+    assert len(staging) == 1 and not (staging[0] / "model.json").exists()
+
+    # resuming with different inputs is refused and keeps the partial run
+    y2 = tmp_path / "Y2.npy"
+    y = np.load(d / "Y.npy")
+    y[0, 0] += 1.0
+    np.save(y2, y)
+    bad = [str(a) for a in args]
+    bad[2] = str(y2)
+    assert main(bad + ["--resume"]) == 2
+    assert "cannot resume: Y differs" in one_error_line(capsys.readouterr().err)
+    assert list(tmp_path.glob("model.tmp-*"))
+
+    r = cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["resume"]["targets_skipped"] >= done
+    assert not list(tmp_path.glob("model.tmp-*"))
+
+    ref = tmp_path / "ref"
+    assert main([str(a) for a in common] + ["--out", str(ref), "-q"]) == 0
+    for name in ("coef", "intercept", "alpha", "alpha_index", "best_score"):
+        assert_array_equal(np.load(model / f"{name}.npy"), np.load(ref / f"{name}.npy"), name)
+
+
+RSS_WRAPPER = """
+import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+print(r.stderr)
+"""
+
+
+def _peak_rss(*args):
+    r = subprocess.run(
+        [sys.executable, "-c", RSS_WRAPPER, sys.executable, "-m", "fastridge", *map(str, args)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    code, peak = r.stdout.split("\n", 1)[0].split()
+    assert code == "0", r.stdout
+    return int(peak)
+
+
+def test_peak_memory_is_bounded_by_chunks_not_y(tmp_path):
+    """Y.npy is ~19x the chunk budget; peak RSS must not grow with Y (see docs/cli.md)."""
+    rng = np.random.default_rng(2)
+    n_samples, n_features, n_targets = 200, 50, 100_000
+    np.save(tmp_path / "X.npy", rng.standard_normal((n_samples, n_features), dtype=np.float32))
+    Y = np.lib.format.open_memmap(
+        tmp_path / "Y.npy", mode="w+", dtype=np.float32, shape=(n_samples, n_targets)
+    )
+    for s in range(0, n_targets, 20_000):
+        Y[:, s : s + 20_000] = rng.standard_normal((n_samples, 20_000), dtype=np.float32)
+    Y.flush()
+    del Y
+    y_bytes = n_samples * n_targets * 4
+    np.save(tmp_path / "Ysmall.npy", rng.standard_normal((n_samples, 10), dtype=np.float32))
+    budget = 4 << 20
+    base = _peak_rss(
+        "solve",
+        tmp_path / "X.npy",
+        tmp_path / "Ysmall.npy",
+        "--alphas",
+        "1",
+        "10",
+        "--out",
+        tmp_path / "m0",
+        "--memory-budget",
+        budget,
+        "--threads",
+        "1",  # one thread: torch's OpenMP crawls when other jobs share the 2 cores
+    )
+    peak = _peak_rss(
+        "solve",
+        tmp_path / "X.npy",
+        tmp_path / "Y.npy",
+        "--alphas",
+        "1",
+        "10",
+        "--out",
+        tmp_path / "m1",
+        "--memory-budget",
+        budget,
+        "--threads",
+        "1",  # one thread: torch's OpenMP crawls when other jobs share the 2 cores
+    )
+    # model: X as float64 and its centred copy + Gram/eigh work (n_samples^2) + ~8 chunk
+    # budgets of temporaries + 20 bytes per target of per-target results + 16 MiB slack
+    x_bytes = n_samples * n_features * 8
+    bound = 4 * x_bytes + 6 * n_samples**2 * 8 + 8 * budget + 20 * n_targets + (16 << 20)
+    print(
+        f"baseline {base / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, "
+        f"extra {(peak - base) / 2**20:.0f} MiB, bound {bound / 2**20:.0f} MiB, "
+        f"Y {y_bytes / 2**20:.0f} MiB"
+    )
+    assert bound < 0.75 * y_bytes  # else the test could not tell Y held in memory
+    assert peak - base < bound
