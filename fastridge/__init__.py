@@ -4,9 +4,10 @@ One eigendecomposition of X serves every alpha, every target and every
 cross-validation scheme; targets are streamed in chunks on CPU or CUDA (torch).
 """
 
+from ._model import load
 from .estimator import FastRidgeCV
 from .solve import RidgeCVResult, ridge_cv
 
 __version__ = "0.1.0"
 
-__all__ = ["FastRidgeCV", "RidgeCVResult", "ridge_cv", "__version__"]
+__all__ = ["FastRidgeCV", "RidgeCVResult", "load", "ridge_cv", "__version__"]

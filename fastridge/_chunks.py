@@ -10,6 +10,7 @@ compute device.
 from __future__ import annotations
 
 import math
+import mmap
 import os
 
 import numpy as np
@@ -48,14 +49,15 @@ def parse_bytes(value) -> int:
 def bytes_per_target(
     n_samples: int, rank: int, n_features: int, n_alphas: int, itemsize: int
 ) -> int:
-    """Memory one target column costs inside a chunk (device side).
+    """Memory one target column costs inside a chunk, counted generously.
 
-    Y chunk, the next (prefetched) Y chunk, the remainder and the residual
-    buffer: 4 * n_samples; Ũ and its scaled copy for the coefficients: 2 * rank;
-    coefficient rows: n_features; scores for every alpha plus the best ones:
-    n_alphas + 2.
+    n_samples-long columns, 5: the raw Y chunk and its centred copy (both alive
+    while projecting), the prefetched next chunk, the alpha-free remainder and
+    the residual buffer. rank-long, 4: Ũ, its scaled copy and the float64
+    1 / (eigvals + alpha) factors. n_features-long, 2: the coefficient rows and a
+    host copy of them. Plus the scores of every alpha and the best ones.
     """
-    return itemsize * (4 * n_samples + 2 * rank + n_features + n_alphas + 2)
+    return itemsize * (5 * n_samples + 4 * rank + 2 * n_features + n_alphas + 2)
 
 
 def available_memory(device: torch.device) -> int:
@@ -101,6 +103,26 @@ def n_chunks(n_targets: int, target_chunk: int) -> int:
     return math.ceil(n_targets / target_chunk)
 
 
+def drop_pages(*arrays) -> None:
+    """Hand the resident pages of memory-mapped arrays back to the kernel.
+
+    Clean pages stay in the page cache, dirty ones are written back first
+    (callers flush), so the data is intact; only this process's RSS drops.
+    """
+    for a in arrays:
+        mm = getattr(a, "_mmap", None)
+        if mm is None:
+            base = getattr(a, "base", None)
+            while base is not None and mm is None:
+                mm = getattr(base, "_mmap", None) if not isinstance(base, mmap.mmap) else base
+                base = getattr(base, "base", None)
+        if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
+            try:
+                mm.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):
+                pass  # best effort: a closed or special mapping
+
+
 class TargetReader:
     """Reads column chunks of Y (any trailing shape) as device tensors.
 
@@ -139,6 +161,12 @@ class TargetReader:
         idx = np.unravel_index(np.arange(sl.start, sl.stop), self.target_shape)
         return np.ascontiguousarray(self.Y[(slice(None),) + idx])
 
+    def _release(self) -> None:
+        """A chunk of a memmapped Y touches pages across every row: give them back
+        after copying, so resident memory does not grow with Y's size."""
+        if self.kind == "numpy":
+            drop_pages(self.Y)
+
     def read(self, sl: slice) -> torch.Tensor:
         """Columns `sl` of the flattened targets -> tensor (n_samples, len) on device.
 
@@ -151,7 +179,9 @@ class TargetReader:
                 torch.cuda.current_stream(self.device).wait_event(event)
                 tensor.record_stream(torch.cuda.current_stream(self.device))
             return tensor
-        return as_tensor(self._host_block(sl), self.device, self.dtype)
+        tensor = as_tensor(self._host_block(sl), self.device, self.dtype)
+        self._release()
+        return tensor
 
     def prefetch(self, sl: slice | None) -> None:
         """Start reading chunk `sl` now, so that the next `read(sl)` finds it ready.
@@ -170,6 +200,7 @@ class TargetReader:
         host = torch.from_numpy(
             np.asarray(self._host_block(sl), dtype=str(self.dtype).replace("torch.", ""))
         ).pin_memory()
+        self._release()
         stream = self._copy_stream = getattr(self, "_copy_stream", None) or torch.cuda.Stream(
             self.device
         )

@@ -12,12 +12,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import mmap
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+
+from ._chunks import drop_pages
 
 
 class UserError(ValueError):
@@ -102,26 +103,6 @@ def check_finite_blocks(arr: np.ndarray, name: str, block_bytes: int = 64 << 20)
             bad = start + int(np.argwhere(~np.isfinite(block.reshape(block.shape[0], -1)))[0, 0])
             raise UserError(f"{name} contains {kind} (first in row {bad})")
     drop_pages(arr)
-
-
-def drop_pages(*arrays) -> None:
-    """Hand the resident pages of memory-mapped arrays back to the kernel.
-
-    Clean pages stay in the page cache, dirty ones are written back first
-    (callers flush), so the data is intact; only this process's RSS drops.
-    """
-    for a in arrays:
-        mm = getattr(a, "_mmap", None)
-        if mm is None:
-            base = getattr(a, "base", None)
-            while base is not None and mm is None:
-                mm = getattr(base, "_mmap", None) if not isinstance(base, mmap.mmap) else base
-                base = getattr(base, "base", None)
-        if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
-            try:
-                mm.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):
-                pass  # best effort: a closed or special mapping
 
 
 # -- fingerprints -------------------------------------------------------------------

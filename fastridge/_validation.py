@@ -49,11 +49,26 @@ def check_alphas(alphas) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-def check_finite_chunk(t: torch.Tensor, name: str, where: str = "") -> None:
-    """Raise if a tensor holds NaN or infinity (checked per target chunk for Y)."""
-    if not bool(torch.isfinite(t).all()):
-        kind = "NaN" if bool(torch.isnan(t).any()) else "infinity"
-        raise ValueError(f"Input {name} contains {kind}{where}.")
+def check_finite_chunk(
+    t: torch.Tensor, name: str, first_target: int | None = None, target_shape: tuple = ()
+) -> None:
+    """Raise if a tensor holds NaN or infinity (checked per target chunk for Y).
+
+    With `first_target` (the flat index of column 0 of `t`), the message names
+    the first offending sample and target.
+    """
+    finite = torch.isfinite(t)
+    if bool(finite.all()):
+        return
+    kind = "NaN" if bool(torch.isnan(t).any()) else "infinity"
+    where = ""
+    if first_target is not None and t.ndim == 2:
+        row, col = (int(i) for i in torch.nonzero(~finite)[0])
+        target = first_target + col
+        if len(target_shape) > 1:
+            target = tuple(int(i) for i in np.unravel_index(target, target_shape))
+        where = f" (first at sample {row}, target {target})"
+    raise ValueError(f"Input {name} contains {kind}{where}.")
 
 
 def check_target_array(Y, n_samples: int):
@@ -84,11 +99,9 @@ def check_target_array(Y, n_samples: int):
                 raise ValueError(
                     f"y has dtype object and cannot be converted to float: {exc}"
                 ) from None
-        elif npdt.kind in "iu":
-            Y = Y.astype(np.float64)
-        elif npdt.kind == "b":
-            Y = Y.astype(np.float64)
-        elif npdt.kind != "f":
+        elif npdt.kind not in "iubf":
+            # integers and booleans are converted chunk by chunk as they are read
+            # (a memmap is never converted whole)
             raise ValueError(f"y has non-numeric dtype {npdt}; give a float or integer array")
     if Y.ndim == 0:
         raise ValueError("y is a scalar; expected an array of shape (n_samples, ...)")

@@ -232,7 +232,9 @@ def ridge_cv(
         With folds: choose the largest alpha whose fold-mean score is within one
         standard deviation (across folds) of the best (himalaya's option).
     coef_out : array of shape (n_targets, n_features), optional
-        Where to write coefficients (e.g. a writable np.memmap).
+        Where to write coefficients: a writable array (e.g. np.memmap) or any
+        object with a `.shape` and `__setitem__(slice, rows)` (e.g. a writer
+        that puts rows at file offsets).
     out : dict, optional
         Preallocated host arrays to write results into (e.g. memmaps), by name:
         "intercept" (n_targets,), "alpha_index" (n_targets,) int64,
@@ -364,7 +366,7 @@ def ridge_cv(
         def read(sl):
             t = time.perf_counter()
             Yc = reader.read(sl)
-            check_finite_chunk(Yc, "y", f" (targets {sl.start} to {sl.stop - 1})")
+            check_finite_chunk(Yc, "y", sl.start, target_shape)
             timings["read"] += time.perf_counter() - t
             return Yc
 
@@ -528,10 +530,10 @@ def _refit_into(coef: np.ndarray, sl: slice, decomp, proj, alphas: torch.Tensor)
     the largest output) when its rows are contiguous and of the compute dtype.
     Returns the intercepts, tensor of shape (n_chunk,).
     """
-    rows = coef[sl]
+    rows = coef[sl] if isinstance(coef, np.ndarray) else None
     direct = (
-        decomp.device.type == "cpu"
-        and isinstance(rows, np.ndarray)
+        rows is not None
+        and decomp.device.type == "cpu"
         and rows.flags.c_contiguous
         and rows.flags.writeable
         and rows.dtype == np.dtype(str(decomp.dtype)[6:])

@@ -385,3 +385,22 @@ def test_import_does_not_load_cupy_or_cuda():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_nan_error_names_sample_and_target():
+    X, _ = make_problem(10, 5, 1)
+    Y = np.zeros((10, 3, 4))
+    Y[6, 2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"contains NaN \(first at sample 6, target \(2, 1\)\)"):
+        FastRidgeCV(target_chunk=5).fit(X, Y)
+
+
+def test_integer_memmap_targets_are_converted_per_chunk(tmp_path):
+    X, Y = make_problem(16, 6, 9, seed=22)
+    Yi = np.round(Y * 10).astype(np.int32)
+    np.save(tmp_path / "Y.npy", Yi)
+    Ymm = np.load(tmp_path / "Y.npy", mmap_mode="r")
+    got = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True, target_chunk=4).fit(X, Ymm)
+    ref = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X, Yi.astype(np.float64))
+    assert_array_equal(got.alpha_, ref.alpha_)
+    assert_allclose(got.coef_, ref.coef_, rtol=1e-8, atol=1e-10)

@@ -62,7 +62,7 @@ def test_out_of_memory_at_one_target_is_raised(monkeypatch):
 
 
 def test_auto_chunk_follows_the_budget():
-    per_target = 4 * (4 * 1000 + 2 * 1000 + 5000 + 5)
+    per_target = 4 * (5 * 1000 + 4 * 1000 + 2 * 5000 + 5)
     cpu = torch.device("cpu")
     assert auto_target_chunk(10**6, per_target, cpu, "100MB") == 10**8 // per_target
     assert auto_target_chunk(10, per_target, cpu, "100MB") == 10
