@@ -318,9 +318,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.intercept_ = out.wrap(intercept.reshape(target_shape))
         if per_target:
             self.alpha_ = np.asarray(res.alpha, dtype=np.float64).reshape(target_shape)
-            self.best_score_ = np.asarray(res.best_score, dtype=np.float64).reshape(
-                target_shape
-            )
+            self.best_score_ = np.asarray(res.best_score, dtype=np.float64).reshape(target_shape)
         else:
             self.alpha_ = float(res.alpha[0])
             score = float(np.asarray(res.best_score).ravel()[0])
