@@ -135,7 +135,11 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "alpha_per_target": ["boolean"],
         "device": [str, torch.device],
         "dtype": [StrOptions({"float32", "float64"}), type, np.dtype, torch.dtype, None],
-        "target_chunk": [StrOptions({"auto", "all"}), Interval(Integral, 1, None, closed="left")],
+        "target_chunk": [
+            StrOptions({"auto", "all"}),
+            Interval(Integral, 1, None, closed="left"),
+            None,
+        ],
         "memory_budget": [Interval(Integral, 1, None, closed="left"), str, None],
         "decompose_dtype": [StrOptions({"float64"}), None],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
