@@ -133,7 +133,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "gcv_mode": [StrOptions({"auto", "svd", "eigen", "gram", "covariance"}), None],
         "store_cv_results": ["boolean"],
         "alpha_per_target": ["boolean"],
-        "device": [str, torch.device],
+        "device": [str, torch.device, None],
         "dtype": [StrOptions({"float32", "float64"}), type, np.dtype, torch.dtype, None],
         "target_chunk": [
             StrOptions({"auto", "all"}),
