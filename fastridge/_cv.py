@@ -300,8 +300,8 @@ class LeaveGroupOut:
     fold b. The n_b x n_b inverses are built once per fit in float64 (n_alphas *
     sum_b n_b^2 values); each chunk then costs one small GEMM per fold and alpha.
 
-    Held-out residuals are returned unweighted, y - prediction: like
-    scikit-learn's GridSearchCV, fold scores do not weight the test samples.
+    Scores weight the test samples by `sample_weight`, as scikit-learn's
+    GridSearchCV (it passes sample_weight to the scorer) and its leave-one-out do.
 
     Parameters
     ----------
@@ -320,12 +320,6 @@ class LeaveGroupOut:
         self.shrink = shrink.to(decomp.dtype)
         U = decomp.U.to(torch.float64)
         q = None if decomp.q is None else decomp.q.to(torch.float64)
-        sqrt_sw = decomp.sqrt_sw
-        if sqrt_sw is not None and not bool((sqrt_sw > 0).all()):
-            raise ValueError(
-                "sample_weight has zeros: fold-based cv needs positive weights "
-                "(a zero-weight test sample has no defined held-out residual)"
-            )
         self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
         self.inverses = []  # [fold][alpha] -> (n_b, n_b), compute dtype
         for rows in self.folds:
@@ -349,15 +343,13 @@ class LeaveGroupOut:
         self._scratch = None
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
-        """Yield (rows, held-out residuals of shape (n_b, n_chunk), None) per fold."""
+        """Yield (rows, weighted held-out residuals (n_b, n_chunk), their sqrt weights)
+        per fold. A zero-weight sample's rows of U are zero, so its block of
+        I - H_bb is the identity and its (weighted) residual is 0, as it should."""
         residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
         sqrt_sw = self.decomp.sqrt_sw
         for rows, inverses in zip(self.folds, self.inverses, strict=True):
-            Eb = out[rows]
-            resid = inverses[a] @ Eb
-            if sqrt_sw is not None:
-                resid /= sqrt_sw[rows][:, None]
-            yield rows, resid, None
+            yield rows, inverses[a] @ out[rows], None if sqrt_sw is None else sqrt_sw[rows]
 
 
 class RefitPerFold:
@@ -386,6 +378,9 @@ class RefitPerFold:
 
         self.alphas = torch.as_tensor(alphas, dtype=torch.float64, device=X.device)
         self.fit_intercept = fit_intercept
+        self.sqrt_sw = None
+        if sample_weight is not None:
+            self.sqrt_sw = torch.sqrt(sample_weight).to(compute_dtype)
         self.folds, self.trains, self.decomps, self.X_tests = [], [], [], []
         for train, test in splits:
             train_rows = _rows(np.asarray(train), X.device)
@@ -418,4 +413,8 @@ class RefitPerFold:
             self.decomps, self._projections, self.folds, self.X_tests, strict=True
         ):
             coef, intercept = coefficients(d, proj, self.alphas[a].expand(width))
-            yield rows, chunk.y[rows] - (Xt @ coef.T + intercept), None
+            resid = chunk.y[rows] - (Xt @ coef.T + intercept)
+            if self.sqrt_sw is None:
+                yield rows, resid, None
+            else:  # weighted space, as the scores expect
+                yield rows, resid * self.sqrt_sw[rows][:, None], self.sqrt_sw[rows]

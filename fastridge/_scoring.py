@@ -87,7 +87,11 @@ class Scoring:
         return not self.builtin or self.scoring in _NEEDS_Y
 
     def __call__(
-        self, resid: torch.Tensor, y: torch.Tensor | None, sqrt_sw: torch.Tensor | None
+        self,
+        resid: torch.Tensor,
+        y: torch.Tensor | None,
+        sqrt_sw: torch.Tensor | None,
+        rows=None,
     ) -> torch.Tensor:
         """Per-target scores, shape (n_chunk,), float64.
 
@@ -99,9 +103,12 @@ class Scoring:
             Raw targets (needed when `needs_y`).
         sqrt_sw : tensor of shape (n_rows,) or None
             Square roots of the sample weights.
+        rows : slice, index tensor or None
+            Which samples these are (a fold), to slice a generic scorer's
+            per-sample parameters such as sample_weight.
         """
         if not self.builtin:
-            return self._generic(resid, y, sqrt_sw)
+            return self._generic(resid, y, sqrt_sw, rows)
         n_rows = resid.shape[0]
         name = self.scoring
         sq = torch.linalg.vector_norm(resid, dim=0).to(torch.float64) ** 2  # sum w e^2
@@ -121,6 +128,8 @@ class Scoring:
         yc = y - y_mean.to(y.dtype)
         ss_tot = _wsum(yc * yc, None if w is None else w[:, 0])
         if name == "r2":
+            if n_rows < 2:  # as scikit-learn: R^2 is undefined for one sample
+                return torch.full_like(sq, torch.nan)
             return _force_finite(sq, ss_tot)
         e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
         e_mean = (_wsum(resid, sqrt_sw) / w_total).to(resid.dtype)  # sum w e / sum w
@@ -138,27 +147,38 @@ class Scoring:
         den = torch.sqrt(ss_tot * var_p)
         return torch.where(den > 0, cov / torch.where(den > 0, den, 1.0), 0.0)
 
-    def _generic(self, resid, y, sqrt_sw):
+    def _params(self, rows) -> dict:
+        """Score parameters, with per-sample ones (sample_weight) sliced to `rows`."""
+        if rows is None or "sample_weight" not in self.score_params:
+            return self.score_params
+        sw = self.score_params["sample_weight"]
+        index = rows if isinstance(rows, slice) else rows.cpu().numpy()
+        return dict(self.score_params, sample_weight=np.asarray(sw)[index])
+
+    def _generic(self, resid, y, sqrt_sw, rows=None):
         e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
         pred = (y - e).cpu().numpy()
         y_np = y.cpu().numpy()
         est = _IdentityRegressor()
+        params = self._params(rows)
         return torch.as_tensor(
             [
-                float(self.scorer(est, pred[:, j], y_np[:, j], **self.score_params))
+                float(self.scorer(est, pred[:, j], y_np[:, j], **params))
                 for j in range(pred.shape[1])
             ],
             dtype=torch.float64,
         )
 
-    def joint(self, resid: torch.Tensor, y: torch.Tensor, sqrt_sw, y_was_1d: bool) -> float:
+    def joint(
+        self, resid: torch.Tensor, y: torch.Tensor, sqrt_sw, y_was_1d: bool, rows=None
+    ) -> float:
         """A generic scorer applied to all targets at once (shared alpha)."""
         e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
         pred = (y - e).cpu().numpy()
         y_np = y.cpu().numpy()
         if y_was_1d:
             pred, y_np = pred[:, 0], y_np[:, 0]
-        return float(self.scorer(_IdentityRegressor(), pred, y_np, **self.score_params))
+        return float(self.scorer(_IdentityRegressor(), pred, y_np, **self._params(rows)))
 
 
 def _unscale(resid: torch.Tensor, sqrt_sw: torch.Tensor) -> torch.Tensor:

@@ -124,10 +124,19 @@ def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
         sample_weight = sample_weight.detach().cpu().numpy()
     if array_kind(sample_weight) == "cupy":
         sample_weight = sample_weight.get()
-    sw = np.asarray(sample_weight, dtype=np.float64)
+    try:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sample_weight cannot be converted to float: {exc}") from None
     if sw.ndim == 0:
         sw = np.full(n_samples, float(sw))
-    if sw.ndim != 1 or sw.shape[0] != n_samples:
+    if sw.ndim != 1:
+        # scikit-learn's wording (_check_sample_weight)
+        raise ValueError(
+            f"Sample weights must be 1D array or scalar, got {sw.ndim}D array. Expected "
+            f"either a scalar value or a 1D array of length {n_samples}."
+        )
+    if sw.shape[0] != n_samples:
         raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n_samples},)!")
     if not np.all(np.isfinite(sw)):
         raise ValueError("sample_weight contains NaN or infinity.")

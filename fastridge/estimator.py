@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
+import warnings
+from numbers import Integral, Real
+
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
+from sklearn.metrics import get_scorer_names
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._backend import OutputKind, array_kind, as_tensor, float_dtype_of, torch_dtype
 from ._chunks import available_memory, parse_bytes
-from ._scoring import Scoring
+from ._scoring import BUILTIN_SCORES, Scoring
 from ._validation import check_sample_weight, check_target_array
 from .solve import ridge_cv
 
+# Named cv schemes besides scikit-learn's cv objects (None, int, splitter, iterable).
+_NAMED_CV = ("loo", "gcv")
 
-def _check_features_tensor(X, name="X"):
-    """Checks for torch/cupy X (numpy-like input goes through scikit-learn)."""
+
+def _check_features_tensor(X, estimator_name: str, name: str = "X"):
+    """Checks for torch/cupy X (numpy-like input goes through scikit-learn),
+    with scikit-learn's messages."""
     if X.ndim != 2:
-        raise ValueError(f"Expected 2D array, got {name} with shape {tuple(X.shape)}")
-    if X.shape[0] < 1:
-        raise ValueError(f"Found array with 0 sample(s) (shape={tuple(X.shape)})")
-    if X.shape[1] < 1:
-        raise ValueError(f"Found array with 0 feature(s) (shape={tuple(X.shape)})")
-    t = torch.from_dlpack(X) if array_kind(X) == "cupy" else X
+        raise ValueError(
+            f"Expected 2D array, got {X.ndim}D array instead: {name} has shape {tuple(X.shape)}"
+        )
+    for axis, what in ((0, "sample(s)"), (1, "feature(s)")):
+        if X.shape[axis] < 1:
+            raise ValueError(
+                f"Found array with 0 {what} (shape={tuple(X.shape)}) while a minimum "
+                f"of 1 is required by {estimator_name}."
+            )
+    t = torch.from_dlpack(X) if array_kind(X) == "cupy" else X.detach()
     if t.dtype.is_complex:
         raise ValueError("Complex data not supported")
     if not t.dtype.is_floating_point:
@@ -99,6 +113,8 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Held-out score of the chosen alpha(s).
     coef_ : array of shape (n_features,) or (*target_shape, n_features)
     intercept_ : float or array of shape target_shape
+        0.0 when fit_intercept=False; for 1-D y a scalar of coef_'s dtype (a 0-d
+        tensor for torch X); else numpy or torch like X.
     cv_results_ : ndarray of shape (n_samples, n_alphas) or (n_samples, *target_shape, n_alphas)
         Only with store_cv_results=True: held-out squared errors (scoring
         None) or predictions. With fold-based cv: per-fold scores, shape
@@ -111,6 +127,31 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
     timings_ : dict
         Seconds spent in each stage of the last fit.
     """
+
+    # Checked at fit time, as scikit-learn's RidgeCV does (InvalidParameterError
+    # is both a ValueError and a TypeError).
+    _parameter_constraints: dict = {
+        "alphas": ["array-like", Interval(Real, 0, None, closed="neither")],
+        "fit_intercept": ["boolean"],
+        "scoring": [StrOptions(set(get_scorer_names()) | set(BUILTIN_SCORES)), callable, None],
+        "cv": [StrOptions(set(_NAMED_CV)), "cv_object"],
+        "gcv_mode": [StrOptions({"auto", "svd", "eigen", "gram", "covariance"}), None],
+        "store_cv_results": ["boolean"],
+        "alpha_per_target": ["boolean"],
+        "conservative": ["boolean"],
+        "precision": [StrOptions({"highest", "high", "medium"})],
+        "device": [str, torch.device, None],
+        "dtype": [StrOptions({"float32", "float64"}), type, np.dtype, torch.dtype, None],
+        "target_chunk": [
+            StrOptions({"auto", "all"}),
+            Interval(Integral, 1, None, closed="left"),
+            None,
+        ],
+        "memory_budget": [Interval(Integral, 1, None, closed="left"), str, None],
+        "decompose_dtype": [StrOptions({"float64"}), None],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "verbose": ["verbose"],
+    }
 
     def __init__(
         self,
@@ -152,7 +193,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
     # -- input handling -------------------------------------------------------
     def _validate_X(self, X, reset: bool):
         if array_kind(X) in ("torch", "cupy"):
-            t = _check_features_tensor(X)
+            t = _check_features_tensor(X, type(self).__name__)
             if reset:
                 self.n_features_in_ = int(X.shape[1])
                 if hasattr(self, "feature_names_in_"):
@@ -210,9 +251,20 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         -------
         self
         """
+        self._validate_params()
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
+        if self.gcv_mode == "svd" and sparse.issparse(X):
+            # Same warning as scikit-learn; the eigendecomposition is used either way.
+            warnings.warn(
+                "The 'svd' mode is not supported for sparse X, we fallback to "
+                "`gcv_mode='eigen'`. Passing `gcv_mode='svd'` on sparse X will raise "
+                "an error in 1.11, use the default or pass `gcv_mode='eigen'` to "
+                "suppress this warning.",
+                FutureWarning,
+                stacklevel=2,
             )
         out = OutputKind.of(X)
         Xv = self._validate_X(X, reset=True)
@@ -250,36 +302,52 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return self
 
     def _set_results(self, res, y_ndim: int, target_shape: tuple, out: OutputKind):
-        """Lay results out as scikit-learn's RidgeCV does (see its _RidgeGCV.fit)."""
+        """Lay results out with scikit-learn RidgeCV's shapes and types (its _RidgeGCV.fit):
+
+        - coef_ (n_features,) for y of shape (n_samples,) or (n_samples, 1), else
+          (*target_shape, n_features); numpy or torch like X;
+        - intercept_ 0.0 without an intercept, a scalar of coef_'s dtype for 1-D y
+          (a 0-d tensor for torch), else an array of shape target_shape;
+        - alpha_ a float, or an array of shape target_shape when chosen per target;
+        - best_score_ np.float64 for scoring=None, the scorer's float otherwise,
+          (1,) for one 2-D target scored per target, target_shape per target.
+        """
         n_targets = int(np.prod(target_shape, dtype=np.int64)) if target_shape else 1
         per_target = self.alpha_per_target and n_targets > 1
         n_features = res.coef.shape[1]
         coef = torch.from_numpy(np.asarray(res.coef))
-        intercept = torch.from_numpy(res.intercept)
+        intercept = torch.from_numpy(np.asarray(res.intercept))
         if y_ndim == 1 or (y_ndim == 2 and n_targets == 1):
             coef = coef.reshape(n_features)
         else:
             coef = coef.reshape(*target_shape, n_features)
-        if y_ndim == 1:
-            intercept = float(res.intercept[0]) if self.fit_intercept else 0.0
-        else:
-            intercept = out.wrap(intercept.reshape(target_shape))
         self.coef_ = out.wrap(coef)
-        self.intercept_ = intercept
+        if not self.fit_intercept:
+            self.intercept_ = 0.0
+        elif y_ndim == 1:
+            self.intercept_ = out.wrap(intercept.reshape(()))
+            if out.kind == "numpy":
+                self.intercept_ = self.intercept_[()]  # numpy scalar, as scikit-learn
+        else:
+            self.intercept_ = out.wrap(intercept.reshape(target_shape))
         if per_target:
-            self.alpha_ = res.alpha.reshape(target_shape)
-            self.best_score_ = np.asarray(res.best_score).reshape(target_shape)
+            self.alpha_ = np.asarray(res.alpha, dtype=np.float64).reshape(target_shape)
+            self.best_score_ = np.asarray(res.best_score, dtype=np.float64).reshape(target_shape)
         else:
             self.alpha_ = float(res.alpha[0])
-            score = np.float64(np.asarray(res.best_score).ravel()[0])
-            # scikit-learn keeps a (1,) array for one 2-D target scored per target
-            self.best_score_ = (
-                score.reshape(1) if (self.alpha_per_target and y_ndim == 2) else score
-            )
+            score = float(np.asarray(res.best_score).ravel()[0])
+            if self.alpha_per_target and y_ndim == 2:
+                self.best_score_ = np.asarray([score])
+            elif self.scoring is None:
+                self.best_score_ = np.float64(score)
+            else:
+                self.best_score_ = score
         if res.cv_results is not None:
             n_samples = res.cv_results.shape[0]
             shape = (n_samples, *target_shape, res.alphas.shape[0])
             self.cv_results_ = res.cv_results.reshape(shape)
+        elif hasattr(self, "cv_results_"):
+            del self.cv_results_  # from an earlier fit with store_cv_results=True
         self.rank_ = res.rank
         self.timings_ = dict(res.timings)
         self._target_shape = target_shape
@@ -305,7 +373,10 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if array_kind(coef) == "cupy":
             coef = torch.from_dlpack(coef)
             device = coef.device
-        dtype = torch_dtype(float_dtype_of(coef))
+        # numpy's promotion, as X @ coef_.T: float32 coef_ with float64 X gives float64.
+        dtype = torch.promote_types(
+            torch_dtype(float_dtype_of(coef)), torch_dtype(float_dtype_of(Xv))
+        )
         W = as_tensor(coef, device, dtype).reshape(-1, self.n_features_in_)
         b = as_tensor(
             np.asarray(self.intercept_)

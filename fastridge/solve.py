@@ -408,9 +408,9 @@ def ridge_cv(
                     continue
                 for i, (rows, resid, sqrt_sw) in enumerate(scheme.blocks(proj, a, buf)):
                     y = proj.y if proj.y is None or rows is None else proj.y[rows]
-                    block_scores[i, a] = scorer(resid, y, sqrt_sw)
+                    block_scores[i, a] = scorer(resid, y, sqrt_sw, rows)
                     if joint:
-                        joint_sums[i, a] = scorer.joint(resid, y, sqrt_sw, Y.ndim == 1)
+                        joint_sums[i, a] = scorer.joint(resid, y, sqrt_sw, Y.ndim == 1, rows)
                     if cv_results is not None and folds is None:
                         cv_results[:, sl, a] = _cv_values(resid, proj, decomp, scoring)
             # Everything for this chunk is queued on the device: read the next chunk

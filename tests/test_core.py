@@ -363,7 +363,7 @@ def test_bad_input_errors():
         FastRidgeCV().fit(X, Y[:9])
     for alphas, msg in [
         ((1.0, -1.0), r"alphas\[1\] == -1.0, must be > 0.0"),
-        (0.0, "alphas == 0.0, must be > 0.0"),
+        (0.0, "'alphas' parameter"),
         ((1.0, np.nan), "must be finite"),
         ((np.inf,), "must be finite"),
         ((), "alphas is empty"),
@@ -372,8 +372,10 @@ def test_bad_input_errors():
             FastRidgeCV(alphas=alphas).fit(X, Y)
     with pytest.raises(ValueError, match="at least 2 samples"):
         FastRidgeCV().fit(X[:1], Y[:1])
-    with pytest.raises(ValueError, match="cv="):
+    with pytest.raises(ValueError, match="'cv' parameter"):
         FastRidgeCV(cv="bogus").fit(X, Y)
+    with pytest.raises(ValueError, match="alphas == 0.0, must be > 0.0"):
+        ridge_cv(X, Y, 0.0)
 
 
 def test_import_does_not_load_cupy_or_cuda():

@@ -16,7 +16,7 @@ from sklearn.model_selection import (
     TimeSeriesSplit,
 )
 
-from fastridge import FastRidgeCV
+from fastridge import FastRidgeCV, ridge_cv
 
 ALPHAS = np.logspace(-2, 3, 6)
 
@@ -49,14 +49,16 @@ def brute_force_fold_scores(X, Y, alphas, splits, fit_intercept, sample_weight=N
 
     Returns an array of shape (n_folds, n_targets, n_alphas).
     """
-    score = score or (lambda y, p: r2_score(y, p, multioutput="raw_values"))
+    score = score or (lambda y, p, w: r2_score(y, p, sample_weight=w, multioutput="raw_values"))
     out = np.empty((len(splits), Y.shape[1], len(alphas)))
     for f, (train, test) in enumerate(splits):
         for a, alpha in enumerate(alphas):
             sw = None if sample_weight is None else sample_weight[train]
             model = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
             model.fit(X[train], Y[train], sample_weight=sw)
-            out[f, :, a] = score(Y[test], model.predict(X[test]))
+            w_test = None if sample_weight is None else sample_weight[test]
+            # scikit-learn's GridSearchCV weights the test scores too
+            out[f, :, a] = score(Y[test], model.predict(X[test]), w_test)
     return out
 
 
@@ -83,9 +85,12 @@ def test_fold_scores_equal_brute_force_refits(splitter, shape, fit_intercept):
 
 
 @pytest.mark.parametrize("splitter", ["kfold5", "groupkfold", "timeseries"])
-def test_weighted_fold_scores_equal_weighted_refits(splitter):
+@pytest.mark.parametrize("zeros", [False, True], ids=["positive", "some_zero"])
+def test_weighted_fold_scores_equal_weighted_refits(splitter, zeros):
     X, Y = make_problem(36, 20, 2, seed=4)
     sw = np.random.default_rng(0).uniform(0.3, 3.0, 36)
+    if zeros:
+        sw[[3, 17, 30]] = 0.0  # weightless samples: no influence on fits or scores
     cv, groups = SPLITTERS[splitter](36)
     m = FastRidgeCV(alphas=ALPHAS, cv=cv, alpha_per_target=True, store_cv_results=True).fit(
         X, Y, sample_weight=sw, groups=groups
@@ -150,6 +155,8 @@ def test_fold_errors():
         # one fold holding every sample: nothing left to fit on
         FastRidgeCV(cv=[(np.arange(0), np.arange(20))]).fit(X, Y)
     with pytest.raises(ValueError, match="not a known scheme"):
+        ridge_cv(X, Y, cv="kfold")
+    with pytest.raises(ValueError, match="'cv' parameter"):
         FastRidgeCV(cv="kfold").fit(X, Y)
 
 
