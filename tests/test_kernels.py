@@ -27,7 +27,7 @@ from fastridge._kernels import (
     loo_epilogue,
     loo_epilogue_reference,
 )
-from fastridge._scoring import select
+from fastridge._scoring import Scoring, select
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
@@ -164,6 +164,21 @@ def test_loo_host_matches_reference(host, dtype, shape, split):
     # The data really exercise the selection: targets pick different alphas.
     if c >= 31:
         assert len(torch.unique(ref[2])) >= 3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_twin_is_the_engine_path(dtype):
+    """The twin gives the bits of today's engine path (LeaveOneOut residuals scaled in
+    place, Scoring(None), select + gather), so swapping it in changes no CPU result."""
+    n_alphas, n, c = 4, 40, 33
+    E, w = make_loo(n, c, n_alphas, dtype, seed=4)
+    scores, best_score, best_index, _ = run_loo(reference_step, E, w)
+    engine = torch.stack([Scoring(None)(E[a].clone().mul_(w[a][:, None]), None, None)
+                          for a in range(n_alphas)])  # fmt: skip
+    assert torch.equal(scores, engine)
+    best = select(engine)
+    assert torch.equal(best_index, best)
+    assert torch.equal(best_score, engine.gather(0, best[None, :])[0])
 
 
 def test_loo_row_stride(host):
