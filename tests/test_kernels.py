@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,6 +36,32 @@ HAS_CUDA = torch.cuda.is_available()
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")
 NVCC = shutil.which("nvcc")
 CXX = shutil.which(os.environ.get("CXX", "g++"))
+# Set by test_sanitized_build: a directory holding sanitized builds to load instead.
+PREBUILT = os.environ.get("FASTRIDGE_TEST_PREBUILT")
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"]
+# Test instruments compiled from kernels/: flags and source.
+BUILDS = {
+    "host": (["-std=c++17", "-O2"], "epilogue_host.cpp"),
+    "emulate": (["-std=c++20", "-O1", "-pthread"], "epilogue_emulate.cpp"),
+}
+
+
+def build_command(kind: str, out: Path, sanitize: bool = False) -> list:
+    flags, source = BUILDS[kind]
+    cmd = [CXX, *flags, "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
+    cmd += [str(KERNELS / source), "-o", str(out)]
+    return cmd + (SANITIZE_FLAGS if sanitize else [])
+
+
+def build(kind: str, tmp_path_factory) -> Path:
+    if PREBUILT:
+        return Path(PREBUILT) / f"lib{kind}.so"
+    if CXX is None:
+        pytest.skip("no C++ compiler to build the kernels' host build and emulator")
+    out = tmp_path_factory.mktemp(kind) / f"lib{kind}.so"
+    subprocess.run(build_command(kind, out), check=True, capture_output=True, text=True)
+    return out
+
 
 DTYPES = [pytest.param(torch.float64, id="f64"), pytest.param(torch.float32, id="f32")]
 # Kernel (float64 accumulation) against the twin (compute-dtype accumulation):
@@ -92,13 +119,7 @@ class HostBuild:
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    if CXX is None:
-        pytest.skip("no C++ compiler to build the kernels' host build")
-    out = tmp_path_factory.mktemp("host_build") / "libfastridge_epilogue_host.so"
-    cmd = [CXX, "-std=c++17", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror"]
-    cmd += ["-shared", "-fPIC", str(KERNELS / "epilogue_host.cpp"), "-o", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return HostBuild(out)
+    return HostBuild(build("host", tmp_path_factory))
 
 
 # ---------------------------------------------------------------- helpers
@@ -126,7 +147,10 @@ def run_loo(step, E, w, *, keep_scales=None, **kw):
     if keep_scales is not None:
         keep = torch.zeros((n, c), dtype=E.dtype, device=E.device)
     for a in range(n_alphas):
-        step(E[a], w[a], a, n, best_score, best_index, scores, keep, keep_scales, **kw)
+        # Own allocations, so a read past the end of E[a] or w[a] is out of bounds
+        # (the sanitizer run checks), not a read of the next alpha's block.
+        Ea = E[a].clone() if E[a].is_contiguous() else E[a]
+        step(Ea, w[a].clone(), a, n, best_score, best_index, scores, keep, keep_scales, **kw)
         chosen = scores.gather(0, best_index[None, :])[0]
         torch.testing.assert_close(best_score, chosen, rtol=0, atol=0, equal_nan=True)
     return scores, best_score, best_index, keep
@@ -453,6 +477,177 @@ def test_runtime_source_defines_every_kernel_name(tmp_path):
     # "void fastridge::loo_partial<float>(float const*, ...)" -> "fastridge::loo_partial<float>"
     names = {d.split("(")[0].removeprefix("void ") for d in demangled if d}
     assert names == set(_kernels._NAMES)
+
+
+# ---------------------------------------------------------------- CUDA path on the emulator
+
+
+def kernel_params(source: str) -> dict:
+    """Parameter types of every __global__ function in epilogue.cu, by kernel name.
+
+    "const T* __restrict__ E" -> "T*", "long long ld_e" -> "long long".
+    """
+    found = re.findall(r"__global__ void __launch_bounds__\([^)]*\)\s*(\w+)\(([^)]*)\)", source)
+    params = {}
+    for name, plist in found:
+        types = []
+        for p in plist.split(","):
+            tokens = p.replace("const", "").replace("__restrict__", "").replace("*", " * ").split()
+            types.append(" ".join(tokens[:-1]).replace(" *", "*"))
+        params[name] = types
+    return params
+
+
+_CT = {"long long": ctypes.c_longlong, "int": ctypes.c_int}
+_CT |= {"float": ctypes.c_float, "double": ctypes.c_double}
+_NP = {"long long": np.int64, "int": np.int32, "float": np.float32, "double": np.float64}
+_TORCH = {"float": torch.float32, "double": torch.float64, "long long": torch.int64}
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    """kernels/epilogue_emulate.cpp loaded, as a replacement for _kernels._launch."""
+    lib = ctypes.CDLL(str(build("emulate", tmp_path_factory)))
+    params = kernel_params((KERNELS / "epilogue.cu").read_text())
+    assert set(params) == {"loo_partial", "loo_finalize", "loo_keep", "gcv_partial", "gcv_finalize"}
+    calls = []
+
+    def launch(device, name, grid, block, args):
+        """_kernels._launch, checking every argument against the kernel's signature."""
+        base, _, targ = name.removeprefix("fastridge::").partition("<")
+        T = targ.rstrip(">")
+        types = [t.replace("T", T) if T else t for t in params[base]]
+        assert len(args) == len(types), f"{name}: {len(args)} arguments for {len(types)}"
+        c_args = []
+        for i, (t, x) in enumerate(zip(types, args, strict=True)):
+            if t.endswith("*"):
+                assert isinstance(x, torch.Tensor), f"{name} argument {i}: tensor expected"
+                assert x.dtype == _TORCH[t[:-1]], f"{name} argument {i}: {x.dtype} for {t}"
+                c_args.append(ctypes.c_void_p(x.data_ptr()))
+            else:
+                assert type(x) is _NP[t], f"{name} argument {i}: {type(x).__name__} for {t}"
+                c_args.append(_CT[t](x))
+        assert 1 <= len(grid) <= 3 and 1 <= len(block) <= 3
+        assert all(0 < g < 2**31 for g in grid) and all(0 < g <= 65535 for g in grid[1:])
+        assert 0 < int(np.prod(block)) <= 1024
+        dims = [*grid, *[1] * (3 - len(grid)), *block, *[1] * (3 - len(block))]
+        fn = getattr(lib, f"emu_{base}" + (f"_{T}" if T else ""))
+        fn.argtypes = [ctypes.c_uint] * 6 + [c.__class__ for c in c_args]
+        fn.restype = None
+        fn(*dims, *c_args)
+        calls.append(name)
+
+    launch.calls = calls
+    return launch
+
+
+@pytest.fixture
+def on_emulator(emulator, monkeypatch):
+    """Route _kernels' CUDA launches to the emulator; the device has `n_sm` SMs."""
+
+    def setup(n_sm):
+        monkeypatch.setattr(_kernels, "_launch", emulator)
+        monkeypatch.setattr(_kernels, "_n_sm", lambda device: n_sm)
+        emulator.calls.clear()
+        return emulator.calls
+
+    return setup
+
+
+def cuda_path_step(E, w, a, n, best_score, best_index, scores, keep, keep_scales):
+    scale = 1.0 if keep_scales is None else keep_scales[a]
+    _kernels._loo_epilogue_cuda(E, w, a, n, best_score, best_index, scores, keep, scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (9, 33), (150, 70), (300, 5), (3, 300)], ids=str)
+@pytest.mark.parametrize("n_sm", [1, 4, 108])
+def test_cuda_path_on_emulator(host, on_emulator, dtype, shape, n_sm):
+    """_kernels' CUDA path, with the kernel bodies of epilogue.cu run on the CPU: same
+    bits as the host build (same n_split), the twin's selection and kept columns."""
+    calls = on_emulator(n_sm)
+    n, c = shape
+    E, w = make_loo(n, c, 3, dtype, seed=n + c + n_sm)
+    scales = [1.0, 0.1, 0.01]
+    got = run_loo(cuda_path_step, E, w, keep_scales=scales)
+    ctype = "float" if dtype == torch.float32 else "double"
+    expected_calls = [f"fastridge::loo_partial<{ctype}>", "fastridge::loo_finalize"]
+    assert calls == (expected_calls + [f"fastridge::loo_keep<{ctype}>"]) * 3
+    same = run_loo(host_step(host, choose_n_split(n, c, n_sm)), E, w, keep_scales=scales)
+    for g, h in zip(got, same, strict=True):
+        assert torch.equal(g, h)
+    ref = run_loo(reference_step, E, w, keep_scales=scales)
+    torch.testing.assert_close(got[0], ref[0], **TOL[dtype])
+    assert torch.equal(got[2], ref[2])
+    assert torch.equal(got[3], ref[3])
+
+
+def test_cuda_path_on_emulator_without_scores_and_strided(host, on_emulator):
+    """No score buffer (the kernel must not write one), E a column slice of a wider buffer."""
+    on_emulator(4)
+    E, w = make_loo(130, 60, 3, torch.float32, seed=8)
+    sliced = E[:, :, 10:47]
+    best_score = torch.empty(37, dtype=torch.float64)
+    best_index = torch.empty(37, dtype=torch.int64)
+    ref_score, ref_index = best_score.clone(), best_index.clone()
+    for a in range(3):
+        _kernels._loo_epilogue_cuda(sliced[a], w[a], a, 130, best_score, best_index, None, None, 1)
+        host.loo(sliced[a], w[a], a, 130, choose_n_split(130, 37, 4), ref_score, ref_index)
+    assert torch.equal(best_score, ref_score)
+    assert torch.equal(best_index, ref_index)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (70, 40, 3), (200, 9, 17)], ids=str)
+@pytest.mark.parametrize("n_sm", [1, 108])
+def test_cuda_gcv_path_on_emulator(host, on_emulator, dtype, shape, n_sm):
+    calls = on_emulator(n_sm)
+    rank, c, n_alphas = shape
+    UtY, shrink_sq = make_gcv(rank, c, n_alphas, dtype, seed=rank)
+    got = _kernels._gcv_sums_cuda(UtY, shrink_sq)
+    assert len(calls) == 2
+    assert torch.equal(got, host.gcv(UtY, shrink_sq, choose_n_split(rank, c, n_sm)))
+    torch.testing.assert_close(got, gcv_sums_reference(UtY, shrink_sq), **TOL[dtype])
+
+
+def _libasan():
+    if CXX is None or PREBUILT:
+        return None
+    path = subprocess.run([CXX, "-print-file-name=libasan.so"], capture_output=True, text=True)
+    path = path.stdout.strip()
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+LIBASAN = _libasan()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(LIBASAN is None, reason="no AddressSanitizer runtime (or already sanitized)")
+def test_sanitized_build(tmp_path):
+    """The host build and the emulated kernels, built with AddressSanitizer and
+    UBSan: no read or write outside the tensors, no undefined behaviour."""
+    procs = [
+        subprocess.Popen(build_command(kind, tmp_path / f"lib{kind}.so", sanitize=True))
+        for kind in BUILDS
+    ]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    env = dict(os.environ, FASTRIDGE_TEST_PREBUILT=str(tmp_path), LD_PRELOAD=LIBASAN)
+    env["ASAN_OPTIONS"] = "detect_leaks=0"  # the Python interpreter's own allocations
+    # A few cases that cover every kernel, several splits, empty splits, > 8 alphas
+    # and > 256 targets (the whole file under the sanitizers takes minutes).
+    cases = [
+        "test_cuda_path_on_emulator[108-(150, 70)-f32]",
+        "test_cuda_path_on_emulator[1-(3, 300)-f64]",
+        "test_cuda_gcv_path_on_emulator[1-(200, 9, 17)-f32]",
+        "test_loo_host_matches_reference[more_than_rows-5x3-f64]",
+        "test_gcv_host_matches_reference[200-130x70x17-f32]",
+        "test_loo_keep_dual_coefficients[f32]",
+    ]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
+    cmd += [f"{__file__}::{case}" for case in cases]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert " passed" in res.stdout
 
 
 # ---------------------------------------------------------------- the real kernels (CUDA)
