@@ -166,18 +166,20 @@ def gcv_sums(UtY: torch.Tensor, shrink_sq: torch.Tensor, *, backend: str = "auto
     return gcv_sums_reference(UtY, shrink_sq)
 
 
-def _use_kernel(x: torch.Tensor, backend: str) -> bool:
+def _use_kernel(x, backend: str) -> bool:
     if backend not in ("auto", "torch", "cuda"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'cuda', got {backend!r}")
+    # Not a tensor: let the twin's checks name the problem.
+    on_cuda = isinstance(x, torch.Tensor) and x.device.type == "cuda"
     if backend == "torch":
         return False
     if backend == "cuda":
-        if x.device.type != "cuda":
-            raise ValueError(f"backend='cuda' needs CUDA tensors, got device {x.device}")
+        if not on_cuda:
+            raise ValueError(f"backend='cuda' needs CUDA tensors, got {_describe(x)} on CPU")
         if not cupy_available():
             raise RuntimeError("backend='cuda' needs cupy, which is not importable")
         return True
-    return x.device.type == "cuda" and cupy_available()
+    return on_cuda and cupy_available()
 
 
 @functools.cache

@@ -393,6 +393,7 @@ def _bad_inputs():
     return [
         ("E must be a float32 or float64", (E.half(), w.half(), 0, 4, bs, bi)),
         ("E must be a float32 or float64", (E[0], w, 0, 4, bs, bi)),
+        ("E must be a float32 or float64", (E.numpy(), w, 0, 4, bs, bi)),
         ("at least one row", (E[:0], w[:0], 0, 4, bs, bi)),
         (r"w must have shape \(4,\)", (E, w[:3], 0, 4, bs, bi)),
         ("w must have dtype", (E, w.double(), 0, 4, bs, bi)),
