@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ._decompose import Decomposition
+from ._kernels import gcv_sums
 
 
 @dataclass
@@ -277,8 +278,8 @@ class GeneralizedCV:
         base = 0.0
         if chunk.remainder is not None:
             base = torch.linalg.vector_norm(chunk.remainder, dim=0) ** 2
-        sums = self.shrink_sq @ (chunk.UtY * chunk.UtY) + base
-        return sums * (self.inv_denominator[:, None] ** 2)
+        sums = gcv_sums(chunk.UtY, self.shrink_sq) + base  # fused on CUDA, float64
+        return sums * (self.inv_denominator[:, None].double() ** 2)
 
 
 def _rows(index: np.ndarray, device: torch.device):

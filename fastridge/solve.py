@@ -26,8 +26,9 @@ from ._backend import (
     torch_dtype,
 )
 from ._chunks import TargetReader, auto_target_chunk, bytes_per_target
-from ._cv import GeneralizedCV, LeaveGroupOut, LeaveOneOut, RefitPerFold, project
+from ._cv import GeneralizedCV, LeaveGroupOut, LeaveOneOut, RefitPerFold, project, residuals
 from ._decompose import decompose
+from ._kernels import loo_epilogue
 from ._progress import Progress
 from ._refit import coefficients
 from ._scoring import Scoring, select
@@ -361,6 +362,9 @@ def ridge_cv(
         timings.update(project=0.0, cv=0.0, refit=0.0, read=0.0)
         alphas_t = torch.as_tensor(alphas, dtype=torch.float64, device=dev)
         gcv_fast = scheme.name == "gcv" and scoring is None and not store_cv_results
+        # The fused leave-one-out epilogue (a CUDA kernel with cupy, else its torch
+        # twin, bit-identical to scoring + select) covers the default scoring.
+        fused = scheme.name == "loo" and scoring is None and cv_results is None
         work = {"buf": None, "cached": None}  # residual buffer; a single chunk's projection
 
         def read(sl):
@@ -400,11 +404,26 @@ def ridge_cv(
                 buf = work["buf"] = torch.empty((n_samples, width), dtype=cdtype, device=dev)
             block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64, device=dev)
             joint_sums = np.zeros((n_blocks, n_alphas))
+            if fused:  # running best per target, kept by the epilogue
+                run_score = torch.empty(width, dtype=torch.float64, device=dev)
+                run_index = torch.zeros(width, dtype=torch.int64, device=dev)
             for a in range(n_alphas):
                 if gcv_fast:  # no GEMM: O(rank * width) per alpha
                     if a == 0:
                         gcv_sums = scheme.squared_error_sums(proj)
                     block_scores[0, a] = -gcv_sums[a].double() / n_samples
+                    continue
+                if fused:  # one pass over E: scale, square, reduce, keep the best
+                    E = residuals(decomp, proj, scheme.shrink[a], buf, scheme.gemm)
+                    loo_epilogue(
+                        E,
+                        scheme.inv_one_minus_h[a],
+                        a,
+                        n_samples,
+                        run_score,
+                        run_index,
+                        scores=block_scores[0],
+                    )
                     continue
                 for i, (rows, resid, sqrt_sw) in enumerate(scheme.blocks(proj, a, buf)):
                     y = proj.y if proj.y is None or rows is None else proj.y[rows]
@@ -427,6 +446,8 @@ def ridge_cv(
                 scores = block_scores.mean(dim=0)  # averaged over folds, (n_alphas, width)
                 if conservative:
                     best = _select_conservative(block_scores, alphas_t)
+                elif fused:
+                    best = run_index  # the epilogue applied select()'s rule
                 else:
                     best = select(scores)
                 b = _refit_into(coef, sl, decomp, proj, alphas_t[best])

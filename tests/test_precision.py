@@ -39,8 +39,10 @@ def test_reduced_precision_needs_float32():
     X = np.random.default_rng(0).standard_normal((10, 4))
     with pytest.raises(ValueError, match="lowers float32 GEMMs"):
         FastRidgeCV(precision="medium").fit(X, X[:, 0])
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ValueError, match="'precision' parameter"):
         FastRidgeCV(precision="low", dtype="float32").fit(X, X[:, 0])
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ridge_cv(X.astype(np.float32), X[:, 0], precision="low")
 
 
 @pytest.mark.parametrize("precision", ["high", "medium"])
