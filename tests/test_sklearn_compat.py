@@ -87,8 +87,9 @@ _SUPPORTED = (
     "intentional difference: fastridge supports alpha_per_target and store_cv_results "
     "with K-fold / splitter cv, where scikit-learn raises 'cv!=None and ... are incompatible'"
 )
-_ALPHA_ZERO = "intentional difference: alphas must be > 0 for every cv (scikit-learn allows 0 "\
-    "with K-fold)"
+_ALPHA_ZERO = (
+    "intentional difference: alphas must be > 0 for every cv (scikit-learn allows 0 with K-fold)"
+)
 _FLOAT32 = (
     "float32 compute: U^T Y in float32 gives coef error 1.17e-05 vs LinearRegression "
     "(scikit-learn's float32 path 1.9e-06), just over atol=1e-05 at alpha=1e-16"
@@ -193,6 +194,10 @@ def test_sklearn_ridgecv_tests_pass_with_fastridge(sklearn_ridge_outcomes):
         elif outcome == "skipped" and message != EXPECTED_SKIP_REASON:
             unexpected_skip.append(f"{test_id}: {message}")
     n_pass = sum(o == "passed" for o, _ in outcomes.values())
+    counts = {
+        k: sum(o == k for o, _ in outcomes.values()) for k in ("passed", "failure", "skipped")
+    }
+    print(f"scikit-learn RidgeCV tests with FastRidgeCV: {counts}")
     assert not unexpected_fail, "scikit-learn RidgeCV tests failing:\n" + "\n".join(unexpected_fail)
     assert not unexpected_pass, (
         "listed in EXPECTED_FAILURES but now pass: remove them from the list\n"
