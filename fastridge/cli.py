@@ -416,9 +416,7 @@ def _load_inputs(args):
             )
     X = _io.as_float(X, "X")
     _io.check_finite_blocks(X, "X")
-    if Y.dtype.kind in "iub":
-        # integer targets are cast in memory (the whole of Y): store floats for big Y
-        Y = np.asarray(Y, dtype=np.float64)
+    # integer/bool targets stay mapped: the solver casts each chunk as it reads it
     return X, Y, target_shape, n_targets
 
 
