@@ -202,6 +202,32 @@ def test_shared_alpha_flat_y_and_overwrite(data, tmp_path, capsys):
     assert not list(tmp_path.glob("m.*"))  # no staging or old directories left
 
 
+def test_kfold_cv_through_the_command_line(data, tmp_path):
+    d, f = data
+    model = tmp_path / "kfold"
+    args = [
+        "solve",
+        d / "X.npy",
+        d / "Y.npy",
+        "--alphas",
+        *ALPHAS,
+        "--out",
+        model,
+        "--cv",
+        "4",
+        "--scoring",
+        "r2",
+        "-q",
+    ]
+    assert main(list(map(str, args))) == 0
+    ref = FastRidgeCV(
+        alphas=[float(a) for a in ALPHAS], cv=4, scoring="r2", alpha_per_target=True
+    ).fit(f["X"], f["Y"])
+    est = load(model)
+    assert_array_equal(est.alpha_, ref.alpha_)
+    assert_allclose(est.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
+
+
 def test_float16_x_integer_y_and_disk_full(data, tmp_path, capsys, monkeypatch):
     d, f = data
     x16 = f["X"].astype(np.float16)
