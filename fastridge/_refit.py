@@ -39,9 +39,11 @@ def coefficients(
     coef : tensor of shape (n_chunk, n_features)
     intercept : tensor of shape (n_chunk,)
     """
-    alphas = alpha_per_target.to(device=decomp.device, dtype=torch.float64)
-    psi = 1.0 / (decomp.eigvals[:, None] + alphas[None, :])  # (rank, n_chunk)
-    scaled = chunk.UtY * psi.to(decomp.dtype)
+    # In the compute dtype: a float64 (rank, n_chunk) temporary costs more time
+    # than the float32 rounding of 1 / (eigval + alpha) costs accuracy.
+    alphas = alpha_per_target.to(device=decomp.device, dtype=decomp.dtype)
+    psi = torch.reciprocal(decomp.eigvals.to(decomp.dtype)[:, None] + alphas[None, :])
+    scaled = chunk.UtY * psi  # not in place: the projection may be reused
     coef = torch.mm(scaled.T, decomp.M.T, out=out)  # (n_chunk, n_features)
     if decomp.fit_intercept:
         intercept = chunk.y_offset - coef @ decomp.x_offset
