@@ -95,3 +95,19 @@ def test_cuda_prefetch_through_pinned_memory_matches():
     gpu = ridge_cv(X, Y, ALPHAS, alpha_per_target=True, target_chunk=7, device="cuda")
     assert_array_equal(gpu.alpha_index, cpu.alpha_index)
     assert_allclose(gpu.coef, cpu.coef, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cupy_in_cupy_out_without_copies():
+    cupy = pytest.importorskip("cupy")
+    from fastridge import FastRidgeCV
+
+    X, Y = make_problem(30, 20, 6, seed=4, dtype=np.float32)
+    Xc, Yc = cupy.asarray(X), cupy.asarray(Y)
+    m = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(Xc, Yc)
+    assert isinstance(m.coef_, cupy.ndarray) and isinstance(m.predict(Xc), cupy.ndarray)
+    # DLPack shares memory: the torch view of a cupy array is the same buffer
+    assert torch.from_dlpack(Xc).data_ptr() == Xc.data.ptr
+    ref = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True, device="cpu").fit(X, Y)
+    assert_array_equal(cupy.asnumpy(m.alpha_) if hasattr(m.alpha_, "get") else m.alpha_, ref.alpha_)
+    assert_allclose(cupy.asnumpy(m.coef_), ref.coef_, rtol=1e-4, atol=1e-5)
