@@ -261,6 +261,9 @@ def ridge_cv(
     cdtype = torch_dtype(dtype) if dtype is not None else torch_dtype(float_dtype_of(X))
     ddtype = torch.float64 if decompose_dtype in ("float64", torch.float64) else cdtype
 
+    if conservative and (cv is None or isinstance(cv, str)):
+        # checked before any work: the rule needs a spread of scores across folds
+        raise ValueError("conservative=True needs fold-based cv (an int or a splitter)")
     n_samples, n_features = X.shape
     if n_samples < 2:
         raise ValueError(f"n_samples={n_samples}: cross-validation needs at least 2 samples")
@@ -300,8 +303,6 @@ def ridge_cv(
         folds = scheme.folds
         if folds is not None and scoring is None:
             scorer = Scoring("r2", score_params)  # scikit-learn's default with cv given
-        if conservative and folds is None:
-            raise ValueError("conservative=True needs fold-based cv (an int or a splitter)")
         synchronize(dev)
         timings["decompose"] = time.perf_counter() - t0
         progress.message(f"{decomp.form} form, rank {decomp.rank}, {timings['decompose']:.2f}s")
