@@ -137,6 +137,16 @@ class ScoringGemm:
         self.cuda = U.device.type == "cuda"
         self.round = _round_to_tf32 if precision == "high" else _round_to_bf16
         self.U = U if precision == "highest" else self._split(U)
+        self._scratch = None
+
+    def scale(self, UtY: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
+        """shrink[:, None] * UtY in a buffer reused across alphas and chunks: a fresh
+        (rank, n_chunk) allocation per alpha costs page faults on every call."""
+        buf = self._scratch
+        if buf is None or buf.shape != UtY.shape or buf.dtype != UtY.dtype:
+            self._scratch = buf = None  # free before allocating
+            buf = self._scratch = torch.empty_like(UtY)
+        return torch.mul(UtY, shrink[:, None], out=buf)
 
     def _split(self, x: torch.Tensor):
         hi = self.round(x)
@@ -206,9 +216,8 @@ def residuals(
     `shrink` is one row of `shrinkage` (shape (rank,)), in the compute dtype;
     `gemm` sets the precision of the GEMM (compute dtype when None).
     """
-    scaled = chunk.UtY * shrink[:, None]
     gemm = gemm or ScoringGemm(decomp.U)
-    return gemm(scaled, out, add=chunk.remainder)
+    return gemm(gemm.scale(chunk.UtY, shrink), out, add=chunk.remainder)
 
 
 class LeaveOneOut:
