@@ -59,6 +59,7 @@ def loo_epilogue_reference(
     scores: torch.Tensor | None = None,
     keep: torch.Tensor | None = None,
     keep_scale: float = 1.0,
+    overwrite: bool = False,
 ) -> None:
     """Score one alpha for a chunk of targets and update the per-target best, in place.
 
@@ -88,9 +89,15 @@ def loo_epilogue_reference(
         If given, columns whose best alpha became `a` receive E[:, t] * keep_scale.
     keep_scale : float
         Scale of the kept columns (1 / alpha keeps the dual coefficients).
+    overwrite : bool
+        Scale E in place instead of into a new (n_samples, n_chunk) tensor (the
+        engine's E is a scratch buffer; a fresh allocation per alpha costs page
+        faults). Scores are the same bits either way. Not with `keep`.
     """
     _check_loo(E, w, a, n_samples, best_score, best_index, scores, keep)
-    resid = E * w[:, None]
+    if overwrite and keep is not None:
+        raise ValueError("overwrite=True cannot keep columns of E (it scales E in place)")
+    resid = E.mul_(w[:, None]) if overwrite else E * w[:, None]
     score = -(torch.linalg.vector_norm(resid, dim=0).to(torch.float64) ** 2) / n_samples
     if scores is not None:
         scores[a] = score
@@ -143,19 +150,24 @@ def loo_epilogue(
     keep_scale: float = 1.0,
     *,
     backend: str = "auto",
+    overwrite: bool = False,
 ) -> None:
     """`loo_epilogue_reference`, run by the fused CUDA kernel when possible.
 
     backend : "auto", "torch" or "cuda"
         "auto" uses the kernel for CUDA tensors when cupy imports, else the
         torch twin; "cuda" insists on the kernel (error if it cannot run).
+    overwrite : bool
+        Lets the torch twin scale E in place (the kernel never needs to).
         Same parameters otherwise.
     """
     if _use_kernel(E, backend):
         _check_loo(E, w, a, n_samples, best_score, best_index, scores, keep)
         _loo_epilogue_cuda(E, w, a, n_samples, best_score, best_index, scores, keep, keep_scale)
     else:
-        loo_epilogue_reference(E, w, a, n_samples, best_score, best_index, scores, keep, keep_scale)
+        loo_epilogue_reference(
+            E, w, a, n_samples, best_score, best_index, scores, keep, keep_scale, overwrite
+        )
 
 
 def gcv_sums(UtY: torch.Tensor, shrink_sq: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:

@@ -424,6 +424,7 @@ def ridge_cv(
                         run_score,
                         run_index,
                         scores=block_scores[0],
+                        overwrite=True,
                     )
                     continue
                 for i, (rows, resid, sqrt_sw) in enumerate(scheme.blocks(proj, a, buf)):

@@ -718,3 +718,26 @@ def test_cuda_runs_on_torch_stream():
     ref = torch.empty_like(best_score)
     loo_epilogue_reference(E2, w, 0, 500, ref, torch.empty_like(best_index))
     torch.testing.assert_close(best_score, ref, **TOL[torch.float32])
+
+
+def test_twin_overwrite_gives_the_same_bits():
+    from fastridge._kernels import loo_epilogue_reference
+
+    g = torch.Generator().manual_seed(3)
+    E = torch.randn(37, 11, generator=g)
+    w = torch.rand(37, generator=g) + 1.0
+    results = []
+    for overwrite in (False, True):
+        best_score = torch.empty(11, dtype=torch.float64)
+        best_index = torch.zeros(11, dtype=torch.int64)
+        scores = torch.empty(2, 11, dtype=torch.float64)
+        for a in range(2):
+            E_a = E * (a + 1)
+            loo_epilogue_reference(
+                E_a, w, a, 37, best_score, best_index, scores, overwrite=overwrite
+            )
+            if overwrite:
+                assert torch.equal(E_a, E * (a + 1) * w[:, None])  # scaled in place
+        results.append((scores, best_score, best_index))
+    for x, y in zip(*results, strict=True):
+        assert torch.equal(x, y)
