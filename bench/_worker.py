@@ -100,7 +100,13 @@ class Solver:
         if self.name in ("fastridge", "sklearn"):
             return np.asarray(m.alpha_, dtype=np.float64), np.asarray(m.coef_[idx], np.float64)
         to_np = self.backend.to_numpy
-        alpha = to_np(m.best_alphas_).astype(np.float64)
+        # himalaya returns exp(-log(alpha)) in float32, e.g. 19999.998 for 2e4:
+        # map each back to the nearest grid value (in log space) before comparing.
+        raw = to_np(m.best_alphas_).astype(np.float64)
+        grid = np.sort(self.alphas)
+        nearest = np.abs(np.log(raw)[:, None] - np.log(grid)[None, :]).argmin(axis=1)
+        alpha = grid[nearest]
+        self.snap_error = float(np.max(np.abs(raw / alpha - 1.0))) if raw.size else 0.0
         if self.name == "himalaya_ridge":
             coef = to_np(m.coef_)[:, idx].T.astype(np.float64)
         else:
@@ -152,6 +158,8 @@ def run(spec: dict) -> dict:
     np.save(prefix + "_alpha.npy", alpha)
     np.save(prefix + "_coef.npy", coef)
     result["alpha_file"] = prefix + "_alpha.npy"
+    if getattr(solver, "snap_error", None) is not None:
+        result["alpha_snap_max_rel_error"] = solver.snap_error
     result["coef_file"] = prefix + "_coef.npy"
     values, counts = np.unique(alpha, return_counts=True)
     result["alpha_counts"] = {f"{v:g}": int(c) for v, c in zip(values, counts, strict=True)}
