@@ -81,16 +81,16 @@ def _cv_of(config: str):
 def estimated_peak_bytes(config, n, p, t, n_alphas) -> int:
     """Rough peak memory of a solver, to skip runs that cannot fit (stated as such).
 
-    scikit-learn (float64): X, Y and their centred copies, Q^T y and the LOO
-    work arrays (n x t each) and its p x t coefficient arrays; the p x t factor
-    is fitted to the peaks measured at S and M (bench/RESULTS.md). himalaya:
+    scikit-learn (float64): about five p x t float64 arrays plus X and its
+    centred copy: 5 * 8 p t + 16 n p + 0.3 GiB is a little above the peaks measured at S
+    (1.54 GiB) and M (6.28 GiB) on this machine. himalaya:
     X, Y, per-fold predictions for every alpha and the p x t (or n x t) result.
     fastridge: X, Y, the p x t coefficients and a 1 GiB chunk budget.
     """
     solver, _, dtype, _ = CONFIGS[config]
     item = 8 if dtype == "float64" else 4
     if solver == "sklearn":
-        return 8 * (2 * n * p + 4 * n * t + 3 * p * t)
+        return 8 * (2 * n * p + 5 * p * t) + (3 << 28)
     if solver.startswith("himalaya"):
         return item * (2 * n * p + 3 * n * t + n_alphas * n * t + p * t)
     return item * (n * p + n * t + p * t) + 8 * n * n * 3 + (1 << 30)
