@@ -2,7 +2,7 @@
 
     python bench/gpu_full.py predict                  # no GPU needed: the prediction table
     python bench/headline.py generate                 # X.npy, Y.npy (once, on the host)
-    PYTHONPATH=/path/to/fastridge python bench/gpu_full.py run [--tf32] [--decompose-dtype float32]
+    PYTHONPATH=/path/to/fastridge python bench/gpu_full.py run [--precision high] [--tf32]
     python bench/headline.py clean
 
 `run` needs a CUDA device (it refuses to run without one unless --device cpu
@@ -181,6 +181,7 @@ def run(ns):
         memory_budget=ns.memory_budget,
         coef_out=coef,
         verbose=True,
+        **({} if ns.precision is None else {"precision": ns.precision}),
     )
     sync()
     solve_seconds = time.perf_counter() - t0
@@ -195,6 +196,7 @@ def run(ns):
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if cuda else "cpu (script test only)",
         "tf32": bool(ns.tf32),
+        "precision": ns.precision,
         "decompose_dtype": ns.decompose_dtype,
         "problem": {"n_samples": n, "n_features": p, "n_targets": t},
         "alphas": list(ns.alphas),
@@ -229,6 +231,12 @@ def main(argv=None):
     parser.add_argument("--dir", default=str(HERE / "out" / "headline"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 tensor-core matmuls")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=["highest", "high", "medium"],
+        help="ridge_cv's scoring-GEMM precision (3xTF32 / 3xbf16 on tensor cores)",
+    )
     parser.add_argument("--decompose-dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument("--target-chunk", default="auto")
     parser.add_argument("--memory-budget", default=None)
