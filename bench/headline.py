@@ -125,9 +125,9 @@ def peer_estimates(n, p, t, n_alphas) -> dict:
         "sklearn RidgeCV(alpha_per_target=True)": (
             "not run: it converts X and Y to float64 in memory "
             f"(Y alone {8 * n * t / gib:.1f} GiB) and holds p x t float64 coefficient "
-            f"arrays ({8 * p * t / gib:.1f} GiB each; about 3 at a time at S and M sizes), "
-            f"so > {8 * (n * t + p * t) / gib:.0f} GiB on a 24 GiB machine; "
-            "it has no out-of-core path."
+            f"arrays ({8 * p * t / gib:.1f} GiB each; its peak was ~5 of them at the S "
+            f"and M sizes, ~{5 * 8 * p * t / gib:.0f} GiB here), so a single one "
+            "already exceeds this 24 GiB machine; it has no out-of-core path."
         ),
         "himalaya KernelRidgeCV / RidgeCV (cv=5)": (
             "not run: it needs Y in memory on the backend "
