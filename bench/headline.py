@@ -217,7 +217,7 @@ def solve(ns):
         model_gflop=model["gemm_flops"] / 1e9,
         model_stages_gflop={k: v / 1e9 for k, v in model["stages"].items()},
         achieved_gflops=model["gemm_flops"] / solve_seconds / 1e9,
-        peer_estimates=peer_estimates(n, p, t, len(alphas)),
+        peer_estimates=peer_estimates(n, p, t_full, len(alphas)),
         load_end=load_average(),
         finished_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
