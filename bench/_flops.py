@@ -1,0 +1,74 @@
+"""Flop model of fastridge's algorithm (../shared/MATH.md) and its roofline time.
+
+Dual form (n_samples <= n_features), rank r = n_samples - 1 with an intercept:
+
+    Gram        Z Z^T                    2 N^2 P        decompose dtype (float64)
+    eigh        N x N                    ~9 m^3         m = min(N, P), float64
+    M           Z^T U                    2 N P r        decompose dtype; needed for coef
+    project     U^T Y                    2 N r T        compute dtype
+    residuals   U diag(.) Ũ, per alpha   2 N r T each   compute dtype (LOO, K-fold)
+    K-fold      (I - H_bb)^-1 E_b        2 N (N/K) T    per alpha (n_b^2 T per fold)
+    coef        M (Ũ / (eig + alpha*))   2 P r T        compute dtype
+
+Primal form (N > P): the covariance Z^T Z costs 2 N P^2, its eigh 9 P^3, and
+U = Z V / s another 2 N P r.
+
+GCV needs no per-alpha GEMM (O(r T) per alpha, neglected here).
+
+The roofline time divides the GEMM flops by the GEMM rate measured in the
+same run (float64 rate for the decomposition, the compute dtype's rate for the
+target work) and adds the eigh time measured in the same run. It is the time
+the algorithm would take if every GEMM ran at the measured peak and nothing
+else cost anything: fraction of roofline = roofline / wall.
+"""
+
+from __future__ import annotations
+
+
+def flop_model(
+    n_samples: int,
+    n_features: int,
+    n_targets: int,
+    n_alphas: int,
+    cv=None,
+    fit_intercept: bool = True,
+) -> dict:
+    """Flops of each stage (and the eigh size), as a dict."""
+    N, P, T = n_samples, n_features, n_targets
+    rows = N - 1 if fit_intercept else N
+    m = min(rows, P)
+    r = m
+    stages = {}
+    if rows <= P:
+        stages["gram"] = 2.0 * rows * rows * P
+        stages["M"] = 2.0 * rows * P * r
+    else:
+        stages["gram"] = 2.0 * N * P * P
+        stages["M"] = 2.0 * N * P * r  # U = Z V / s
+    stages["project"] = 2.0 * N * r * T
+    if cv == "gcv":
+        stages["cv"] = 0.0
+    else:
+        stages["cv"] = n_alphas * 2.0 * N * r * T
+        if isinstance(cv, int) and not isinstance(cv, bool):
+            stages["cv"] += n_alphas * 2.0 * N * (N / cv) * T
+    stages["refit"] = 2.0 * P * r * T
+    return {"eigh_size": m, "stages": stages, "gemm_flops": sum(stages.values())}
+
+
+def roofline(model: dict, calibration: dict, compute_dtype: str) -> dict:
+    """Ideal seconds per stage from the measured GEMM and eigh rates."""
+    rate64 = calibration["gemm"]["float64"]["gflops"] * 1e9
+    rate_c = calibration["gemm"][compute_dtype]["gflops"] * 1e9
+    eigh = calibration["eigh"]["float64"]
+    eigh_seconds = eigh["seconds"] * (model["eigh_size"] / eigh["size"]) ** 3
+    st = model["stages"]
+    ideal = {
+        "decompose": (st["gram"] + st["M"]) / rate64 + eigh_seconds,
+        "project": st["project"] / rate_c,
+        "cv": st["cv"] / rate_c,
+        "refit": st["refit"] / rate_c,
+    }
+    ideal["total"] = sum(ideal.values())
+    ideal["eigh"] = eigh_seconds
+    return ideal

@@ -1,0 +1,66 @@
+"""Markdown summary of a bench/out/headline-*.json (used for bench/RESULTS.md).
+
+python bench/_headline_report.py bench/out/headline-<time>.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(path):
+    with open(path) as f:
+        d = json.load(f)
+    gib = 2**30
+    tm = d["timings"]
+    pr = d["problem"]
+    lines = [
+        f"Command: `{d['command']}`  ",
+        f"Started {d['started_utc']}, finished {d['finished_utc']}; load average at start "
+        f"{d['load_start']}, at end {d['load_end']}  ",
+        f"fastridge {d['fastridge_commit']}  ",
+        f"Problem: n={pr['n_samples']}, p={pr['n_features']}, t={pr['n_targets']} "
+        f"(shape {pr['target_shape']}), float32, alphas {d['alphas']}, exact LOO per target; "
+        f"{d['form']} form, rank {d['rank']}, target_chunk {d['target_chunk']}, "
+        f"{d['torch_threads']} torch threads",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        f"| load X (np.load), open Y memmap, create coef.npy | {d['load_seconds']:.1f} |",
+    ]
+    for k in ("decompose", "project", "read", "cv", "refit"):
+        if k in tm:
+            note = " (inside project)" if k == "read" else ""
+            lines.append(f"| ridge_cv {k}{note} | {tm[k]:.1f} |")
+    lines += [
+        f"| ridge_cv total (solve) | {d['solve_seconds']:.1f} |",
+        f"| coef.npy flush | {d['flush_seconds']:.1f} |",
+        f"| **wall, end to end** | **{d['wall_seconds']:.1f}** "
+        f"({d['wall_seconds'] / 60:.2f} min) |",
+        "",
+        f"Peak RSS (ru_maxrss): **{d['peak_rss'] / gib:.2f} GiB**; sampled peaks: "
+        + ", ".join(f"{k} {v / gib:.2f} GiB" for k, v in d["sampled_peaks"].items())
+        + "  ",
+        f"Model: {d['model_gflop']:.0f} GFLOP "
+        + "("
+        + ", ".join(f"{k} {v:.0f}" for k, v in d["model_stages_gflop"].items())
+        + f"); achieved {d['achieved_gflops']:.0f} GFLOP/s over the solve  ",
+        f"Selected alphas: {d['alpha_counts']}  ",
+        (
+            f"Spot check vs a float64 normal-equation solve: max rel diff "
+            f"{max(d['check']['coef_max_rel_diff']):.1e} over targets {d['check']['targets']}"
+            if d.get("check")
+            else "Spot check: skipped (--skip-check)"
+        ),
+        "",
+        "Peers on this problem:",
+        "",
+    ]
+    for k, v in d["peer_estimates"].items():
+        lines.append(f"- {k}: {v}")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

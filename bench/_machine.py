@@ -1,0 +1,224 @@
+"""What machine and software a benchmark ran on, and how fast its GEMM and eigh are.
+
+The GEMM and eigh rates are measured in the same run as the solvers (in their
+own subprocess), on shapes like the solvers', so the roofline is this machine
+at this moment (other processes included), not a datasheet number.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    return sorted(f for f in flags if f.startswith(("avx", "fma")))
+    except OSError:
+        pass
+    return []
+
+
+def mem_total_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def git_commit(path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _version(name):
+    try:
+        module = __import__(name)
+        return getattr(module, "__version__", "unknown")
+    except Exception:  # noqa: BLE001 - a missing optional peer is recorded, not fatal
+        return None
+
+
+def machine_info() -> dict:
+    """CPU, cores, memory, BLAS and library versions (JSON-serialisable)."""
+    import numpy as np
+    import torch
+
+    info = {
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "logical_cpus": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)),
+        "mem_total_gib": round(mem_total_bytes() / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {
+            name: _version(name)
+            for name in ("numpy", "scipy", "torch", "sklearn", "himalaya", "threadpoolctl")
+        },
+        "torch_config": torch.__config__.show(),
+        "numpy_config": None,
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["threadpools"] = threadpool_info()
+    except ImportError:
+        info["threadpools"] = None
+    try:
+        import fastridge
+
+        where = Path(fastridge.__file__).resolve().parent.parent
+        info["fastridge"] = {
+            "path": str(where),
+            "commit": git_commit(where),
+            "version": fastridge.__version__,
+        }
+    except ImportError:
+        info["fastridge"] = None
+    info["numpy_blas"] = [
+        {k: p.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+        for p in (info["threadpools"] or [])
+        if p.get("user_api") == "blas"
+    ]
+    del np
+    return info
+
+
+def _best_time(fn, repeats: int) -> tuple[float, float]:
+    """(fastest, median) seconds of `repeats` calls after one warm-up call.
+
+    The roofline uses the fastest: it is what the machine can do, and on a
+    shared machine the slower repeats measure the neighbours.
+    """
+    fn()  # warm-up (thread pools, page faults of the output)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times), statistics.median(times)
+
+
+def gemm_rate(m: int, k: int, n: int, dtype: str, repeats: int = 5) -> dict:
+    """GFLOP/s of torch (m, k) @ (k, n) on CPU in `dtype` (fastest of `repeats`)."""
+    import torch
+
+    tdtype = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(m, k, generator=gen, dtype=tdtype)
+    B = torch.randn(k, n, generator=gen, dtype=tdtype)
+    C = torch.empty(m, n, dtype=tdtype)
+    seconds, median = _best_time(lambda: torch.mm(A, B, out=C), repeats)
+    return {
+        "shape": [m, k, n],
+        "dtype": dtype,
+        "seconds": seconds,
+        "median_seconds": median,
+        "gflops": 2.0 * m * k * n / seconds / 1e9,
+    }
+
+
+def eigh_time(size: int, dtype: str, repeats: int = 2) -> dict:
+    """Seconds of torch.linalg.eigh on a (size, size) SPD matrix in `dtype`.
+
+    The rate is reported as 9 size**3 flops / seconds, the usual operation
+    count for tridiagonal reduction + divide and conquer with vectors.
+    """
+    import torch
+
+    tdtype = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(size, size + 16, generator=gen, dtype=tdtype)
+    S = A @ A.T
+    seconds, median = _best_time(lambda: torch.linalg.eigh(S), repeats)
+    return {
+        "size": size,
+        "dtype": dtype,
+        "seconds": seconds,
+        "median_seconds": median,
+        "gflops": 9.0 * size**3 / seconds / 1e9,
+    }
+
+
+def calibrate(n_samples: int, n_features: int, eigh_size: int, eigh_max: int = 4000) -> dict:
+    """GEMM rates at the shapes the solver runs and the eigh time at its size.
+
+    GEMM: (n_samples, n_samples) @ (n_samples, 2048), the per-alpha residual
+    shape, in float32 and float64; and the Gram shape (n, p) @ (p, n) in
+    float64. eigh: measured at min(eigh_size, eigh_max) in float64 and float32;
+    above eigh_max the time is extrapolated as size**3 (stated in the result).
+    """
+    k = min(n_samples, 4096)
+    chunk = 2048
+    out = {"load_before": load_average()}
+    out["gemm"] = {
+        "float32": gemm_rate(k, k, chunk, "float32"),
+        "float64": gemm_rate(k, k, chunk, "float64"),
+    }
+    kf = min(n_features, 8192)
+    out["gemm_gram_float64"] = gemm_rate(k, kf, k, "float64", repeats=2)
+    measured = min(eigh_size, eigh_max)
+    out["eigh"] = {}
+    for dtype in ("float64", "float32"):
+        e = eigh_time(measured, dtype, repeats=3 if measured <= 2000 else 1)
+        e["extrapolated_to"] = eigh_size
+        e["seconds_at_size"] = e["seconds"] * (eigh_size / measured) ** 3
+        out["eigh"][dtype] = e
+    out["load_after"] = load_average()
+    return out

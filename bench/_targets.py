@@ -1,0 +1,95 @@
+"""The issue-#4 targets, checked against result JSONs: prints met / missed with the numbers.
+
+python bench/_targets.py bench/out/suite-<M>.json [suite-<S>.json ...] [headline-*.json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _runs(docs):
+    for d in docs:
+        for r in d.get("runs", []):
+            if r.get("ok"):
+                yield r
+
+
+def check(docs) -> list[str]:
+    out = []
+    runs = list(_runs(docs))
+
+    def find(problem, config, n_alphas):
+        for r in runs:
+            if r["problem"] == problem and r["config"] == config and len(r["alphas"]) == n_alphas:
+                return r
+        return None
+
+    fr, sk = find("M", "fastridge-loo-f32", 6), find("M", "sklearn-loo-f64", 6)
+    if fr and sk:
+        speed = sk["wall"] / fr["wall"]
+        same = fr.get("agreement", {}).get("same_alpha", float("nan"))
+        rss = fr["peak_rss"] / sk["peak_rss"]
+        out.append(
+            f"M, 6 alphas, exact LOO, float32: speed-up vs scikit-learn {speed:.1f}x "
+            f"({'met' if speed >= 8 else 'MISSED'}, target >= 8x); identical alphas "
+            f"{same:.3%} ({'met' if same >= 0.999 else 'MISSED'}, target >= 99.9%); "
+            f"peak RSS ratio {rss:.2f} ({'met' if rss <= 0.25 else 'MISSED'}, target <= 0.25)"
+        )
+    fr64 = find("M", "fastridge-loo-f64", 6)
+    if fr64 and sk:
+        speed = sk["wall"] / fr64["wall"]
+        same = fr64.get("agreement", {}).get("same_alpha", float("nan"))
+        rss = fr64["peak_rss"] / sk["peak_rss"]
+        out.append(
+            f"M, 6 alphas, exact LOO, float64: speed-up {speed:.1f}x "
+            f"({'met' if speed >= 8 else 'MISSED'}); identical alphas {same:.3%} "
+            f"({'met' if same >= 0.999 else 'MISSED'}); peak RSS ratio {rss:.2f} "
+            f"({'met' if rss <= 0.25 else 'MISSED'})"
+        )
+    for r in runs:
+        if r["solver"] == "fastridge" and r["scheme"] == "loo":
+            f = r["roofline_fraction"]
+            out.append(
+                f"roofline {r['problem']} {len(r['alphas'])} alphas {r['config']}: {f:.0%} "
+                f"({'met' if f >= 0.85 else 'MISSED'}, target >= 85%)"
+            )
+    for problem in sorted({r["problem"] for r in runs}):
+        kf = [
+            r
+            for r in runs
+            if r["problem"] == problem and r["config"].startswith("fastridge-kfold5")
+        ]
+        him = [r for r in runs if r["problem"] == problem and r["solver"].startswith("himalaya")]
+        if kf and him:
+            best_fr = min(kf, key=lambda r: r["wall"])
+            best_h = min(him, key=lambda r: r["wall"])
+            ratio = best_h["wall"] / best_fr["wall"]
+            out.append(
+                f"{problem} cv=5: fastridge {best_fr['config']} {best_fr['wall']:.2f}s vs "
+                f"himalaya's fastest run here {best_h['config']} {best_h['wall']:.2f}s: "
+                f"{ratio:.1f}x ({'met' if ratio >= 2 else 'MISSED'}, target >= 2x)"
+            )
+    for d in docs:
+        if d.get("kind") == "headline":
+            wall, rss = d["wall_seconds"], d["peak_rss"] / 2**30
+            out.append(
+                f"headline: {wall / 60:.2f} min ({'met' if wall <= 600 else 'MISSED'}, "
+                f"target <= 10 min), peak RSS {rss:.2f} GiB "
+                f"({'met' if rss <= 10 else 'MISSED'}, target <= 10 GiB)"
+            )
+    return out
+
+
+def main(paths):
+    docs = []
+    for p in paths:
+        with open(p) as f:
+            docs.append(json.load(f))
+    for line in check(docs):
+        print("- " + line)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
