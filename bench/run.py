@@ -347,12 +347,17 @@ def cmd_suite(ns, argv):
             )
             doc["load_end"] = load_average()
             _save(path, doc)
+    _finish(path, doc)
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+
+
+def _finish(path, doc) -> None:
+    """Stamp the end time, save the JSON and write and print its markdown table."""
     doc["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _save(path, doc)
     md = markdown(doc)
     path.with_suffix(".md").write_text(md)
     print(md)
-    print(f"wrote {path} and {path.with_suffix('.md')}")
 
 
 SWEEPS = {
@@ -398,11 +403,7 @@ def cmd_sweep(ns, argv):
         doc["runs"] += recs
         doc["load_end"] = load_average()
         _save(path, doc)
-    doc["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _save(path, doc)
-    md = markdown(doc)
-    path.with_suffix(".md").write_text(md)
-    print(md)
+    _finish(path, doc)
     plot(doc, path.with_suffix(".png"))
     print(f"wrote {path}, .md and .png")
 

@@ -9,7 +9,6 @@ compute device.
 
 from __future__ import annotations
 
-import math
 import mmap
 import os
 
@@ -97,10 +96,6 @@ def chunk_slices(n_targets: int, target_chunk: int):
     """Consecutive `slice`s of at most `target_chunk` flat target indices."""
     for start in range(0, n_targets, target_chunk):
         yield slice(start, min(start + target_chunk, n_targets))
-
-
-def n_chunks(n_targets: int, target_chunk: int) -> int:
-    return math.ceil(n_targets / target_chunk)
 
 
 def drop_pages(*arrays) -> None:

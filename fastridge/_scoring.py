@@ -208,7 +208,3 @@ def select(scores: torch.Tensor) -> torch.Tensor:
     """
     clean = torch.where(torch.isnan(scores), -torch.inf, scores)
     return torch.argmax(clean, dim=0)
-
-
-def as_numpy_scores(scores) -> np.ndarray:
-    return scores.detach().cpu().numpy().astype(np.float64)

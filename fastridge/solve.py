@@ -31,7 +31,7 @@ from ._decompose import decompose
 from ._kernels import loo_epilogue
 from ._progress import Progress
 from ._refit import coefficients
-from ._scoring import Scoring, select
+from ._scoring import Scoring, _unscale, select
 from ._validation import check_alphas, check_finite_chunk, check_sample_weight, check_target_array
 
 
@@ -574,8 +574,5 @@ def _cv_values(resid, proj, decomp, scoring):
     weighted space (scoring None) or held-out predictions, shape (n_samples, n_chunk)."""
     if scoring is None:
         return (resid * resid).cpu().numpy()
-    e = resid
-    if decomp.sqrt_sw is not None:
-        safe = torch.where(decomp.sqrt_sw > 0, decomp.sqrt_sw, 1.0)
-        e = resid / safe[:, None]
+    e = resid if decomp.sqrt_sw is None else _unscale(resid, decomp.sqrt_sw)
     return (proj.y - e).cpu().numpy()
