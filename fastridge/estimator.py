@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._backend import OutputKind, array_kind, as_tensor, float_dtype_of, torch_dtype
 from ._chunks import available_memory, parse_bytes
 from ._scoring import BUILTIN_SCORES, Scoring
-from ._validation import check_sample_weight, check_target_array
+from ._validation import check_finite_chunk, check_sample_weight, check_target_array
 from .solve import ridge_cv
 
 # Named cv schemes besides scikit-learn's cv objects (None, int, splitter, iterable).
@@ -41,9 +41,7 @@ def _check_features_tensor(X, estimator_name: str, name: str = "X"):
         raise ValueError("Complex data not supported")
     if not t.dtype.is_floating_point:
         t = t.to(torch.float64)
-    if not bool(torch.isfinite(t).all()):
-        kind = "NaN" if bool(torch.isnan(t).any()) else "infinity"
-        raise ValueError(f"Input {name} contains {kind}.")
+    check_finite_chunk(t, name)
     return t
 
 
