@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._backend import addmm, column_sq_sums, mm
 from ._decompose import Decomposition
 from ._kernels import gcv_sums
 
@@ -71,10 +72,10 @@ def project(decomp: Decomposition, Y: torch.Tensor, keep_y: bool = False) -> Pro
     Yc = Y - y_offset
     if decomp.sqrt_sw is not None:
         Yc.mul_(decomp.sqrt_sw[:, None])
-    UtY = decomp.U.T @ Yc
+    UtY = mm(decomp.U.T, Yc)
     remainder = None
     if decomp.has_remainder:
-        remainder = torch.addmm(Yc, decomp.U, UtY, alpha=-1.0)
+        remainder = addmm(Yc, decomp.U, UtY, alpha=-1.0)
     return ProjectedChunk(y=y, Yc=Yc, y_offset=y_offset, UtY=UtY, remainder=remainder)
 
 
@@ -159,8 +160,8 @@ class ScoringGemm:
         """out = add + U @ scaled (add may be None), in float32 / the compute dtype."""
         if self.precision == "highest":
             if add is None:
-                return torch.mm(self.U, scaled, out=out)
-            return torch.addmm(add, self.U, scaled, out=out)
+                return mm(self.U, scaled, out=out)
+            return addmm(add, self.U, scaled, out=out)
         U_hi, U_lo = self.U
         S_hi, S_lo = self._split(scaled)
         with _tf32_matmuls(self.cuda and self.precision == "high"):
@@ -286,7 +287,7 @@ class GeneralizedCV:
         """Sum over samples of squared GCV residuals, shape (n_alphas, n_chunk)."""
         base = 0.0
         if chunk.remainder is not None:
-            base = torch.linalg.vector_norm(chunk.remainder, dim=0) ** 2
+            base = column_sq_sums(chunk.remainder)
         sums = gcv_sums(chunk.UtY, self.shrink_sq) + base  # fused on CUDA, float64
         return sums * (self.inv_denominator[:, None].double() ** 2)
 

@@ -15,8 +15,9 @@ compares the two (see kernels/README.md for the table kernel -> twin -> test).
   alpha, one pass over UtY (the alpha-dependent part of GCV's squared errors).
 
 The kernels accumulate in float64 for float32 and float64 inputs alike; the
-twins in the compute dtype (as the engine's scoring does), so on float32 the
-kernels are the more accurate of the two.
+twins sum blocks of 256 squares in the compute dtype and the block sums in
+float64 (as the engine's scoring does), so on float32 the kernels are slightly
+the more accurate of the two.
 
 The kernels run only for CUDA tensors with cupy importable; cupy is imported
 here lazily, never by `import fastridge`. Tensors go to cupy through DLPack (no
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ._backend import column_sq_sums
 
 _SOURCE = "epilogue.cu"
 _HEADER = "epilogue.cuh"
@@ -63,9 +66,9 @@ def loo_epilogue_reference(
 ) -> None:
     """Score one alpha for a chunk of targets and update the per-target best, in place.
 
-    Plain torch, any device. The arithmetic is the engine's: residuals E * w in
-    the compute dtype, their squared norm per target, -norm^2 / n_samples in
-    float64.
+    Plain torch, any device. The arithmetic is the engine's
+    (`_backend.column_sq_sums`): squares of E * w in the compute dtype, summed
+    over blocks of 256 rows, the block sums in float64, divided by -n_samples.
 
     Parameters
     ----------
@@ -90,15 +93,16 @@ def loo_epilogue_reference(
     keep_scale : float
         Scale of the kept columns (1 / alpha keeps the dual coefficients).
     overwrite : bool
-        Scale E in place instead of into a new (n_samples, n_chunk) tensor (the
+        Scale and square E in place instead of into a new (n_samples, n_chunk) tensor (the
         engine's E is a scratch buffer; a fresh allocation per alpha costs page
         faults). Scores are the same bits either way. Not with `keep`.
     """
     _check_loo(E, w, a, n_samples, best_score, best_index, scores, keep)
     if overwrite and keep is not None:
-        raise ValueError("overwrite=True cannot keep columns of E (it scales E in place)")
+        raise ValueError("overwrite=True cannot keep columns of E (it squares E in place)")
+    # Scaled first, then squared: the same bits as Scoring(None) on scaled residuals.
     resid = E.mul_(w[:, None]) if overwrite else E * w[:, None]
-    score = -(torch.linalg.vector_norm(resid, dim=0).to(torch.float64) ** 2) / n_samples
+    score = -column_sq_sums(resid, overwrite=overwrite) / n_samples
     if scores is not None:
         scores[a] = score
     if a == 0:
@@ -158,7 +162,7 @@ def loo_epilogue(
         "auto" uses the kernel for CUDA tensors when cupy imports, else the
         torch twin; "cuda" insists on the kernel (error if it cannot run).
     overwrite : bool
-        Lets the torch twin scale E in place (the kernel never needs to).
+        Lets the torch twin scale and square E in place (the kernel never needs to).
         Same parameters otherwise.
     """
     if _use_kernel(E, backend):

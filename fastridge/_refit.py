@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ._backend import mm
 from ._cv import ProjectedChunk
 from ._decompose import Decomposition
 
@@ -44,7 +45,7 @@ def coefficients(
     alphas = alpha_per_target.to(device=decomp.device, dtype=decomp.dtype)
     psi = torch.reciprocal(decomp.eigvals.to(decomp.dtype)[:, None] + alphas[None, :])
     scaled = chunk.UtY * psi  # not in place: the projection may be reused
-    coef = torch.mm(scaled.T, decomp.M.T, out=out)  # (n_chunk, n_features)
+    coef = mm(scaled.T, decomp.M.T, out=out)  # (n_chunk, n_features)
     if decomp.fit_intercept:
         intercept = chunk.y_offset - coef @ decomp.x_offset
     else:

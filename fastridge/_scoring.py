@@ -34,6 +34,8 @@ import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import get_scorer
 
+from ._backend import column_sq_sums
+
 BUILTIN_SCORES = (
     "neg_mean_squared_error",
     "neg_root_mean_squared_error",
@@ -111,7 +113,7 @@ class Scoring:
             return self._generic(resid, y, sqrt_sw, rows)
         n_rows = resid.shape[0]
         name = self.scoring
-        sq = torch.linalg.vector_norm(resid, dim=0).to(torch.float64) ** 2  # sum w e^2
+        sq = column_sq_sums(resid)  # sum w e^2 (resid is in the weighted space)
         if name is None:
             return -sq / n_rows
         w_total = float(n_rows) if sqrt_sw is None else float((sqrt_sw.double() ** 2).sum())

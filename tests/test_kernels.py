@@ -737,7 +737,7 @@ def test_twin_overwrite_gives_the_same_bits():
                 E_a, w, a, 37, best_score, best_index, scores, overwrite=overwrite
             )
             if overwrite:
-                assert torch.equal(E_a, E * (a + 1) * w[:, None])  # scaled in place
+                assert torch.equal(E_a, (E * (a + 1) * w[:, None]) ** 2)  # scaled, squared
         results.append((scores, best_score, best_index))
     for x, y in zip(*results, strict=True):
         assert torch.equal(x, y)

@@ -107,6 +107,12 @@ EXPECTED_FAILURES = {
     "test_regularization_limits_ridge_gcv[*-float32-tall-True-*-zero_alpha]": _FLOAT32,
 }
 
+# Cases that pass or fail with the CPU BLAS's float32 summation order (numpy's
+# OpenBLAS or torch's MKL, see fastridge._backend.cpu_blas): either outcome is fine.
+MAY_FAIL = {
+    "test_regularization_limits_ridge_gcv[*-float32-square-True-*-zero_alpha]": _FLOAT32,
+}
+
 # In ridge_tests_loo_vs_kfold.py the K-fold reference models are scikit-learn's:
 # these tests then compare fastridge's leave-one-out with scikit-learn's
 # RidgeCV(cv=n_samples) / GroupKFold (dense X only: sparse X is densified anyway).
@@ -187,6 +193,8 @@ def test_sklearn_ridgecv_tests_pass_with_fastridge(sklearn_ridge_outcomes):
     unexpected_fail, unexpected_pass, unexpected_skip = [], [], []
     for test_id, (outcome, message) in sorted(outcomes.items()):
         reason = _expected_reason(test_id)
+        if any(_matches(test_id, pattern) for pattern in MAY_FAIL):
+            continue
         if outcome in ("failure", "error") and reason is None:
             unexpected_fail.append(f"{test_id}: {message[:200]}")
         elif outcome == "passed" and reason is not None:

@@ -1,0 +1,147 @@
+"""CPU BLAS routing (fastridge._backend.mm / addmm / eigh / column_sq_sums).
+
+Both libraries must give the same products for every layout the engine
+passes (transposed views, row and column slices, empty operands, an output
+that is a slice of a larger array), and whole fits must agree between them.
+"""
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_problem
+
+from fastridge import FastRidgeCV
+from fastridge import _backend as B
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def blas(request):
+    B.set_cpu_blas(request.param)
+    yield request.param
+    B.set_cpu_blas(None)
+
+
+def _operands(dtype):
+    g = torch.Generator().manual_seed(0)
+    big_a = torch.randn(30, 40, generator=g, dtype=dtype)
+    big_b = torch.randn(40, 50, generator=g, dtype=dtype)
+    return {
+        "contiguous": (big_a[:, :20], big_b[:20, :]),
+        "transposed": (big_b[:20, :30].T, big_a.T[:20, :]),
+        "row_slices": (big_a[5:25], big_b[:, 3:40]),
+        "column_slices": (big_a[:, 10:30], big_b[::2, ::3]),  # strided: copied for BLAS
+        "empty_inner": (big_a[:, :0], big_b[:0, :]),
+        "empty_rows": (big_a[:0], big_b),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "layout",
+    ["contiguous", "transposed", "row_slices", "column_slices", "empty_inner", "empty_rows"],
+)
+def test_mm_matches_torch(blas, dtype, layout):
+    a, b = _operands(dtype)[layout]
+    expected = torch.mm(a, b)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(B.mm(a, b), expected, **tol)
+    # into a row block of a larger array (what the refit does with coef_)
+    host = torch.full((a.shape[0] + 4, b.shape[1]), 7.0, dtype=dtype)
+    B.mm(a, b, out=host[2 : 2 + a.shape[0]])
+    torch.testing.assert_close(host[2 : 2 + a.shape[0]], expected, **tol)
+    assert torch.all(host[:2] == 7.0) and torch.all(host[2 + a.shape[0] :] == 7.0)
+    # into a column-major (non BLAS-writable) output
+    out_t = torch.empty((b.shape[1], a.shape[0]), dtype=dtype).T
+    B.mm(a, b, out=out_t)
+    torch.testing.assert_close(out_t, expected, **tol)
+
+
+@pytest.mark.parametrize("alpha", [1.0, -1.0])
+def test_addmm_matches_torch_and_may_alias(blas, alpha):
+    a, b = _operands(torch.float64)["contiguous"]
+    add = torch.randn(a.shape[0], b.shape[1], dtype=torch.float64)
+    expected = torch.addmm(add, a, b, alpha=alpha)
+    torch.testing.assert_close(B.addmm(add, a, b, alpha=alpha), expected, rtol=1e-12, atol=1e-12)
+    out = add.clone()
+    B.addmm(out, a, b, alpha=alpha, out=out)  # out is `add`: must not be clobbered first
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_eigh_matches_torch(blas):
+    g = torch.Generator().manual_seed(1)
+    Z = torch.randn(20, 30, generator=g, dtype=torch.float64)
+    A = Z @ Z.T
+    w, V = B.eigh(A)
+    w_ref = torch.linalg.eigh(A)[0]
+    torch.testing.assert_close(w, w_ref, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(V @ torch.diag(w) @ V.T, A, rtol=1e-12, atol=1e-10)
+    assert bool(torch.all(w[1:] >= w[:-1]))
+
+
+def test_column_sq_sums_is_accurate_in_float32(blas):
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((3000, 40)).astype(np.float32) * np.geomspace(1e-3, 1e3, 40)
+    scale = (rng.random(3000) + 0.5).astype(np.float32)
+    exact = ((E.astype(np.float64) * scale.astype(np.float64)[:, None]) ** 2).sum(axis=0)
+    got = B.column_sq_sums(torch.from_numpy(E), torch.from_numpy(scale)).numpy()
+    assert got.dtype == np.float64
+    # a straight float32 sum over 3000 rows is off by ~1e-6 relative
+    np.testing.assert_allclose(got, exact, rtol=5e-7)
+    Et = torch.from_numpy(E.copy())
+    plain = B.column_sq_sums(Et, overwrite=True).numpy()
+    np.testing.assert_allclose(plain, (E.astype(np.float64) ** 2).sum(axis=0), rtol=5e-7)
+    assert torch.equal(Et, torch.from_numpy(E) ** 2)  # squared in place
+
+
+def test_column_sq_sums_edge_shapes():
+    assert B.column_sq_sums(torch.zeros(0, 3)).tolist() == [0.0, 0.0, 0.0]
+    assert B.column_sq_sums(torch.ones(5, 0)).shape == (0,)
+    assert B.column_sq_sums(torch.full((1, 2), 3.0)).tolist() == [9.0, 9.0]
+
+
+@pytest.mark.parametrize("shape", [(40, 90, 7), (90, 40, 7)], ids=["n<p", "n>p"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fits_agree_between_blas_libraries(shape, dtype):
+    X, Y = make_problem(*shape, seed=3)
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    fits = {}
+    for lib in ("numpy", "torch"):
+        B.set_cpu_blas(lib)
+        try:
+            fits[lib] = FastRidgeCV(alphas=np.logspace(-2, 3, 6), alpha_per_target=True).fit(X, Y)
+        finally:
+            B.set_cpu_blas(None)
+    a, b = fits["numpy"], fits["torch"]
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=tol, atol=tol * np.abs(b.coef_).max())
+    np.testing.assert_allclose(a.best_score_, b.best_score_, rtol=tol)
+    assert np.mean(a.alpha_ == b.alpha_) >= (0.85 if dtype == np.float32 else 1.0)
+
+
+def test_cpu_blas_env_override(monkeypatch):
+    B.set_cpu_blas(None)
+    try:
+        monkeypatch.setenv(B.CPU_BLAS_ENV, "torch")
+        assert B.cpu_blas() == "torch"
+        B.set_cpu_blas(None)
+        monkeypatch.setenv(B.CPU_BLAS_ENV, "numpy")
+        assert B.cpu_blas() == "numpy"
+        B.set_cpu_blas(None)
+        monkeypatch.setenv(B.CPU_BLAS_ENV, "mkl")
+        with pytest.raises(ValueError, match="FASTRIDGE_CPU_BLAS must be auto, numpy or torch"):
+            B.cpu_blas()
+    finally:
+        B.set_cpu_blas(None)
+    with pytest.raises(ValueError, match="cpu blas must be"):
+        B.set_cpu_blas("openblas")
+
+
+def test_default_rule_follows_torch_blas_and_cpu_vendor(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: True)
+    monkeypatch.setattr(B, "_cpu_vendor", lambda: "AuthenticAMD")
+    assert B._default_cpu_blas() == "numpy"
+    monkeypatch.setattr(B, "_cpu_vendor", lambda: "GenuineIntel")
+    assert B._default_cpu_blas() == "torch"
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: False)
+    monkeypatch.setattr(B, "_cpu_vendor", lambda: "AuthenticAMD")
+    assert B._default_cpu_blas() == "torch"
