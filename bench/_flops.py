@@ -39,11 +39,12 @@ def flop_model(
     m = min(rows, P)
     r = m
     stages = {}
+    # The Gram / covariance is a symmetric product (BLAS syrk): half a GEMM's flops.
     if rows <= P:
-        stages["gram"] = 2.0 * rows * rows * P
+        stages["gram"] = 1.0 * rows * rows * P
         stages["M"] = 2.0 * rows * P * r
     else:
-        stages["gram"] = 2.0 * N * P * P
+        stages["gram"] = 1.0 * N * P * P
         stages["M"] = 2.0 * N * P * r  # U = Z V / s
     stages["project"] = 2.0 * N * r * T
     if cv == "gcv":
@@ -64,7 +65,8 @@ def roofline(model: dict, calibration: dict, compute_dtype: str) -> dict:
     eigh_seconds = eigh["seconds"] * (model["eigh_size"] / eigh["size"]) ** 3
     st = model["stages"]
     ideal = {
-        "decompose": (st["gram"] + st["M"]) / rate64 + eigh_seconds,
+        # the Gram in float64, M = X^T U in the compute dtype (fastridge._decompose)
+        "decompose": st["gram"] / rate64 + st["M"] / rate_c + eigh_seconds,
         "project": st["project"] / rate_c,
         "cv": st["cv"] / rate_c,
         "refit": st["refit"] / rate_c,

@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def peak_rss_bytes() -> int:
     """This process's peak resident set size (ru_maxrss is in KiB on Linux)."""
@@ -156,7 +158,9 @@ def _best_time(fn, repeats: int) -> tuple[float, float]:
 
 
 def gemm_rate(m: int, k: int, n: int, dtype: str, repeats: int = 5) -> dict:
-    """GFLOP/s of torch (m, k) @ (k, n) on CPU in `dtype` (fastest of `repeats`)."""
+    """GFLOP/s of a CPU (m, k) @ (k, n) GEMM in `dtype` (fastest of `repeats`), in
+    torch and in numpy; the machine's rate is the faster library (fastridge
+    routes CPU GEMMs to numpy where torch's BLAS is slower, see the README)."""
     import torch
 
     tdtype = getattr(torch, dtype)
@@ -164,18 +168,27 @@ def gemm_rate(m: int, k: int, n: int, dtype: str, repeats: int = 5) -> dict:
     A = torch.randn(m, k, generator=gen, dtype=tdtype)
     B = torch.randn(k, n, generator=gen, dtype=tdtype)
     C = torch.empty(m, n, dtype=tdtype)
-    seconds, median = _best_time(lambda: torch.mm(A, B, out=C), repeats)
-    return {
-        "shape": [m, k, n],
-        "dtype": dtype,
-        "seconds": seconds,
-        "median_seconds": median,
-        "gflops": 2.0 * m * k * n / seconds / 1e9,
-    }
+    An, Bn, Cn = A.numpy(), B.numpy(), C.numpy()
+    flops = 2.0 * m * k * n
+    by_library = {}
+    for lib, f in (
+        ("torch", lambda: torch.mm(A, B, out=C)),
+        ("numpy", lambda: np.matmul(An, Bn, out=Cn)),
+    ):
+        seconds, median = _best_time(f, repeats)
+        by_library[lib] = {
+            "seconds": seconds,
+            "median_seconds": median,
+            "gflops": flops / seconds / 1e9,
+        }
+    best = max(by_library, key=lambda lib: by_library[lib]["gflops"])
+    return {"shape": [m, k, n], "dtype": dtype, "library": best, **by_library[best],
+            "by_library": by_library}  # fmt: skip
 
 
 def eigh_time(size: int, dtype: str, repeats: int = 2) -> dict:
-    """Seconds of torch.linalg.eigh on a (size, size) SPD matrix in `dtype`.
+    """Seconds of a symmetric eigendecomposition with vectors of a (size, size) SPD
+    matrix in `dtype`: torch.linalg.eigh and numpy.linalg.eigh, the faster one.
 
     The rate is reported as 9 size**3 flops / seconds, the usual operation
     count for tridiagonal reduction + divide and conquer with vectors.
@@ -186,14 +199,15 @@ def eigh_time(size: int, dtype: str, repeats: int = 2) -> dict:
     gen = torch.Generator().manual_seed(0)
     A = torch.randn(size, size + 16, generator=gen, dtype=tdtype)
     S = A @ A.T
-    seconds, median = _best_time(lambda: torch.linalg.eigh(S), repeats)
-    return {
-        "size": size,
-        "dtype": dtype,
-        "seconds": seconds,
-        "median_seconds": median,
-        "gflops": 9.0 * size**3 / seconds / 1e9,
-    }
+    Sn = S.numpy()
+    by_library = {}
+    for lib, f in (("torch", lambda: torch.linalg.eigh(S)), ("numpy", lambda: np.linalg.eigh(Sn))):
+        seconds, median = _best_time(f, repeats)
+        by_library[lib] = {"seconds": seconds, "median_seconds": median,
+                           "gflops": 9.0 * size**3 / seconds / 1e9}  # fmt: skip
+    best = min(by_library, key=lambda lib: by_library[lib]["seconds"])
+    return {"size": size, "dtype": dtype, "library": best, **by_library[best],
+            "by_library": by_library}  # fmt: skip
 
 
 def calibrate(n_samples: int, n_features: int, eigh_size: int, eigh_max: int = 4000) -> dict:

@@ -359,8 +359,18 @@ class LeaveGroupOut:
         I - H_bb is the identity and its (weighted) residual is 0, as it should."""
         residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
         sqrt_sw = self.decomp.sqrt_sw
+        # One scratch block reused by every fold, alpha and chunk (the consumer is
+        # done with a fold's residuals before the next is computed).
+        largest = max(inv[a].shape[0] for inv in self.inverses)
+        buf = self._scratch
+        if buf is None or buf.shape != (largest, out.shape[1]) or buf.dtype != out.dtype:
+            self._scratch = buf = None
+            buf = self._scratch = torch.empty(
+                (largest, out.shape[1]), dtype=out.dtype, device=out.device
+            )
         for rows, inverses in zip(self.folds, self.inverses, strict=True):
-            yield rows, inverses[a] @ out[rows], None if sqrt_sw is None else sqrt_sw[rows]
+            held_out = mm(inverses[a], out[rows], out=buf[: inverses[a].shape[0]])
+            yield rows, held_out, None if sqrt_sw is None else sqrt_sw[rows]
 
 
 class RefitPerFold:
