@@ -13,7 +13,7 @@ from sklearn.metrics import get_scorer_names
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._backend import OutputKind, array_kind, as_tensor, float_dtype_of, torch_dtype
+from ._backend import OutputKind, array_kind, as_tensor, float_dtype_of, mm, torch_dtype
 from ._chunks import available_memory, parse_bytes
 from ._scoring import BUILTIN_SCORES, Scoring
 from ._validation import check_finite_chunk, check_sample_weight, check_target_array
@@ -100,6 +100,13 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Precision of the cross-validation scoring GEMMs for float32 data:
         float32, TF32 ("high", tensor cores on CUDA) or bfloat16 ("medium").
         Decomposition, projection and coefficients keep full precision.
+    solution : {"primal", "dual"}, default="primal"
+        "primal": coef_, as scikit-learn. "dual": kernel-ridge coefficients
+        dual_coef_ (one per training sample) and a reference to the training X
+        instead; predictions are the same. For n_features > n_samples the last
+        GEMM costs n_samples / n_features of the primal one and the stored
+        coefficients are that much smaller (e.g. 6.2 GB instead of 13.9 GB for
+        173,568 targets, 8,859 samples and 20,000 features in float32).
     verbose : bool, default=False
         Report progress on stderr.
 
@@ -110,6 +117,15 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
     best_score_ : float or ndarray of shape target_shape
         Held-out score of the chosen alpha(s).
     coef_ : array of shape (n_features,) or (*target_shape, n_features)
+        Not set with solution="dual".
+    dual_coef_ : array of shape (n_samples,) or (*target_shape, n_samples)
+        Only with solution="dual": coef_ = dual_coef_ @ (X_fit_ - X_mean_).
+    X_fit_ : array of shape (n_samples, n_features)
+        Only with solution="dual": the training X (the array passed to fit,
+        not a copy, when no conversion was needed).
+    X_mean_ : array of shape (n_features,)
+        Only with solution="dual": the (weighted) mean of X_fit_ removed before
+        fitting (zeros without an intercept).
     intercept_ : float or array of shape target_shape
         0.0 when fit_intercept=False; for 1-D y a scalar of coef_'s dtype (a 0-d
         tensor for torch X); else numpy or torch like X.
@@ -148,6 +164,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "memory_budget": [Interval(Integral, 1, None, closed="left"), str, None],
         "decompose_dtype": [StrOptions({"float64"}), None],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "solution": [StrOptions({"primal", "dual"})],
         "verbose": ["verbose"],
     }
 
@@ -169,6 +186,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         decompose_dtype="float64",
         n_threads=None,
         precision="highest",
+        solution="primal",
         verbose=False,
     ):
         self.alphas = alphas
@@ -186,6 +204,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.decompose_dtype = decompose_dtype
         self.n_threads = n_threads
         self.precision = precision
+        self.solution = solution
         self.verbose = verbose
 
     # -- input handling -------------------------------------------------------
@@ -294,10 +313,31 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             decompose_dtype=self.decompose_dtype,
             n_threads=self.n_threads,
             precision=self.precision,
+            solution=self.solution,
             verbose=self.verbose,
         )
         self._set_results(res, y.ndim, target_shape, out)
+        for name in ("coef_", "dual_coef_", "X_fit_", "X_mean_"):
+            self.__dict__.pop(name, None)  # from an earlier fit with the other solution
+        coef = self._result_layout(res.coef, y.ndim, target_shape, out)
+        if self.solution == "primal":
+            self.coef_ = coef
+        else:
+            self.dual_coef_ = coef
+            self.X_fit_ = Xv
+            self.X_mean_ = np.asarray(res.x_offset)
         return self
+
+    def __getattr__(self, name):
+        # Only reached when normal lookup fails: explain the missing coef_ of a
+        # dual fit instead of a bare AttributeError.
+        if name == "coef_" and "dual_coef_" in self.__dict__:
+            raise AttributeError(
+                "coef_ is not formed with solution='dual': predictions use dual_coef_ "
+                "and X_fit_ (coef_ = dual_coef_ @ (X_fit_ - X_mean_)); fit with "
+                "solution='primal' for coef_"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _set_results(self, res, y_ndim: int, target_shape: tuple, out: OutputKind):
         """Lay results out with scikit-learn RidgeCV's shapes and types (its _RidgeGCV.fit):
@@ -312,14 +352,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """
         n_targets = int(np.prod(target_shape, dtype=np.int64)) if target_shape else 1
         per_target = self.alpha_per_target and n_targets > 1
-        n_features = res.coef.shape[1]
-        coef = torch.from_numpy(np.asarray(res.coef))
         intercept = torch.from_numpy(np.asarray(res.intercept))
-        if y_ndim == 1 or (y_ndim == 2 and n_targets == 1):
-            coef = coef.reshape(n_features)
-        else:
-            coef = coef.reshape(*target_shape, n_features)
-        self.coef_ = out.wrap(coef)
         if not self.fit_intercept:
             self.intercept_ = 0.0
         elif y_ndim == 1:
@@ -351,6 +384,16 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self._target_shape = target_shape
         self._y_ndim = y_ndim
 
+    @staticmethod
+    def _result_layout(coef, y_ndim: int, target_shape: tuple, out: OutputKind):
+        """(n_targets, k) coefficients as (k,) for one target, else (*target_shape, k)."""
+        n_targets = int(np.prod(target_shape, dtype=np.int64)) if target_shape else 1
+        coef = torch.from_numpy(np.asarray(coef))
+        k = coef.shape[1]
+        if y_ndim == 1 or (y_ndim == 2 and n_targets == 1):
+            return out.wrap(coef.reshape(k))
+        return out.wrap(coef.reshape(*target_shape, k))
+
     def predict(self, X):
         """Predict targets.
 
@@ -366,7 +409,8 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         out = OutputKind.of(X)
         Xv = self._validate_X(X, reset=False)
-        coef = self.coef_
+        dual = "dual_coef_" in self.__dict__
+        coef = self.dual_coef_ if dual else self.coef_
         device = coef.device if isinstance(coef, torch.Tensor) else out.device
         if array_kind(coef) == "cupy":
             coef = torch.from_dlpack(coef)
@@ -375,7 +419,8 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         dtype = torch.promote_types(
             torch_dtype(float_dtype_of(coef)), torch_dtype(float_dtype_of(Xv))
         )
-        W = as_tensor(coef, device, dtype).reshape(-1, self.n_features_in_)
+        n_coef = self.X_fit_.shape[0] if dual else self.n_features_in_
+        W = as_tensor(coef, device, dtype).reshape(-1, n_coef)
         b = as_tensor(
             np.asarray(self.intercept_)
             if not isinstance(self.intercept_, torch.Tensor)
@@ -383,7 +428,14 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             device,
             dtype,
         ).reshape(-1)
-        pred = as_tensor(Xv, device, dtype) @ W.T + b
+        Xt = as_tensor(Xv, device, dtype)
+        if dual:
+            # X (X_fit - mean)^T = X X_fit^T - (X mean) 1^T; the intercept already
+            # holds -mean (X_fit - mean)^T dual, as it holds -mean coef in the primal
+            X_fit = as_tensor(self.X_fit_, device, dtype)
+            mean = as_tensor(self.X_mean_, device, dtype)
+            Xt = mm(Xt, X_fit.T) - (Xt @ mean)[:, None]
+        pred = mm(Xt, W.T) + b
         if self._y_ndim == 1:
             pred = pred.reshape(-1)
         else:

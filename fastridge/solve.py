@@ -11,6 +11,7 @@ Y nor the coefficients need to fit in device memory.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -30,7 +31,7 @@ from ._cv import GeneralizedCV, LeaveGroupOut, LeaveOneOut, RefitPerFold, projec
 from ._decompose import decompose
 from ._kernels import loo_epilogue
 from ._progress import Progress
-from ._refit import coefficients
+from ._refit import coefficients, dual_coefficients
 from ._scoring import Scoring, _unscale, select
 from ._validation import check_alphas, check_finite_chunk, check_sample_weight, check_target_array
 
@@ -47,7 +48,8 @@ class RidgeCVResult:
     alpha : array of shape (n_targets,)
     best_score : array of shape (n_targets,) or float
         Per-target best score, or the shared alpha's mean score.
-    coef : array of shape (n_targets, n_features)
+    coef : array of shape (n_targets, n_features), or (n_targets, n_samples)
+        Primal coefficients, or with solution="dual" the dual coefficients.
     intercept : array of shape (n_targets,)
     cv_results : array of shape (n_samples, n_targets, n_alphas) or None
         Squared held-out errors (scoring=None) or held-out predictions.
@@ -69,6 +71,8 @@ class RidgeCVResult:
     target_chunk: int
     device: str
     timings: dict = field(default_factory=dict)
+    solution: str = "primal"
+    x_offset: np.ndarray | None = None  # (n_features,) the (weighted) mean of X removed
 
 
 def _splits(cv, n_samples: int, groups):
@@ -177,6 +181,7 @@ def ridge_cv(
     out: dict | None = None,
     skip_chunk=None,
     on_chunk=None,
+    solution: str = "primal",
     verbose: bool = False,
 ) -> RidgeCVResult:
     """Ridge regression with cross-validated alphas for many targets.
@@ -246,6 +251,12 @@ def ridge_cv(
         (resuming an interrupted run).
     on_chunk : callable(slice), optional
         Called after a chunk's results are written (e.g. to record progress).
+    solution : {"primal", "dual"}
+        "primal": coefficients of shape (n_targets, n_features). "dual": kernel
+        ridge coefficients of shape (n_targets, n_samples), with predictions
+        (X_new - x_offset) (X - x_offset)^T dual + intercept; the final GEMM costs
+        n_samples / n_features of the primal one and the output is that much
+        smaller (for n_features > n_samples). `coef_out` then has that shape.
     verbose : bool
         Report stages and chunk progress on stderr.
 
@@ -255,6 +266,8 @@ def ridge_cv(
     """
     timings = {}
     progress = Progress(verbose)
+    if solution not in ("primal", "dual"):
+        raise ValueError(f"solution must be 'primal' or 'dual', got {solution!r}")
     alphas = check_alphas(alphas)
     n_alphas = alphas.shape[0]
     dev = resolve_device(device, X, Y)
@@ -299,6 +312,11 @@ def ridge_cv(
             gcv_mode=gcv_mode,
             precision=precision,
         )
+        # dual intercepts need (X - x_offset) @ x_offset, one GEMV while X is here
+        x_dot_offset = None
+        if solution == "dual" and fit_intercept:
+            x_off = decomp.x_offset.to(Xt.dtype)
+            x_dot_offset = ((Xt @ x_off) - x_off @ x_off).to(cdtype)
         del Xt
         folds = scheme.folds
         if folds is not None and scoring is None:
@@ -329,14 +347,13 @@ def ridge_cv(
                 raise ValueError(f"target_chunk must be >= 1 or 'auto', got {target_chunk!r}")
             chunk = min(chunk, n_targets)
 
+        n_coef = n_features if solution == "primal" else n_samples
         if coef_out is None:
-            coef = np.empty((n_targets, n_features), dtype=np.dtype(str(cdtype)[6:]))
+            coef = np.empty((n_targets, n_coef), dtype=np.dtype(str(cdtype)[6:]))
         else:
             coef = coef_out
-            if tuple(coef.shape) != (n_targets, n_features):
-                raise ValueError(
-                    f"coef_out has shape {coef.shape}, expected {(n_targets, n_features)}"
-                )
+            if tuple(coef.shape) != (n_targets, n_coef):
+                raise ValueError(f"coef_out has shape {coef.shape}, expected {(n_targets, n_coef)}")
         out = dict(out or {})
         intercept = out.get("intercept")
         if intercept is None:
@@ -452,7 +469,7 @@ def ridge_cv(
                     best = run_index  # the epilogue applied select()'s rule
                 else:
                     best = select(scores)
-                b = _refit_into(coef, sl, decomp, proj, alphas_t[best])
+                b = _refit_into(coef, sl, decomp, proj, alphas_t[best], solution, x_dot_offset)
                 alpha_index[sl] = best.cpu().numpy()
                 best_score[sl] = scores.gather(0, best[None, :])[0].cpu().numpy()
                 intercept[sl] = b.cpu().numpy()
@@ -490,7 +507,9 @@ def ridge_cv(
                 if cached is None:
                     reader.prefetch(nxt)
                 width = sl.stop - sl.start
-                b = _refit_into(coef, sl, decomp, proj, alphas_t[best].expand(width))
+                b = _refit_into(
+                    coef, sl, decomp, proj, alphas_t[best].expand(width), solution, x_dot_offset
+                )
                 intercept[sl] = b.cpu().numpy()
                 if on_chunk is not None:
                     on_chunk(sl)
@@ -515,6 +534,8 @@ def ridge_cv(
         target_chunk=chunk,
         device=str(dev),
         timings=timings,
+        solution=solution,
+        x_offset=decomp.x_offset.cpu().numpy(),
     )
 
 
@@ -546,8 +567,10 @@ def _for_each_chunk(n_targets: int, chunk: int, process, progress, release) -> i
     return chunk
 
 
-def _refit_into(coef: np.ndarray, sl: slice, decomp, proj, alphas: torch.Tensor):
-    """Write the chunk's coefficients into rows `sl` of the host array `coef`.
+def _refit_into(coef, sl: slice, decomp, proj, alphas: torch.Tensor, solution, x_dot_offset):
+    """Write the chunk's coefficients into rows `sl` of the host array `coef`:
+    primal, or with solution="dual" dual (`x_dot_offset` is then
+    (X - x_offset) @ x_offset, or None without an intercept).
 
     On CPU the GEMM writes straight into the caller's array (no extra copy of
     the largest output) when its rows are contiguous and of the compute dtype.
@@ -561,10 +584,14 @@ def _refit_into(coef: np.ndarray, sl: slice, decomp, proj, alphas: torch.Tensor)
         and rows.flags.writeable
         and rows.dtype == np.dtype(str(decomp.dtype)[6:])
     )
-    if direct:
-        _, b = coefficients(decomp, proj, alphas, out=torch.from_numpy(rows))
+    if solution == "dual":
+        solve = functools.partial(dual_coefficients, x_dot_offset=x_dot_offset)
     else:
-        w, b = coefficients(decomp, proj, alphas)
+        solve = coefficients
+    if direct:
+        _, b = solve(decomp, proj, alphas, out=torch.from_numpy(rows))
+    else:
+        w, b = solve(decomp, proj, alphas)
         coef[sl] = w.cpu().numpy()
     return b
 

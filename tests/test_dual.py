@@ -1,0 +1,132 @@
+"""solution="dual": kernel-ridge coefficients instead of coef_, same model.
+
+Checked against the primal fit (coef_ = dual_coef_ @ (X_fit_ - X_mean_), same
+alphas, same predictions) and against scikit-learn's KernelRidge dual_coef_.
+"""
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_problem
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.model_selection import GroupKFold
+from sklearn.utils._param_validation import InvalidParameterError
+
+from fastridge import FastRidgeCV
+from fastridge.solve import ridge_cv
+
+ALPHAS = np.logspace(-2, 3, 6)
+
+
+def _pair(X, y, **params):
+    primal = FastRidgeCV(alphas=ALPHAS, **params).fit(X, y)
+    dual = FastRidgeCV(alphas=ALPHAS, solution="dual", **params).fit(X, y)
+    return primal, dual
+
+
+def _as_primal(dual):
+    """coef_ from a dual fit, shape (*target_shape, n_features)."""
+    d = np.asarray(dual.dual_coef_)
+    X = np.asarray(dual.X_fit_, dtype=np.float64) - dual.X_mean_
+    return (d.reshape(-1, X.shape[0]) @ X).reshape(*d.shape[:-1], X.shape[1])
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(30, 80, 5), (80, 30, 5), (40, 40, 3)],
+    ids=["n<p", "n>p", "n=p"],
+)
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("cv", [None, "gcv", 4])
+def test_dual_is_the_primal_model(shape, fit_intercept, weighted, cv):
+    X, Y = make_problem(*shape, seed=5)
+    X_test = np.random.default_rng(1).standard_normal((9, X.shape[1]))
+    sw = np.random.default_rng(2).random(X.shape[0]) + 0.2 if weighted else None
+    params = dict(alpha_per_target=True, fit_intercept=fit_intercept, cv=cv)
+    primal = FastRidgeCV(alphas=ALPHAS, **params).fit(X, Y, sample_weight=sw)
+    dual = FastRidgeCV(alphas=ALPHAS, solution="dual", **params).fit(X, Y, sample_weight=sw)
+    np.testing.assert_array_equal(dual.alpha_, primal.alpha_)
+    np.testing.assert_allclose(dual.best_score_, primal.best_score_, rtol=1e-10)
+    np.testing.assert_allclose(_as_primal(dual), primal.coef_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(dual.intercept_, primal.intercept_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(dual.predict(X_test), primal.predict(X_test), rtol=1e-8, atol=1e-9)
+    assert dual.dual_coef_.shape == (Y.shape[1], X.shape[0])
+    assert dual.X_fit_ is X  # a reference, not a copy
+    assert not hasattr(dual, "coef_")
+
+
+def test_dual_matches_kernel_ridge():
+    """Without an intercept the dual coefficients are KernelRidge's (linear kernel)."""
+    X, Y = make_problem(25, 60, 4, seed=7)
+    fit = FastRidgeCV(alphas=[3.0], fit_intercept=False, solution="dual").fit(X, Y)
+    kr = KernelRidge(alpha=3.0, kernel="linear").fit(X, Y)
+    np.testing.assert_allclose(fit.dual_coef_, kr.dual_coef_.T, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("target_shape", [(), (1,), (4,), (3, 2)], ids=["1d", "2d-1", "2d", "3d"])
+def test_dual_target_shapes(target_shape):
+    X, Y = make_problem(20, 50, int(np.prod(target_shape)) if target_shape else 1, seed=8)
+    y = Y[:, 0] if target_shape == () else Y.reshape(20, *target_shape)
+    primal, dual = _pair(X, y, alpha_per_target=True)
+    expected = (20,) if target_shape in ((), (1,)) else (*target_shape, 20)
+    assert dual.dual_coef_.shape == expected
+    np.testing.assert_allclose(dual.predict(X[:5]), primal.predict(X[:5]), rtol=1e-9, atol=1e-10)
+    assert np.shape(dual.intercept_) == np.shape(primal.intercept_)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("chunk", [1, 3, "auto"])
+def test_dual_dtypes_and_chunks(dtype, chunk):
+    X, Y = make_problem(30, 70, 7, seed=9)
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    primal, dual = _pair(X, Y, alpha_per_target=True, target_chunk=chunk)
+    assert dual.dual_coef_.dtype == dtype
+    tol = 2e-4 if dtype == np.float32 else 1e-9
+    scale = np.abs(primal.predict(X)).max()
+    np.testing.assert_allclose(dual.predict(X), primal.predict(X), rtol=tol, atol=tol * scale)
+
+
+def test_dual_shared_alpha_and_groups():
+    X, Y = make_problem(36, 50, 4, seed=10)
+    groups = np.repeat(np.arange(6), 6)
+    params = dict(cv=GroupKFold(3), scoring="neg_mean_squared_error")
+    primal = FastRidgeCV(alphas=ALPHAS, **params).fit(X, Y, groups=groups)
+    dual = FastRidgeCV(alphas=ALPHAS, solution="dual", **params).fit(X, Y, groups=groups)
+    assert dual.alpha_ == primal.alpha_
+    np.testing.assert_allclose(_as_primal(dual), primal.coef_, rtol=1e-8, atol=1e-10)
+
+
+def test_dual_torch_in_torch_out():
+    X, Y = make_problem(20, 40, 3, seed=11)
+    fit = FastRidgeCV(alphas=ALPHAS, solution="dual").fit(torch.from_numpy(X), torch.from_numpy(Y))
+    assert isinstance(fit.dual_coef_, torch.Tensor) and isinstance(fit.X_fit_, torch.Tensor)
+    pred = fit.predict(torch.from_numpy(X[:4]))
+    assert isinstance(pred, torch.Tensor)
+    primal = FastRidgeCV(alphas=ALPHAS).fit(X, Y)
+    np.testing.assert_allclose(pred.numpy(), primal.predict(X[:4]), rtol=1e-9, atol=1e-10)
+
+
+def test_coef_of_a_dual_fit_is_explained_and_refits_switch_cleanly():
+    X, Y = make_problem(20, 40, 3, seed=12)
+    est = FastRidgeCV(alphas=ALPHAS, solution="dual").fit(X, Y)
+    with pytest.raises(AttributeError, match="coef_ is not formed with solution='dual'"):
+        est.coef_  # noqa: B018
+    est.set_params(solution="primal").fit(X, Y)
+    assert hasattr(est, "coef_")
+    for name in ("dual_coef_", "X_fit_", "X_mean_"):
+        assert not hasattr(est, name)
+    est.set_params(solution="dual").fit(X, Y)
+    assert not hasattr(est, "coef_") and hasattr(est, "dual_coef_")
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent_'"):
+        est.nonexistent_  # noqa: B018
+
+
+def test_bad_solution():
+    X, Y = make_problem(10, 5, 2)
+    with pytest.raises(InvalidParameterError, match="solution"):
+        FastRidgeCV(solution="kernel").fit(X, Y)
+    with pytest.raises(ValueError, match="solution must be 'primal' or 'dual'"):
+        ridge_cv(X, Y, solution="kernel")
+    with pytest.raises(ValueError, match=r"coef_out has shape \(2, 5\), expected \(2, 10\)"):
+        ridge_cv(X, Y, solution="dual", coef_out=np.empty((2, 5)))
