@@ -32,6 +32,7 @@ def flop_model(
     n_alphas: int,
     cv=None,
     fit_intercept: bool = True,
+    solution: str = "primal",
 ) -> dict:
     """Flops of each stage (and the eigh size), as a dict."""
     N, P, T = n_samples, n_features, n_targets
@@ -53,7 +54,8 @@ def flop_model(
         stages["cv"] = n_alphas * 2.0 * N * r * T
         if isinstance(cv, int) and not isinstance(cv, bool):
             stages["cv"] += n_alphas * 2.0 * N * (N / cv) * T
-    stages["refit"] = 2.0 * P * r * T
+    # primal coef = M (psi * UtY): (P x r) GEMM; dual = U (psi * UtY): (N x r)
+    stages["refit"] = 2.0 * (P if solution == "primal" else N) * r * T
     return {"eigh_size": m, "stages": stages, "gemm_flops": sum(stages.values())}
 
 

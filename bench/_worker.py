@@ -97,6 +97,11 @@ class Solver:
     def outputs(self, X, idx):
         """Selected alphas (n_targets,) and coefficient rows of targets `idx`."""
         m = self.model
+        if self.name == "fastridge" and "dual_coef_" in vars(m):
+            # solution="dual": primal rows of the sampled targets (not timed)
+            dual = np.asarray(m.dual_coef_[idx], np.float64)
+            Xc = np.asarray(m.X_fit_, dtype=np.float64) - m.X_mean_
+            return np.asarray(m.alpha_, dtype=np.float64), dual @ Xc
         if self.name in ("fastridge", "sklearn"):
             return np.asarray(m.alpha_, dtype=np.float64), np.asarray(m.coef_[idx], np.float64)
         to_np = self.backend.to_numpy

@@ -54,6 +54,19 @@ CONFIGS = {
     # default for folds is R^2, like scikit-learn's RidgeCV(cv=k).
     "fastridge-kfold5-f32": ("fastridge", _KFOLD | {"dtype": "float32"}, "float32", "kfold5"),
     "fastridge-kfold5-f64": ("fastridge", _KFOLD | {"dtype": "float64"}, "float64", "kfold5"),
+    # solution="dual": kernel-ridge coefficients, what himalaya's KernelRidgeCV returns
+    "fastridge-loo-f32-dual": (
+        "fastridge",
+        {"cv": None, "dtype": "float32", "extra": {"solution": "dual"}},
+        "float32",
+        "loo",
+    ),
+    "fastridge-kfold5-f32-dual": (
+        "fastridge",
+        {"cv": 5, "dtype": "float32", "extra": _KFOLD["extra"] | {"solution": "dual"}},
+        "float32",
+        "kfold5",
+    ),
     "sklearn-loo-f64": ("sklearn", {}, "float64", "loo"),
     "himalaya-ridge-numpy-f32": ("himalaya_ridge", {"backend": "numpy"}, "float32", "kfold5"),
     "himalaya-ridge-torch-f32": ("himalaya_ridge", {"backend": "torch"}, "float32", "kfold5"),
@@ -72,6 +85,14 @@ REFERENCE = {
     ],
 }
 DEFAULT_SOLVERS = list(CONFIGS)
+
+
+def _by_library(rec: dict, key: str = "gflops", unit: str = "") -> str:
+    """'torch 112, numpy 182' from a calibration record (the faster one is used)."""
+    libs = rec.get("by_library")
+    if not libs:  # a calibration from before both libraries were measured
+        return "torch only"
+    return ", ".join(f"{lib} {v[key]:.{2 if unit else 0}f}{unit}" for lib, v in libs.items())
 
 
 def _cv_of(config: str):
@@ -253,7 +274,8 @@ def run_problem(name, n, p, t, alphas, configs, args, calibrations, kfold_error)
         rec["repeats"] = spec["repeats"]
         rec["sample_targets"] = sample
         rec["warmup_kind"] = spec["warmup"]
-        model = flop_model(n, p, t, len(alphas), cv=_cv_of(config))
+        solution = CONFIGS[config][1].get("extra", {}).get("solution", "primal")
+        model = flop_model(n, p, t, len(alphas), cv=_cv_of(config), solution=solution)
         rec["model_gflop"] = model["gemm_flops"] / 1e9
         if rec.get("ok"):
             rec["gflops"] = model["gemm_flops"] / rec["wall"] / 1e9
@@ -433,8 +455,9 @@ def markdown(doc: dict) -> str:
         e = cal["eigh"]["float64"]
         lines.append(
             f"Calibration at {key}: GEMM {g['float32']['gflops']:.0f} GFLOP/s float32, "
-            f"{g['float64']['gflops']:.0f} float64 (shape {g['float32']['shape']}); "
-            f"eigh float64 n={e['size']} {e['seconds']:.2f}s  "
+            f"{g['float64']['gflops']:.0f} float64 (shape {g['float32']['shape']}; "
+            f"{_by_library(g['float32'])}); eigh float64 n={e['size']} {e['seconds']:.2f}s "
+            f"({_by_library(e, 'seconds', 's')})  "
         )
     lines += [
         "",
