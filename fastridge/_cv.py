@@ -351,14 +351,32 @@ class LeaveGroupOut:
                     )
                 per_alpha.append(torch.cholesky_inverse(L).to(decomp.dtype))
             self.inverses.append(per_alpha)
+        # Without a remainder, resid_b = (I - H_bb)^-1 U_b diag(shrink) UtY: with
+        # (I - H_bb)^-1 U_b kept per fold and alpha (n_samples x rank per alpha,
+        # like U), each fold's residuals are ONE GEMM from UtY, instead of the
+        # full residual GEMM plus an n_b x n_b GEMM per fold (~20% fewer flops
+        # at 5 folds, and no pass through an n_samples x n_chunk buffer).
+        self.fold_bases = None  # [fold][alpha] -> (n_b, rank), compute dtype
+        if not decomp.has_remainder and precision == "highest":
+            Uc = decomp.U
+            self.fold_bases = [
+                [mm(inv, Uc[rows]) for inv in inverses]
+                for rows, inverses in zip(self.folds, self.inverses, strict=True)
+            ]
         self._scratch = None
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
         """Yield (rows, weighted held-out residuals (n_b, n_chunk), their sqrt weights)
         per fold. A zero-weight sample's rows of U are zero, so its block of
         I - H_bb is the identity and its (weighted) residual is 0, as it should."""
-        residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
         sqrt_sw = self.decomp.sqrt_sw
+        if self.fold_bases is not None:
+            scaled = self.gemm.scale(chunk.UtY, self.shrink[a])
+            for rows, bases in zip(self.folds, self.fold_bases, strict=True):
+                held_out = mm(bases[a], scaled, out=out[: bases[a].shape[0]])
+                yield rows, held_out, None if sqrt_sw is None else sqrt_sw[rows]
+            return
+        residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
         # One scratch block reused by every fold, alpha and chunk (the consumer is
         # done with a fold's residuals before the next is computed).
         largest = max(inv[a].shape[0] for inv in self.inverses)
