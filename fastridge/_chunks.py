@@ -208,3 +208,68 @@ class TargetReader:
     def drop_prefetch(self) -> None:
         """Forget a prefetched chunk (e.g. before retrying with smaller chunks)."""
         self._pending = None
+
+
+class ResultWriter:
+    """Moves each chunk's results (coefficient rows, intercepts, chosen alphas)
+    from the device into the host arrays, then reports the chunk done.
+
+    On CUDA the device-to-host copy of chunk k goes into pinned buffers on a side
+    stream and returns at once; the host arrays are written (and `write` called)
+    only when chunk k+1's GPU work has been queued (`finish_pending`) or at
+    `close`, so the copy-back of k overlaps the compute of k+1. On CPU (and
+    whenever `defer` is False) `submit` writes at once: the same code path,
+    synchronous. A chunk counts as done only once `write` has run for it, so an
+    interrupted run never reports a chunk whose rows are not in the host arrays.
+
+    Parameters
+    ----------
+    device : torch.device
+    defer : bool or None
+        Defer the host writes by one chunk (None: on CUDA only). Tests set it on
+        CPU to exercise the deferred order without a GPU.
+    """
+
+    def __init__(self, device: torch.device, defer: bool | None = None):
+        self.device = device
+        self.defer = device.type == "cuda" if defer is None else bool(defer)
+        self._pending = None  # (host tensors, write, CUDA event or None)
+        self._stream = None
+
+    def submit(self, tensors: dict, write) -> None:
+        """Copy `tensors` (name -> device tensor) to the host, then call
+        `write(host)` with name -> host tensor: now, or after the next chunk's
+        work is queued (deferred)."""
+        self.finish_pending()
+        if not self.defer:
+            write({k: v.cpu() for k, v in tensors.items()})
+            return
+        event = None
+        if self.device.type == "cuda":
+            current = torch.cuda.current_stream(self.device)
+            if self._stream is None:
+                self._stream = torch.cuda.Stream(self.device)
+            self._stream.wait_stream(current)  # the results are computed on `current`
+            with torch.cuda.stream(self._stream):
+                host = {}
+                for k, v in tensors.items():
+                    host[k] = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
+                    host[k].copy_(v, non_blocking=True)
+                    v.record_stream(self._stream)  # keep v's memory until the copy is done
+                event = torch.cuda.Event()
+                event.record(self._stream)
+        else:
+            host = {k: v.clone() for k, v in tensors.items()}  # deferred on CPU (tests)
+        self._pending = (host, write, event)
+
+    def finish_pending(self) -> None:
+        """Write the previous chunk's results, if any are waiting (waits for their copy)."""
+        if self._pending is None:
+            return
+        host, write, event = self._pending
+        self._pending = None
+        if event is not None:
+            event.synchronize()
+        write(host)
+
+    close = finish_pending

@@ -189,6 +189,18 @@ def create_npy(path, shape, dtype) -> None:
     del m
 
 
+def save_npy_blocks(path, A, dtype, block_bytes: int = 64 << 20) -> None:
+    """Write the 2-D array `A` (e.g. a memmap) to a new .npy file in `dtype`, a
+    block of rows at a time, so neither A nor the file is held in memory."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=A.shape)
+    step = max(1, block_bytes // max(1, A.shape[1] * out.dtype.itemsize))
+    for start in range(0, A.shape[0], step):
+        out[start : start + step] = A[start : start + step]
+        drop_pages(A)
+    out.flush()
+    del out
+
+
 class RowWriter:
     """Writes row blocks of a C-ordered 2-D .npy file at their byte offsets.
 

@@ -11,6 +11,14 @@ Layout of a model directory (written by ``fastridge solve``)::
     model.json       options, shapes, target_shape, alphas, versions, timings,
                      input fingerprints
 
+With ``solve --solution dual`` (model.json "solution": "dual"), coef.npy is
+replaced by the kernel-ridge form, from which predictions are
+(X_new X_fit^T - (X_new x_mean) 1^T) dual_coef^T + intercept::
+
+    dual_coef.npy    (n_targets, n_samples)    compute dtype
+    x_fit.npy        (n_samples, n_features)   the training X, compute dtype
+    x_mean.npy       (n_features,)             float64, the mean of X removed
+
 Targets are flattened in C order; model.json "target_shape" restores their shape.
 No pickles: every file can be read with numpy and a JSON parser alone.
 """
@@ -24,6 +32,7 @@ import numpy as np
 FORMAT = "fastridge-model"
 FORMAT_VERSION = 1
 ARRAYS = ("coef", "intercept", "alpha", "alpha_index", "best_score")
+DUAL_ARRAYS = ("dual_coef", "x_fit", "x_mean", "intercept", "alpha", "alpha_index", "best_score")
 
 
 class ModelFiles:
@@ -58,18 +67,34 @@ class ModelFiles:
         self.n_targets = int(meta["n_targets"])
         self.n_features = int(meta["n_features"])
         self.alphas = np.asarray(meta["alphas"], dtype=np.float64)
+        self.solution = meta.get("solution", "primal")
+        if self.solution not in ("primal", "dual"):
+            raise UserError(f"{meta_path}: unknown solution {self.solution!r}")
+        dual = self.solution == "dual"
+        # the coefficient file: (n_targets, n_features), or dual (n_targets, n_samples)
+        self.coef_name = "dual_coef" if dual else "coef"
+        self.n_coef = int(meta["n_samples"]) if dual else self.n_features
         arrays = {}
-        for name in ARRAYS:
+        for name in DUAL_ARRAYS if dual else ARRAYS:
             p = self.path / f"{name}.npy"
             if not p.exists():
                 raise UserError(f"{self.path} is incomplete: {p.name} is missing")
-            arrays[name] = np.load(p, mmap_mode=mmap_mode if name == "coef" else None)
-        if arrays["coef"].shape != (self.n_targets, self.n_features):
+            big = name in ("coef", "dual_coef", "x_fit")
+            arrays[name] = np.load(p, mmap_mode=mmap_mode if big else None)
+        coef = arrays[self.coef_name]
+        if coef.shape != (self.n_targets, self.n_coef):
             raise UserError(
-                f"{self.path}/coef.npy has shape {arrays['coef'].shape}, model.json says "
-                f"{(self.n_targets, self.n_features)}"
+                f"{self.path}/{self.coef_name}.npy has shape {coef.shape}, model.json says "
+                f"{(self.n_targets, self.n_coef)}"
             )
-        self.coef = arrays["coef"]
+        self.coef = coef
+        self.x_fit = arrays.get("x_fit")
+        self.x_mean = arrays.get("x_mean")
+        if dual and self.x_fit.shape != (self.n_coef, self.n_features):
+            raise UserError(
+                f"{self.path}/x_fit.npy has shape {self.x_fit.shape}, model.json says "
+                f"{(self.n_coef, self.n_features)}"
+            )
         self.intercept = arrays["intercept"]
         self.alpha = arrays["alpha"]
         self.alpha_index = arrays["alpha_index"]
@@ -91,7 +116,8 @@ def load(model_dir, mmap_mode=None):
     FastRidgeCV
         With coef_ of shape (*target_shape, n_features) (or (n_features,) for a
         1-D y), intercept_, alpha_, best_score_, n_features_in_, rank_, timings_
-        as after ``fit``.
+        as after ``fit``; for a dual model dual_coef_ (*target_shape, n_samples),
+        X_fit_ and X_mean_ instead of coef_ (as ``fit`` with solution="dual").
     """
     from .estimator import FastRidgeCV
 
@@ -108,15 +134,21 @@ def load(model_dir, mmap_mode=None):
         dtype=opts.get("dtype"),
         target_chunk=opts.get("target_chunk", "auto"),
         memory_budget=opts.get("memory_budget"),
+        solution=files.solution,
     )
     target_shape = files.target_shape
     y_ndim = int(meta.get("y_ndim", 1 + len(target_shape)))
     n_features = files.n_features
     if y_ndim == 1 or (y_ndim == 2 and files.n_targets == 1):
-        coef = files.coef.reshape(n_features)
+        coef = files.coef.reshape(files.n_coef)
     else:
-        coef = files.coef.reshape(*target_shape, n_features)
-    est.coef_ = coef
+        coef = files.coef.reshape(*target_shape, files.n_coef)
+    if files.solution == "dual":
+        est.dual_coef_ = coef
+        est.X_fit_ = files.x_fit
+        est.X_mean_ = np.asarray(files.x_mean, dtype=np.float64)
+    else:
+        est.coef_ = coef
     if y_ndim == 1:
         est.intercept_ = float(files.intercept[0]) if opts["fit_intercept"] else 0.0
     else:

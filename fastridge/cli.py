@@ -80,7 +80,10 @@ examples:
   fastridge solve X.npy Y.npy --alphas 1e4 2e4 4e4 --out model/ --resume   # after a crash
 
 MODEL_DIR holds coef.npy (n_targets, n_features), intercept.npy, alpha.npy,
-alpha_index.npy, best_score.npy and model.json. It is written in MODEL_DIR.tmp-<pid>
+alpha_index.npy, best_score.npy and model.json; with --solution dual,
+dual_coef.npy (n_targets, n_samples), x_fit.npy (a copy of X) and x_mean.npy
+replace coef.npy (smaller and faster when n_features > n_samples; predict and
+evaluate work the same). It is written in MODEL_DIR.tmp-<pid>
 and renamed into place only when complete; --resume continues a killed solve from
 its last finished target chunk.
 """
@@ -181,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="loo (exact leave-one-out, default), gcv, or an integer K (K-fold)",
     )
     p.add_argument("--no-intercept", action="store_true", help="do not fit an intercept")
+    p.add_argument(
+        "--solution",
+        choices=["primal", "dual"],
+        default="primal",
+        help="primal: coef.npy (n_targets, n_features), default; dual: kernel-ridge "
+        "dual_coef.npy (n_targets, n_samples) plus a copy of X, for n_features > n_samples",
+    )
     p.add_argument(
         "--scoring",
         default=None,
@@ -433,6 +443,7 @@ def _options(args, alphas, cv, out_dtype, target_shape, y_ndim):
         "device": args.device,
         "target_chunk": _target_chunk(args.target_chunk),
         "memory_budget": args.memory_budget,
+        "solution": args.solution,
     }
 
 
@@ -445,6 +456,7 @@ _RESUME_KEYS = (
     "scoring",
     "dtype",
     "target_shape",
+    "solution",
 )
 
 
@@ -479,7 +491,7 @@ def _find_resumable(model_dir: Path):
     return best
 
 
-def _prepare_staging(args, model_dir, manifest, n_targets, n_features, out_dtype, verbose):
+def _prepare_staging(args, model_dir, manifest, n_targets, n_coef, out_dtype, verbose):
     """Create (or, with --resume, reclaim) the staging directory; returns (path, manifest)."""
     staging = model_dir.with_name(f"{model_dir.name}.tmp-{os.getpid()}")
     if args.resume:
@@ -525,7 +537,8 @@ def _prepare_staging(args, model_dir, manifest, n_targets, n_features, out_dtype
 
         shutil.rmtree(staging)
     staging.mkdir()
-    _io.create_npy(staging / "coef.npy", (n_targets, n_features), out_dtype)
+    coef_name = "dual_coef.npy" if args.solution == "dual" else "coef.npy"
+    _io.create_npy(staging / coef_name, (n_targets, n_coef), out_dtype)
     _io.create_npy(staging / "intercept.npy", (n_targets,), out_dtype)
     _io.create_npy(staging / "alpha_index.npy", (n_targets,), np.int64)
     _io.create_npy(staging / "best_score.npy", (n_targets,), np.float64)
@@ -583,18 +596,22 @@ def cmd_solve(args) -> int:
         "target_chunk": None,
         "done": [],
     }
-    need = n_targets * (n_features * itemsize + itemsize + 8 + 8 + 8) + (1 << 20)
+    dual = args.solution == "dual"
+    n_coef = n_samples if dual else n_features  # values per target in the coefficient file
+    need = n_targets * (n_coef * itemsize + itemsize + 8 + 8 + 8) + (1 << 20)
+    if dual:
+        need += n_samples * n_features * itemsize  # x_fit.npy
     resumable = _io.staging_dirs(model_dir) if args.resume else []
     if not resumable:
         _io.check_free_space(model_dir.parent, need, f"the model ({n_targets:,} targets)")
 
     staging, manifest = _prepare_staging(
-        args, model_dir, manifest, n_targets, n_features, out_dtype, verbose
+        args, model_dir, manifest, n_targets, n_coef, out_dtype, verbose
     )
     chunk = manifest["target_chunk"] or target_chunk
     done = [list(iv) for iv in manifest["done"]]
     n_skipped = sum(b - a for a, b in done)
-    writer = _io.RowWriter(staging / "coef.npy")
+    writer = _io.RowWriter(staging / ("dual_coef.npy" if dual else "coef.npy"))
     small = {
         name: np.load(staging / f"{name}.npy", mmap_mode="r+")
         for name in ("intercept", "alpha_index", "best_score")
@@ -637,8 +654,13 @@ def cmd_solve(args) -> int:
             out=small,
             skip_chunk=skip_chunk if args.alpha_per_target else None,
             on_chunk=on_chunk,
+            solution=args.solution,
             verbose=verbose,
         )
+        if dual:
+            # the model must not depend on X staying where it is: keep a copy
+            _io.save_npy_blocks(staging / "x_fit.npy", X, out_dtype)
+            np.save(staging / "x_mean.npy", np.asarray(res.x_offset, dtype=np.float64))
         writer.sync()
         writer.close()
         alpha_index = np.array(small["alpha_index"])
@@ -664,6 +686,7 @@ def cmd_solve(args) -> int:
             "y_ndim": y_ndim,
             "alphas": alphas.tolist(),
             "dtype": out_dtype,
+            "solution": args.solution,
             "rank": res.rank,
             "form": res.form,
             "device": res.device,
@@ -704,8 +727,8 @@ def cmd_solve(args) -> int:
     total = time.perf_counter() - t_start
     _say(
         args,
-        f"fastridge: wrote {model_dir} ({n_targets:,} targets x {n_features:,} "
-        f"features, {out_dtype}) in {total:.1f}s",
+        f"fastridge: wrote {model_dir} ({n_targets:,} targets x {n_coef:,} "
+        f"{'dual coefficients' if dual else 'features'}, {out_dtype}) in {total:.1f}s",
     )
     _say(args, "  time per stage: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
     _say(args, f"  peak resident memory: {_peak_rss() / 2**30:.2f} GiB")
@@ -763,11 +786,14 @@ def _predict_chunk_size(args, files, n_rows, group_size=1, extra=0):
     chunk = _target_chunk(getattr(args, "target_chunk", "auto"))
     if chunk == "auto":
         budget = _memory_budget(getattr(args, "memory_budget", None)) or (1 << 30)
-        per_target = files.coef.dtype.itemsize * (files.n_features + 2 * n_rows) + extra * n_rows
+        per_target = files.coef.dtype.itemsize * (files.n_coef + 2 * n_rows) + extra * n_rows
         chunk = max(1, budget // per_target)
     if group_size > 1:
         chunk = max(group_size, chunk // group_size * group_size)
     return int(min(chunk, files.n_targets))
+
+
+_XFIT_BLOCK_BYTES = 64 << 20  # rows of a dual model's x_fit.npy read at a time
 
 
 def _predictions(files, X, chunk, args, progress=None):
@@ -778,12 +804,24 @@ def _predictions(files, X, chunk, args, progress=None):
 
     if getattr(args, "threads", None):
         torch.set_num_threads(int(args.threads))
+    from ._backend import mm
+
     dtype = files.coef.dtype
     Xt = torch.from_numpy(np.array(X, dtype=dtype))
     _io.drop_pages(X)
+    if files.solution == "dual":
+        # kernel with the training samples, centred on their mean: (n_rows, n_samples)
+        mean = torch.from_numpy(np.asarray(files.x_mean, dtype=dtype))
+        K = torch.empty((Xt.shape[0], files.n_coef), dtype=Xt.dtype)
+        step = max(1, _XFIT_BLOCK_BYTES // max(1, files.n_features * Xt.element_size()))
+        for start in range(0, files.n_coef, step):  # x_fit.npy a block of rows at a time
+            block = torch.from_numpy(np.array(files.x_fit[start : start + step], dtype=dtype))
+            mm(Xt, block.T, out=K[:, start : start + step])
+            _io.drop_pages(files.x_fit)
+        Xt = K - (Xt @ mean)[:, None]
     for sl in chunk_slices(files.n_targets, chunk):
-        W = torch.from_numpy(_io.read_rows(files.path / "coef.npy", sl))
-        pred = Xt @ W.T
+        W = torch.from_numpy(_io.read_rows(files.path / f"{files.coef_name}.npy", sl))
+        pred = mm(Xt, W.T)
         pred += torch.from_numpy(np.asarray(files.intercept[sl], dtype=dtype))
         yield sl, pred.numpy()
         if progress is not None:
@@ -1010,7 +1048,10 @@ def cmd_info(args) -> int:
             )
     except ImportError:
         lines.append("threadpoolctl: not installed")
+    from ._backend import CPU_BLAS_ENV, cpu_blas
     from ._report import have_matplotlib
+
+    lines.append(f"fastridge CPU GEMMs and eigh: {cpu_blas()} ({CPU_BLAS_ENV} overrides)")
 
     lines.append(f"matplotlib (plots): {'yes' if have_matplotlib() else 'not installed'}")
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

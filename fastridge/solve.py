@@ -26,7 +26,7 @@ from ._backend import (
     synchronize,
     torch_dtype,
 )
-from ._chunks import TargetReader, auto_target_chunk, bytes_per_target
+from ._chunks import ResultWriter, TargetReader, auto_target_chunk, bytes_per_target
 from ._cv import GeneralizedCV, LeaveGroupOut, LeaveOneOut, RefitPerFold, project, residuals
 from ._decompose import decompose
 from ._kernels import loo_epilogue
@@ -34,6 +34,10 @@ from ._progress import Progress
 from ._refit import coefficients, dual_coefficients
 from ._scoring import Scoring, _unscale, select
 from ._validation import check_alphas, check_finite_chunk, check_sample_weight, check_target_array
+
+# Defer each chunk's host writes by one chunk (None: on CUDA only, where the
+# copy-back then overlaps the next chunk's compute); tests set True on CPU.
+_DEFER_RESULTS = None
 
 
 @dataclass
@@ -454,6 +458,7 @@ def ridge_cv(
             # Everything for this chunk is queued on the device: read the next chunk
             # meanwhile (the first host sync comes after).
             reader.prefetch(nxt)
+            results.finish_pending()  # the previous chunk's copy-back, while this one runs
             if cv_results is not None and folds is not None:
                 cv_results[:, sl, :] = block_scores.permute(0, 2, 1).cpu().numpy()
             chunk_sums = joint_sums if joint else block_scores.sum(dim=2).cpu().numpy()
@@ -469,20 +474,38 @@ def ridge_cv(
                     best = run_index  # the epilogue applied select()'s rule
                 else:
                     best = select(scores)
-                b = _refit_into(coef, sl, decomp, proj, alphas_t[best], solution, x_dot_offset)
-                alpha_index[sl] = best.cpu().numpy()
-                best_score[sl] = scores.gather(0, best[None, :])[0].cpu().numpy()
-                intercept[sl] = b.cpu().numpy()
+                w, b = _refit_into(coef, sl, decomp, proj, alphas_t[best], solution, x_dot_offset)
+                chunk_out = {
+                    "alpha_index": best,
+                    "best_score": scores.gather(0, best[None, :])[0],
+                    "intercept": b,
+                }
+                if w is not None:
+                    chunk_out["coef"] = w
+                results.submit(chunk_out, functools.partial(write_chunk, sl))
                 timings["refit"] += time.perf_counter() - t
-                if on_chunk is not None:
-                    on_chunk(sl)
             elif width == n_targets:
                 work["cached"] = proj
             block_sums[...] += chunk_sums  # last: counted once the chunk is complete
 
+        def write_chunk(sl, host):
+            """A chunk's results, now on the host, into the output arrays; then it is done."""
+            if "coef" in host:
+                coef[sl] = host["coef"].numpy()
+            if "alpha_index" in host:
+                alpha_index[sl] = host["alpha_index"].numpy()
+                best_score[sl] = host["best_score"].numpy()
+            intercept[sl] = host["intercept"].numpy()
+            if on_chunk is not None:
+                on_chunk(sl)
+
+        # Device -> host copies of finished chunks (overlapped with the next chunk on CUDA).
+        results = ResultWriter(dev, defer=_DEFER_RESULTS)
+
         # Pass 1: scores of every alpha for every target; per-target refit at once.
         progress.start("cross-validation", n_targets)
         chunk = _for_each_chunk(n_targets, chunk, cross_validate, progress, release)
+        results.close()
 
         mean_scores = None
         if not alpha_per_target:
@@ -507,16 +530,16 @@ def ridge_cv(
                 if cached is None:
                     reader.prefetch(nxt)
                 width = sl.stop - sl.start
-                b = _refit_into(
+                w, b = _refit_into(
                     coef, sl, decomp, proj, alphas_t[best].expand(width), solution, x_dot_offset
                 )
-                intercept[sl] = b.cpu().numpy()
-                if on_chunk is not None:
-                    on_chunk(sl)
+                chunk_out = {"intercept": b} if w is None else {"intercept": b, "coef": w}
+                results.submit(chunk_out, functools.partial(write_chunk, sl))
 
             t = time.perf_counter()
             progress.start("coefficients", n_targets)
             chunk = _for_each_chunk(n_targets, chunk, refit, progress, release)
+            results.close()
             timings["refit"] += time.perf_counter() - t
 
     return RidgeCVResult(
@@ -574,7 +597,8 @@ def _refit_into(coef, sl: slice, decomp, proj, alphas: torch.Tensor, solution, x
 
     On CPU the GEMM writes straight into the caller's array (no extra copy of
     the largest output) when its rows are contiguous and of the compute dtype.
-    Returns the intercepts, tensor of shape (n_chunk,).
+    Returns (coefficients still to be written, or None when written directly;
+    intercepts), tensors of shape (n_chunk, n_coef) and (n_chunk,).
     """
     rows = coef[sl] if isinstance(coef, np.ndarray) else None
     direct = (
@@ -590,10 +614,8 @@ def _refit_into(coef, sl: slice, decomp, proj, alphas: torch.Tensor, solution, x
         solve = coefficients
     if direct:
         _, b = solve(decomp, proj, alphas, out=torch.from_numpy(rows))
-    else:
-        w, b = solve(decomp, proj, alphas)
-        coef[sl] = w.cpu().numpy()
-    return b
+        return None, b
+    return solve(decomp, proj, alphas)
 
 
 def _cv_values(resid, proj, decomp, scoring):

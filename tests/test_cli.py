@@ -202,6 +202,63 @@ def test_shared_alpha_flat_y_and_overwrite(data, tmp_path, capsys):
     assert not list(tmp_path.glob("m.*"))  # no staging or old directories left
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["n>p", "n<p"])
+def test_dual_solution_through_the_command_line(data, tmp_path, wide, capsys, monkeypatch):
+    """solve --solution dual writes dual_coef.npy + x_fit.npy + x_mean.npy; load,
+    predict and evaluate give the primal model's predictions."""
+    d, f = data
+    if wide:  # more features than samples: the case the dual form is for
+        rng = np.random.default_rng(3)
+        X, Xt = rng.standard_normal((25, 70)), rng.standard_normal((9, 70))
+        Y = X @ rng.standard_normal((70, 12)) * 0.1 + rng.standard_normal((25, 12))
+        d = tmp_path / "wide"
+        d.mkdir()
+        f = {"X": X, "Y": Y, "Xt": Xt, "Yt": Xt @ np.zeros((70, 12))}
+        for name, a in f.items():
+            np.save(d / f"{name}.npy", a)
+    model = tmp_path / "dual"
+    args = ["solve", d / "X.npy", d / "Y.npy", "--alphas", *ALPHAS, "--out", model]
+    assert main(list(map(str, [*args, "--solution", "dual", "--target-chunk", "5"]))) == 0
+    assert "dual coefficients" in capsys.readouterr().out
+    names = sorted(p.name for p in model.iterdir())
+    assert "coef.npy" not in names
+    assert {"dual_coef.npy", "x_fit.npy", "x_mean.npy", "model.json"} <= set(names)
+    n, p = f["X"].shape
+    assert np.load(model / "dual_coef.npy").shape == (int(np.prod(f["Y"].shape[1:])), n)
+    assert_array_equal(np.load(model / "x_fit.npy"), f["X"])
+    ref = FastRidgeCV(alphas=[float(a) for a in ALPHAS], alpha_per_target=True).fit(f["X"], f["Y"])
+    est = load(model)
+    assert est.solution == "dual" and not hasattr(est, "coef_")
+    assert est.dual_coef_.shape == (*f["Y"].shape[1:], n)
+    assert_array_equal(est.alpha_, ref.alpha_)
+    expected = ref.predict(f["Xt"])
+    assert_allclose(est.predict(f["Xt"]), expected, rtol=1e-9, atol=1e-9)
+    out = tmp_path / "yhat.npy"
+    import fastridge.cli
+
+    monkeypatch.setattr(fastridge.cli, "_XFIT_BLOCK_BYTES", 7 * 8 * f["X"].shape[1] if wide else 1)
+    assert main(["predict", str(model), str(d / "Xt.npy"), "--out", str(out), "-q"]) == 0
+    assert_allclose(np.load(out), expected, rtol=1e-9, atol=1e-9)
+    report = tmp_path / "report"
+    evaluate = ["evaluate", model, d / "Xt.npy", d / "Yt.npy", "--out", report, "--no-plots", "-q"]
+    assert main(list(map(str, evaluate))) == 0
+    assert (report / "report.json").exists()
+    capsys.readouterr()
+    # a resumed solve must keep the solution of the interrupted one
+    staging = model.with_name("dual.tmp-1")
+    model.rename(staging)
+    manifest = {
+        "format": "fastridge-solve-manifest",
+        "inputs": json.loads((staging / "model.json").read_text())["inputs"],
+        "options": {**json.loads((staging / "model.json").read_text())["options"]},
+        "done": [[0, 1]],
+    }
+    (staging / "manifest.json").write_text(json.dumps(manifest))
+    code = main(list(map(str, [*args, "--resume"])))
+    assert code == 2
+    assert "option solution was 'dual', now 'primal'" in capsys.readouterr().err
+
+
 def test_kfold_cv_through_the_command_line(data, tmp_path):
     d, f = data
     model = tmp_path / "kfold"

@@ -111,3 +111,77 @@ def test_cupy_in_cupy_out_without_copies():
     ref = FastRidgeCV(alphas=ALPHAS, alpha_per_target=True, device="cpu").fit(X, Y)
     assert_array_equal(cupy.asnumpy(m.alpha_) if hasattr(m.alpha_, "get") else m.alpha_, ref.alpha_)
     assert_allclose(cupy.asnumpy(m.coef_), ref.coef_, rtol=1e-4, atol=1e-5)
+
+
+class _Rows:
+    """A coef_out that is not an ndarray (as the command line's RowWriter): the
+    results go through ResultWriter's host copy instead of a direct GEMM write."""
+
+    def __init__(self, shape):
+        self.a = np.zeros(shape)
+        self.shape = shape
+        self.dtype = self.a.dtype
+
+    def __setitem__(self, sl, rows):
+        self.a[sl] = rows
+
+
+@pytest.mark.parametrize("alpha_per_target", [True, False])
+@pytest.mark.parametrize("solution", ["primal", "dual"])
+@pytest.mark.parametrize("oom", [False, True])
+def test_deferred_result_writes_match_and_report_only_written_chunks(
+    monkeypatch, alpha_per_target, solution, oom
+):
+    """The CUDA order (chunk k's results land on the host after chunk k+1 is queued),
+    run on CPU: same results, every chunk written once, `on_chunk` only after the
+    chunk's rows are in place, and an out-of-memory retry loses no pending chunk."""
+    X, Y = make_problem(25, 40, 37, seed=2)
+    kw = dict(alpha_per_target=alpha_per_target, solution=solution)
+    ref = ridge_cv(X, Y, ALPHAS, **kw)
+    monkeypatch.setattr(solve_module, "_DEFER_RESULTS", True)
+    if oom:
+        _inject_oom(monkeypatch, max_width=5)
+    coef = _Rows(ref.coef.shape)
+    written = []
+
+    def on_chunk(sl):
+        # the rows of a reported chunk are final
+        assert_allclose(coef.a[sl], ref.coef[sl], rtol=1e-12, atol=1e-14)
+        written.append((sl.start, sl.stop))
+
+    got = ridge_cv(X, Y, ALPHAS, target_chunk=8, coef_out=coef, on_chunk=on_chunk, **kw)
+    covered = np.concatenate([np.arange(a, b) for a, b in written])
+    assert_array_equal(covered, np.arange(37))
+    assert_allclose(coef.a, ref.coef, rtol=1e-12, atol=1e-14)
+    assert_allclose(got.intercept, ref.intercept, rtol=1e-12, atol=1e-14)
+    assert_array_equal(got.alpha_index, ref.alpha_index)
+    assert_allclose(got.best_score, ref.best_score, rtol=1e-12)
+
+
+def test_result_writer_defers_by_one_chunk():
+    from fastridge._chunks import ResultWriter
+
+    log = []
+    w = ResultWriter(torch.device("cpu"), defer=True)
+    for k in range(3):
+        t = torch.full((2,), float(k))
+        w.submit({"x": t}, lambda host, k=k: log.append((k, host["x"].tolist())))
+        t.fill_(-1.0)  # the device buffer may be reused at once: the copy was taken
+        assert [k_ for k_, _ in log] == list(range(k))  # chunk k waits for chunk k+1
+    w.close()
+    assert log == [(0, [0.0, 0.0]), (1, [1.0, 1.0]), (2, [2.0, 2.0])]
+    w.close()  # nothing pending: no-op
+    assert len(log) == 3
+    now = ResultWriter(torch.device("cpu"))
+    assert not now.defer
+    now.submit({"x": torch.ones(1)}, lambda host: log.append("now"))
+    assert log[-1] == "now"
+
+
+@pytest.mark.gpu
+def test_cuda_deferred_copy_back_matches():
+    X, Y = make_problem(30, 50, 40, seed=3)
+    ref = ridge_cv(X, Y, ALPHAS, alpha_per_target=True)
+    got = ridge_cv(X, Y, ALPHAS, alpha_per_target=True, device="cuda", target_chunk=7)
+    assert_allclose(got.coef, ref.coef, rtol=1e-10, atol=1e-12)
+    assert_array_equal(got.alpha_index, ref.alpha_index)
