@@ -52,7 +52,9 @@ def flop_model(
         stages["cv"] = 0.0
     else:
         stages["cv"] = n_alphas * 2.0 * N * r * T
-        if isinstance(cv, int) and not isinstance(cv, bool):
+        if isinstance(cv, int) and not isinstance(cv, bool) and rows > P:
+            # covariance form (a remainder): E, then one n_b x n_b solve per fold;
+            # in the Gram form each fold is one GEMM from UtY (fastridge._cv.LeaveGroupOut)
             stages["cv"] += n_alphas * 2.0 * N * (N / cv) * T
     # primal coef = M (psi * UtY): (P x r) GEMM; dual = U (psi * UtY): (N x r)
     stages["refit"] = 2.0 * (P if solution == "primal" else N) * r * T
