@@ -95,6 +95,21 @@ def _by_library(rec: dict, key: str = "gflops", unit: str = "") -> str:
     return ", ".join(f"{lib} {v[key]:.{2 if unit else 0}f}{unit}" for lib, v in libs.items())
 
 
+def apply_model(rec: dict, cal: dict) -> None:
+    """Model flops, GFLOP/s and roofline of one run record, from the flop model and
+    the calibration of its problem (also used by `report --remodel`)."""
+    config = rec["config"]
+    solution = CONFIGS[config][1].get("extra", {}).get("solution", "primal")
+    n, p, t = rec["n_samples"], rec["n_features"], rec["n_targets"]
+    model = flop_model(n, p, t, len(rec["alphas"]), cv=_cv_of(config), solution=solution)
+    rec["model_gflop"] = model["gemm_flops"] / 1e9
+    if rec.get("ok"):
+        rec["gflops"] = model["gemm_flops"] / rec["wall"] / 1e9
+        dtype = "float64" if rec["dtype"] == "float64" else "float32"
+        rec["roofline"] = roofline(model, cal, dtype)
+        rec["roofline_fraction"] = rec["roofline"]["total"] / rec["wall"]
+
+
 def _cv_of(config: str):
     return {"loo": None, "gcv": "gcv", "kfold5": 5}[CONFIGS[config][3]]
 
@@ -274,14 +289,8 @@ def run_problem(name, n, p, t, alphas, configs, args, calibrations, kfold_error)
         rec["repeats"] = spec["repeats"]
         rec["sample_targets"] = sample
         rec["warmup_kind"] = spec["warmup"]
-        solution = CONFIGS[config][1].get("extra", {}).get("solution", "primal")
-        model = flop_model(n, p, t, len(alphas), cv=_cv_of(config), solution=solution)
-        rec["model_gflop"] = model["gemm_flops"] / 1e9
+        apply_model(rec, cal)
         if rec.get("ok"):
-            rec["gflops"] = model["gemm_flops"] / rec["wall"] / 1e9
-            ideal = roofline(model, cal, "float64" if dtype == "float64" else "float32")
-            rec["roofline"] = ideal
-            rec["roofline_fraction"] = ideal["total"] / rec["wall"]
             print(
                 f"{rec['wall']:.2f}s  peak {rec['peak_rss'] / 2**30:.2f} GiB  "
                 f"{rec['roofline_fraction']:.0%} of roofline",
@@ -600,6 +609,11 @@ def main(argv=None):
     common(w)
     r = sub.add_parser("report", help="markdown table of a result JSON")
     r.add_argument("json")
+    r.add_argument(
+        "--remodel",
+        action="store_true",
+        help="recompute model flops and roofline with the current flop model (same calibration)",
+    )
     pl = sub.add_parser("plot", help="PNG plot of a sweep JSON")
     pl.add_argument("json")
     if argv and argv[0] == "_generate":  # internal: run.py generates problems in a child
@@ -619,7 +633,14 @@ def main(argv=None):
     elif ns.cmd == "sweep":
         cmd_sweep(ns, argv)
     elif ns.cmd == "report":
-        print(markdown(json.loads(Path(ns.json).read_text())))
+        doc = json.loads(Path(ns.json).read_text())
+        if ns.remodel:
+            for rec in doc["runs"]:
+                cal = doc["calibration"].get(f"{rec['n_samples']}x{rec['n_features']}")
+                if cal is not None:
+                    apply_model(rec, cal)
+            doc["remodelled"] = "model flops and roofline recomputed by `report --remodel`"
+        print(markdown(doc))
     elif ns.cmd == "plot":
         plot(json.loads(Path(ns.json).read_text()), Path(ns.json).with_suffix(".png"))
 

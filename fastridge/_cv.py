@@ -335,13 +335,13 @@ class LeaveGroupOut:
         self.inverses = []  # [fold][alpha] -> (n_b, n_b), compute dtype
         for rows in self.folds:
             Ub = U[rows]
-            base = -(Ub @ Ub.T)
+            base = -mm(Ub, Ub.T)
             if q is not None:
                 base -= torch.outer(q[rows], q[rows])
             base.diagonal().add_(1.0)
             per_alpha = []
             for a in range(shrink.shape[0]):
-                A = base + (Ub * shrink[a]) @ Ub.T
+                A = base + mm(Ub * shrink[a], Ub.T)
                 L, info = torch.linalg.cholesky_ex(A)
                 if int(info) != 0:
                     raise ValueError(
