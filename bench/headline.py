@@ -8,9 +8,12 @@ alphas {1e4, 2e4, 4e4}, exact leave-one-out, one alpha per target.
     python bench/headline.py clean         # delete the .npy files (~21 GB with coef.npy)
     PYTHONPATH=/work/main python bench/headline.py all     # generate + solve + clean
 
-`generate` and `solve` each run in their own process under `all`, so the
-solve's peak RSS is its own. The solve records ridge_cv's per-stage timings,
-the wall time, ru_maxrss, and the peaks of anonymous and file-backed resident
+`solve` runs `fastridge solve` (the command line, in this process) into
+bench/out/headline/model/ by default; `--via ridge_cv` calls the function with an
+open_memmap coef.npy instead (and allows --limit-targets). `--solution dual`
+stores the kernel-ridge coefficients. `generate` and `solve` each run in their
+own process under `all`, so the solve's peak RSS is its own. The solve records
+the per-stage timings, the wall time, ru_maxrss, and the peaks of anonymous and file-backed resident
 memory sampled every 0.2 s (reading a memmapped Y and writing a memmapped
 coef.npy puts file pages in RSS that the kernel may drop at any time:
 RssAnon is what the process really holds). Results go to
@@ -141,8 +144,33 @@ def peer_estimates(n, p, t, n_alphas) -> dict:
     }
 
 
+def solve_cli(ns, doc, f):
+    """`fastridge solve` (in this process, so its memory is sampled) from X.npy and
+    Y.npy into a model directory: the command line's own reading, fingerprints,
+    chunk-wise pwrite of the coefficients, fsync per chunk and final rename."""
+    from fastridge.cli import main as cli_main
+
+    model_dir = Path(ns.dir) / "model"
+    argv = ["solve", str(f["X"]), str(f["Y"]), "--alphas", *map(str, ns.alphas)]
+    argv += ["--out", str(model_dir), "--overwrite", "--dtype", "float32", "--progress"]
+    argv += ["--solution", ns.solution]
+    if ns.target_chunk != "auto":
+        argv += ["--target-chunk", str(ns.target_chunk)]
+    doc["cli_argv"] = ["fastridge", *argv]
+    with MemorySampler() as mem:
+        t0 = time.perf_counter()
+        code = cli_main(argv)
+        wall = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"fastridge solve failed with exit code {code}")
+    meta = json.loads((model_dir / "model.json").read_text())
+    name = "coef.npy" if ns.solution == "primal" else "dual_coef.npy"
+    return wall, mem, meta, np.load(model_dir / name, mmap_mode="r"), model_dir
+
+
 def solve(ns):
-    """ridge_cv on the memmapped problem, coefficients written into coef.npy."""
+    """The headline problem end to end: through `fastridge solve` (default), or
+    ridge_cv with coefficients written into an open_memmap coef.npy (--via ridge_cv)."""
     from numpy.lib.format import open_memmap
 
     try:
@@ -164,6 +192,48 @@ def solve(ns):
         "load_start": load_average(),
         "machine": machine_info(),
     }
+    if ns.via == "cli":
+        if ns.limit_targets:
+            raise SystemExit("--limit-targets needs --via ridge_cv")
+        wall, mem, meta, coef, model_dir = solve_cli(ns, doc, f)
+        n, p, t = meta["n_samples"], meta["n_features"], meta["n_targets"]
+        alpha = np.load(model_dir / "alpha.npy")
+        model = flop_model(n, p, t, len(ns.alphas), cv=None, solution=ns.solution)
+        values, counts = np.unique(alpha, return_counts=True)
+        solve_seconds = sum(v for k, v in meta["timings"].items() if k not in ("read",))
+        doc.update(
+            problem={
+                "n_samples": n,
+                "n_features": p,
+                "n_targets": t,
+                "target_shape": meta["target_shape"],
+            },
+            alphas=list(ns.alphas),
+            solution=ns.solution,
+            via="cli",
+            fastridge_commit=doc["machine"]["fastridge"],
+            wall_seconds=wall,
+            solve_seconds=solve_seconds,
+            timings=meta["timings"],
+            form=meta["form"],
+            rank=meta["rank"],
+            target_chunk=meta["target_chunk"],
+            peak_rss=peak_rss_bytes(),
+            sampled_peaks=mem.peaks,
+            alpha_counts={f"{v:g}": int(c) for v, c in zip(values, counts, strict=True)},
+            model_gflop=model["gemm_flops"] / 1e9,
+            model_stages_gflop={k: v / 1e9 for k, v in model["stages"].items()},
+            achieved_gflops=model["gemm_flops"] / wall / 1e9,
+            peer_estimates=peer_estimates(n, p, t, len(ns.alphas)),
+            load_end=load_average(),
+            finished_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        if not ns.skip_check:
+            X = np.load(f["X"])
+            Y = np.load(f["Y"], mmap_mode="r")
+            res = type("Result", (), {"alpha": alpha})
+            doc["check"] = spot_check(X, Y, res, coef, ns.alphas, ns.solution)
+        return _finish_solve(doc, mem)
     t0 = time.perf_counter()
     X = np.load(f["X"])  # 0.7 GB: in memory
     Y = np.load(f["Y"], mmap_mode="r")  # 6.2 GB: read in target chunks by ridge_cv
@@ -175,7 +245,9 @@ def solve(ns):
         # in chunks); per-target stages are extrapolated to all targets below.
         t = min(ns.limit_targets, t_full)
         Y = Y.reshape(n, t_full)[:, :t]
-    coef = open_memmap(f["coef"], mode="w+", dtype=np.float32, shape=(t, p))
+    # primal: coef.npy (t, p); dual: the kernel-ridge coefficients (t, n) in the same file
+    n_coef = p if ns.solution == "primal" else n
+    coef = open_memmap(f["coef"], mode="w+", dtype=np.float32, shape=(t, n_coef))
     load_seconds = time.perf_counter() - t0
     alphas = tuple(ns.alphas)
     with MemorySampler() as mem:
@@ -189,6 +261,7 @@ def solve(ns):
             dtype="float32",
             target_chunk=ns.target_chunk if ns.target_chunk == "auto" else int(ns.target_chunk),
             coef_out=coef,
+            solution=ns.solution,
             verbose=True,
         )
         solve_seconds = time.perf_counter() - t1
@@ -196,11 +269,12 @@ def solve(ns):
         coef.flush()
         flush_seconds = time.perf_counter() - t2
     wall = time.perf_counter() - t0
-    model = flop_model(n, p, t, len(alphas), cv=None)
+    model = flop_model(n, p, t, len(alphas), cv=None, solution=ns.solution)
     values, counts = np.unique(res.alpha, return_counts=True)
     doc.update(
         problem={"n_samples": n, "n_features": p, "n_targets": t, "target_shape": Y.shape[1:]},
         alphas=list(alphas),
+        solution=ns.solution,
         fastridge_commit=doc["machine"]["fastridge"],
         torch_threads=torch.get_num_threads(),
         load_seconds=load_seconds,
@@ -237,7 +311,11 @@ def solve(ns):
             "flush_seconds": flush_seconds * scale,
         }
     # A few coefficients against a direct float64 solve (sanity, not timed).
-    doc["check"] = None if ns.skip_check else spot_check(X, Y, res, coef, alphas)
+    doc["check"] = None if ns.skip_check else spot_check(X, Y, res, coef, alphas, ns.solution)
+    return _finish_solve(doc, mem)
+
+
+def _finish_solve(doc, mem):
     out = HERE / "out" / f"headline-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=str))
@@ -249,11 +327,13 @@ def solve(ns):
     return doc
 
 
-def spot_check(X, Y, res, coef, alphas, n_check=4) -> dict:
+def spot_check(X, Y, res, coef, alphas, solution="primal", n_check=4) -> dict:
     """Coefficients of a few targets vs a float64 normal-equation solve (dual form).
 
-    With the chosen alpha a: w = Xc^T (Xc Xc^T + a I)^-1 (y - mean y). Relative
-    max difference per target; float32 end to end should give ~1e-4 or better.
+    With the chosen alpha a: w = Xc^T (Xc Xc^T + a I)^-1 (y - mean y) (for a dual
+    solve, the stored row is c = (Xc Xc^T + a I)^-1 (y - mean y) and w = Xc^T c).
+    Relative max difference per target; float32 end to end should give ~1e-4 or
+    better.
     """
     n, p = X.shape
     t = res.alpha.shape[0]
@@ -268,7 +348,8 @@ def spot_check(X, Y, res, coef, alphas, n_check=4) -> dict:
         y = y - y.mean()
         a = float(res.alpha[i])
         w = Xc.T @ np.linalg.solve(K + a * np.eye(n), y)
-        diffs.append(float(np.abs(coef[i] - w).max() / np.abs(w).max()))
+        got = coef[i] if solution == "primal" else Xc.T @ np.asarray(coef[i], np.float64)
+        diffs.append(float(np.abs(got - w).max() / np.abs(w).max()))
     return {"targets": idx.tolist(), "coef_max_rel_diff": diffs}
 
 
@@ -277,6 +358,10 @@ def clean(ns):
         if path.exists():
             path.unlink()
             print(f"removed {path}")
+    model_dir = Path(ns.dir) / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+        print(f"removed {model_dir}")
 
 
 def main(argv=None):
@@ -292,6 +377,19 @@ def main(argv=None):
     parser.add_argument("--dir", default=str(DEFAULT_DIR))
     parser.add_argument("--keep", action="store_true", help="with 'all': keep the .npy files")
     parser.add_argument("--skip-check", action="store_true", help="no float64 spot check")
+    parser.add_argument(
+        "--via",
+        choices=["cli", "ridge_cv"],
+        default="cli",
+        help="cli: `fastridge solve` into a model directory (default); ridge_cv: the "
+        "function with an open_memmap coef.npy (needed for --limit-targets)",
+    )
+    parser.add_argument(
+        "--solution",
+        choices=["primal", "dual"],
+        default="primal",
+        help="primal coef (t, p) or kernel-ridge dual coefficients (t, n) in coef.npy",
+    )
     parser.add_argument(
         "--limit-targets",
         type=int,
