@@ -15,6 +15,8 @@ def main(path):
     gib = 2**30
     tm = d["timings"]
     pr = d["problem"]
+    cli = d.get("via") == "cli"
+    solution = d.get("solution", "primal")
     lines = [
         f"Command: `{d['command']}`  ",
         f"Started {d['started_utc']}, finished {d['finished_utc']}; load average at start "
@@ -23,19 +25,27 @@ def main(path):
         f"Problem: n={pr['n_samples']}, p={pr['n_features']}, t={pr['n_targets']} "
         f"(shape {pr['target_shape']}), float32, alphas {d['alphas']}, exact LOO per target; "
         f"{d['form']} form, rank {d['rank']}, target_chunk {d['target_chunk']}, "
-        f"{d['torch_threads']} torch threads",
+        + (f"{d['torch_threads']} torch threads" if "torch_threads" in d else "")
+        + f"; solution {solution}"
+        + (f"; `{' '.join(d['cli_argv'])}`" if cli else ""),
         "",
         "| stage | seconds |",
         "|---|---|",
-        f"| load X (np.load), open Y memmap, create coef.npy | {d['load_seconds']:.1f} |",
     ]
-    for k in ("decompose", "project", "read", "cv", "refit"):
+    if not cli:
+        lines.append(
+            f"| load X (np.load), open Y memmap, create coef.npy | {d['load_seconds']:.1f} |"
+        )
+    who = "fastridge solve" if cli else "ridge_cv"
+    for k in ("fingerprint", "decompose", "project", "read", "cv", "refit"):
         if k in tm:
             note = " (inside project)" if k == "read" else ""
-            lines.append(f"| ridge_cv {k}{note} | {tm[k]:.1f} |")
+            lines.append(f"| {who} {k}{note} | {tm[k]:.1f} |")
+    total = "sum of the stages" if cli else "total (solve)"
+    lines.append(f"| {who} {total} | {d['solve_seconds']:.1f} |")
+    if not cli:
+        lines.append(f"| coef.npy flush | {d['flush_seconds']:.1f} |")
     lines += [
-        f"| ridge_cv total (solve) | {d['solve_seconds']:.1f} |",
-        f"| coef.npy flush | {d['flush_seconds']:.1f} |",
         f"| **wall, end to end** | **{d['wall_seconds']:.1f}** "
         f"({d['wall_seconds'] / 60:.2f} min) |",
         "",
