@@ -25,8 +25,8 @@ def main(path):
         f"Problem: n={pr['n_samples']}, p={pr['n_features']}, t={pr['n_targets']} "
         f"(shape {pr['target_shape']}), float32, alphas {d['alphas']}, exact LOO per target; "
         f"{d['form']} form, rank {d['rank']}, target_chunk {d['target_chunk']}, "
-        + (f"{d['torch_threads']} torch threads" if "torch_threads" in d else "")
-        + f"; solution {solution}"
+        + (f"{d['torch_threads']} torch threads; " if "torch_threads" in d else "")
+        + f"solution {solution}"
         + (f"; `{' '.join(d['cli_argv'])}`" if cli else ""),
         "",
         "| stage | seconds |",

@@ -54,7 +54,11 @@ def main(argv=None):
     parser.add_argument("--chunk", type=int, default=2048)
     parser.add_argument("--alphas", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--torch-threads", type=int, default=1, help="torch threads (1, as fastridge's fit)"
+    )
     ns = parser.parse_args(argv)
+    torch.set_num_threads(ns.torch_threads)
     g = torch.Generator().manual_seed(0)
     n, r, c, k = ns.n, ns.n - 1, ns.chunk, ns.alphas
     U = torch.randn(n, r, generator=g)

@@ -290,7 +290,7 @@ def ridge_cv(
     reader = TargetReader(Y, dev, cdtype)
     n_targets = reader.n_targets
 
-    with cpu_threads(n_threads):
+    with cpu_threads(n_threads, dev):
         t0 = time.perf_counter()
         progress.message(
             f"decomposing X ({n_samples} x {n_features}) on {dev} in {str(ddtype)[6:]}"

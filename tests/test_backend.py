@@ -145,3 +145,24 @@ def test_default_rule_follows_torch_blas_and_cpu_vendor(monkeypatch):
     monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: False)
     monkeypatch.setattr(B, "_cpu_vendor", lambda: "AuthenticAMD")
     assert B._default_cpu_blas() == "torch"
+
+
+def test_fit_threads_torch_one_thread_beside_numpy_blas():
+    """With numpy's BLAS doing the GEMMs, torch runs the elementwise passes on one
+    thread during the fit (a second one fights OpenBLAS's workers), then its
+    setting comes back; with torch's BLAS, n_threads goes to torch."""
+    old = torch.get_num_threads()
+    seen = {}
+    try:
+        torch.set_num_threads(2)
+        for lib in ("numpy", "torch"):
+            B.set_cpu_blas(lib)
+            with B.cpu_threads(None, torch.device("cpu")):
+                seen[lib, None] = torch.get_num_threads()
+            with B.cpu_threads(3, torch.device("cpu")):
+                seen[lib, 3] = torch.get_num_threads()
+            assert torch.get_num_threads() == 2
+    finally:
+        B.set_cpu_blas(None)
+        torch.set_num_threads(old)
+    assert seen == {("numpy", None): 1, ("numpy", 3): 1, ("torch", None): 2, ("torch", 3): 3}
