@@ -231,7 +231,7 @@ def ridge_cv(
     decompose_dtype : "float64" or None
         dtype of the Gram/covariance and its eigh; None uses the compute dtype.
     n_threads : int or None
-        torch CPU threads during the call (None leaves torch's setting).
+        BLAS CPU threads during the call (None leaves them); see `_backend.cpu_threads`.
     precision : {"highest", "high", "medium"}
         Precision of the CV scoring GEMMs only (float32 compute): "highest"
         float32, "high" TF32 inputs (10-bit mantissa), "medium" bfloat16. The
