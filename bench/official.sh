@@ -1,7 +1,8 @@
 #!/bin/sh
-# The measurement sequence behind bench/RESULTS.md, as run on 2026-11-23 (session 2),
-# from the repository root: FASTRIDGE=/work/main sh bench/official.sh
-# Takes ~45 min on the 2-core machine, most of it the full headline solve.
+# The measurement sequence behind bench/RESULTS.md (session 2, 2026-11-23), from the
+# repository root: FASTRIDGE=/path/to/a/checkout sh bench/official.sh
+# Benchmark a frozen checkout (a git worktree): editing the measured code while
+# the runner works mixes versions. Takes ~50 min on the 2-core machine.
 set -e
 FASTRIDGE=${FASTRIDGE:-$(pwd)}
 export PYTHONPATH=$FASTRIDGE
@@ -12,12 +13,16 @@ python bench/run.py suite --sizes M --alphas 6 --repeats-large 1 --solvers \
     fastridge-loo-f32 fastridge-loo-f64 fastridge-gcv-f32 fastridge-loo-f32-dual \
     fastridge-kfold5-f32 fastridge-kfold5-f32-dual \
     sklearn-loo-f64 himalaya-kernel-torch-f32 himalaya-kernel-numpy-f32
-# 2. The full headline problem from .npy files: data generated once (not timed),
-#    all 173,568 targets solved with a float64 spot check, files removed.
-python bench/headline.py generate
-python bench/headline.py solve
-python bench/headline.py clean
-# 3. S size, 6 alphas, median of 3.
+# 2. S size, 6 alphas, median of 3.
 python bench/run.py suite --sizes S --alphas 6 --repeats 3 --solvers \
     fastridge-loo-f32 fastridge-loo-f64 fastridge-loo-f32-dual fastridge-kfold5-f32 \
     fastridge-kfold5-f32-dual sklearn-loo-f64 himalaya-kernel-torch-f32
+# 3. The full headline problem through `fastridge solve`: data generated once (not
+#    timed), all 173,568 targets solved with primal and with dual coefficients,
+#    float64 spot checks, files removed.
+python bench/headline.py generate
+python bench/headline.py solve
+python bench/headline.py solve --solution dual
+python bench/headline.py clean
+# 4. Per-alpha GEMMs vs one wide GEMM over the alphas (issue #6).
+for c in 512 2048 8192; do python bench/wide_gemm.py --chunk $c --repeats 7; done
