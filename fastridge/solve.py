@@ -591,9 +591,10 @@ def _for_each_chunk(n_targets: int, chunk: int, process, progress, release) -> i
 
 
 def _refit_into(coef, sl: slice, decomp, proj, alphas: torch.Tensor, solution, x_dot_offset):
-    """Write the chunk's coefficients into rows `sl` of the host array `coef`:
-    primal, or with solution="dual" dual (`x_dot_offset` is then
-    (X - x_offset) @ x_offset, or None without an intercept).
+    """The chunk's coefficients for rows `sl` of the host array `coef`: primal, or
+    with solution="dual" dual (`x_dot_offset` is then (X - x_offset) @ x_offset,
+    or None without an intercept). Written here only when the GEMM can write
+    into `coef` directly; otherwise returned, for the ResultWriter to copy.
 
     On CPU the GEMM writes straight into the caller's array (no extra copy of
     the largest output) when its rows are contiguous and of the compute dtype.
