@@ -144,6 +144,27 @@ def peer_estimates(n, p, t, n_alphas) -> dict:
     }
 
 
+def _run_fields(timings, info, mem, alpha, model, seconds, shape) -> dict:
+    """The result fields both solve paths record (info: form, rank, target_chunk)."""
+    n, p, t_full, n_alphas = shape
+    values, counts = np.unique(alpha, return_counts=True)
+    return dict(
+        timings=timings,
+        form=info["form"],
+        rank=info["rank"],
+        target_chunk=info["target_chunk"],
+        peak_rss=peak_rss_bytes(),
+        sampled_peaks=mem.peaks,
+        alpha_counts={f"{v:g}": int(c) for v, c in zip(values, counts, strict=True)},
+        model_gflop=model["gemm_flops"] / 1e9,
+        model_stages_gflop={k: v / 1e9 for k, v in model["stages"].items()},
+        achieved_gflops=model["gemm_flops"] / seconds / 1e9,
+        peer_estimates=peer_estimates(n, p, t_full, n_alphas),
+        load_end=load_average(),
+        finished_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
 def solve_cli(ns, doc, f):
     """`fastridge solve` (in this process, so its memory is sampled) from X.npy and
     Y.npy into a model directory: the command line's own reading, fingerprints,
@@ -199,7 +220,6 @@ def solve(ns):
         n, p, t = meta["n_samples"], meta["n_features"], meta["n_targets"]
         alpha = np.load(model_dir / "alpha.npy")
         model = flop_model(n, p, t, len(ns.alphas), cv=None, solution=ns.solution)
-        values, counts = np.unique(alpha, return_counts=True)
         solve_seconds = sum(v for k, v in meta["timings"].items() if k not in ("read",))
         doc.update(
             problem={
@@ -214,19 +234,9 @@ def solve(ns):
             fastridge_commit=doc["machine"]["fastridge"],
             wall_seconds=wall,
             solve_seconds=solve_seconds,
-            timings=meta["timings"],
-            form=meta["form"],
-            rank=meta["rank"],
-            target_chunk=meta["target_chunk"],
-            peak_rss=peak_rss_bytes(),
-            sampled_peaks=mem.peaks,
-            alpha_counts={f"{v:g}": int(c) for v, c in zip(values, counts, strict=True)},
-            model_gflop=model["gemm_flops"] / 1e9,
-            model_stages_gflop={k: v / 1e9 for k, v in model["stages"].items()},
-            achieved_gflops=model["gemm_flops"] / wall / 1e9,
-            peer_estimates=peer_estimates(n, p, t, len(ns.alphas)),
-            load_end=load_average(),
-            finished_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **_run_fields(
+                meta["timings"], meta, mem, alpha, model, wall, (n, p, t, len(ns.alphas))
+            ),
         )
         if not ns.skip_check:
             X = np.load(f["X"])
@@ -270,7 +280,6 @@ def solve(ns):
         flush_seconds = time.perf_counter() - t2
     wall = time.perf_counter() - t0
     model = flop_model(n, p, t, len(alphas), cv=None, solution=ns.solution)
-    values, counts = np.unique(res.alpha, return_counts=True)
     doc.update(
         problem={"n_samples": n, "n_features": p, "n_targets": t, "target_shape": Y.shape[1:]},
         alphas=list(alphas),
@@ -281,19 +290,15 @@ def solve(ns):
         solve_seconds=solve_seconds,
         flush_seconds=flush_seconds,
         wall_seconds=wall,
-        timings=res.timings,
-        form=res.form,
-        rank=res.rank,
-        target_chunk=res.target_chunk,
-        peak_rss=peak_rss_bytes(),
-        sampled_peaks=mem.peaks,
-        alpha_counts={f"{v:g}": int(c) for v, c in zip(values, counts, strict=True)},
-        model_gflop=model["gemm_flops"] / 1e9,
-        model_stages_gflop={k: v / 1e9 for k, v in model["stages"].items()},
-        achieved_gflops=model["gemm_flops"] / solve_seconds / 1e9,
-        peer_estimates=peer_estimates(n, p, t_full, len(alphas)),
-        load_end=load_average(),
-        finished_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **_run_fields(
+            res.timings,
+            vars(res),
+            mem,
+            res.alpha,
+            model,
+            solve_seconds,
+            (n, p, t_full, len(alphas)),
+        ),
     )
     if t < t_full:
         # Per-target stages scale with the number of targets; decompose does not.

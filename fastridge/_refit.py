@@ -40,17 +40,25 @@ def coefficients(
     coef : tensor of shape (n_chunk, n_features)
     intercept : tensor of shape (n_chunk,)
     """
-    # In the compute dtype: a float64 (rank, n_chunk) temporary costs more time
-    # than the float32 rounding of 1 / (eigval + alpha) costs accuracy.
-    alphas = alpha_per_target.to(device=decomp.device, dtype=decomp.dtype)
-    psi = torch.reciprocal(decomp.eigvals.to(decomp.dtype)[:, None] + alphas[None, :])
-    scaled = chunk.UtY * psi  # not in place: the projection may be reused
+    _, scaled = _scaled_projection(decomp, chunk, alpha_per_target)
     coef = mm(scaled.T, decomp.M.T, out=out)  # (n_chunk, n_features)
     if decomp.fit_intercept:
         intercept = chunk.y_offset - coef @ decomp.x_offset
     else:
         intercept = torch.zeros_like(chunk.y_offset)
     return coef, intercept
+
+
+def _scaled_projection(decomp: Decomposition, chunk: ProjectedChunk, alpha_per_target):
+    """(alphas (n_chunk,), Ũ / (eigvals + alpha) of shape (rank, n_chunk)), compute dtype.
+
+    In the compute dtype: a float64 (rank, n_chunk) temporary costs more time
+    than the float32 rounding of 1 / (eigval + alpha) costs accuracy. Not in
+    place: the projection may be reused.
+    """
+    alphas = alpha_per_target.to(device=decomp.device, dtype=decomp.dtype)
+    psi = torch.reciprocal(decomp.eigvals.to(decomp.dtype)[:, None] + alphas[None, :])
+    return alphas, chunk.UtY * psi
 
 
 def dual_coefficients(
@@ -86,9 +94,7 @@ def dual_coefficients(
     dual : tensor of shape (n_chunk, n_samples)
     intercept : tensor of shape (n_chunk,)
     """
-    alphas = alpha_per_target.to(device=decomp.device, dtype=decomp.dtype)
-    psi = torch.reciprocal(decomp.eigvals.to(decomp.dtype)[:, None] + alphas[None, :])
-    scaled = chunk.UtY * psi
+    alphas, scaled = _scaled_projection(decomp, chunk, alpha_per_target)
     dual = mm(scaled.T, decomp.U.T, out=out)  # (n_chunk, n_samples)
     if chunk.remainder is not None:
         # the null-space part of c: no effect on predictions, kept so that
