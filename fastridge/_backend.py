@@ -263,24 +263,20 @@ def synchronize(device: torch.device) -> None:
 SUM_BLOCK = 256  # rows per partial sum in column_sq_sums
 
 
-def column_sq_sums(E: torch.Tensor, row_scale=None, overwrite: bool = False) -> torch.Tensor:
-    """sum_i (row_scale[i] * E[i, t])^2 for every column t, float64, shape (n_cols,).
+def column_sq_sums(E: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+    """sum_i E[i, t]^2 for every column t, float64, shape (n_cols,).
 
-    E has shape (n_rows, n_cols); row_scale shape (n_rows,) or None (ones).
-    Squares are taken in E's dtype and summed in blocks of SUM_BLOCK rows by one
-    thin GEMM with a block-indicator matrix (weights row_scale^2), and the block
-    sums in float64. Why: a plain float32 sum over thousands of rows loses ~1e-6
-    relative, enough to flip near-tied alphas, and torch's strided column
-    reduction (vector_norm(dim=0)) ran ~5x slower than this on CPU.
+    E has shape (n_rows, n_cols). Squares are taken in E's dtype and summed in
+    blocks of SUM_BLOCK rows by one thin GEMM with a block-indicator matrix, and
+    the block sums in float64. Why: a plain float32 sum over thousands of rows
+    loses ~1e-6 relative, enough to flip near-tied alphas, and torch's strided
+    column reduction (vector_norm(dim=0)) ran ~5x slower than this on CPU.
     `overwrite=True` squares E in place (for scratch buffers).
     """
     n_rows = E.shape[0]
     sq = E.square_() if overwrite else E.square()
     n_blocks = max(1, -(-n_rows // SUM_BLOCK))
-    rows = torch.arange(n_rows, device=E.device)
-    weights = torch.ones(n_rows, dtype=E.dtype, device=E.device)
-    if row_scale is not None:
-        weights = row_scale.to(dtype=E.dtype, device=E.device).square()
-    indicator = torch.zeros((n_blocks, n_rows), dtype=E.dtype, device=E.device)
-    indicator[rows // SUM_BLOCK, rows] = weights
+    block_of_row = torch.arange(n_rows, device=E.device) // SUM_BLOCK
+    blocks = torch.arange(n_blocks, device=E.device)[:, None]
+    indicator = (block_of_row[None, :] == blocks).to(E.dtype)  # (n_blocks, n_rows)
     return mm(indicator, sq).to(torch.float64).sum(dim=0)

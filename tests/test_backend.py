@@ -80,10 +80,11 @@ def test_eigh_matches_torch(blas):
 
 def test_column_sq_sums_is_accurate_in_float32(blas):
     rng = np.random.default_rng(0)
-    E = rng.standard_normal((3000, 40)).astype(np.float32) * np.geomspace(1e-3, 1e3, 40)
-    scale = (rng.random(3000) + 0.5).astype(np.float32)
-    exact = ((E.astype(np.float64) * scale.astype(np.float64)[:, None]) ** 2).sum(axis=0)
-    got = B.column_sq_sums(torch.from_numpy(E), torch.from_numpy(scale)).numpy()
+    scale = rng.random((3000, 1)) + 0.5  # uneven rows
+    E = (rng.standard_normal((3000, 40)) * np.geomspace(1e-3, 1e3, 40) * scale).astype(np.float32)
+    assert E.dtype == np.float32
+    exact = (E.astype(np.float64) ** 2).sum(axis=0)
+    got = B.column_sq_sums(torch.from_numpy(E.copy())).numpy()
     assert got.dtype == np.float64
     # a straight float32 sum over 3000 rows is off by ~1e-6 relative
     np.testing.assert_allclose(got, exact, rtol=5e-7)
