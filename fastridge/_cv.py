@@ -356,6 +356,7 @@ class LeaveGroupOut:
         # like U), each fold's residuals are ONE GEMM from UtY, instead of the
         # full residual GEMM plus an n_b x n_b GEMM per fold (~20% fewer flops
         # at 5 folds, and no pass through an n_samples x n_chunk buffer).
+        self._largest_fold = max(inv[0].shape[0] for inv in self.inverses)
         self.fold_bases = None  # [fold][alpha] -> (n_b, rank), compute dtype
         if not decomp.has_remainder and precision == "highest":
             Uc = decomp.U
@@ -379,13 +380,11 @@ class LeaveGroupOut:
         residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
         # One scratch block reused by every fold, alpha and chunk (the consumer is
         # done with a fold's residuals before the next is computed).
-        largest = max(inv[a].shape[0] for inv in self.inverses)
+        shape = (self._largest_fold, out.shape[1])
         buf = self._scratch
-        if buf is None or buf.shape != (largest, out.shape[1]) or buf.dtype != out.dtype:
+        if buf is None or buf.shape != shape or buf.dtype != out.dtype:
             self._scratch = buf = None
-            buf = self._scratch = torch.empty(
-                (largest, out.shape[1]), dtype=out.dtype, device=out.device
-            )
+            buf = self._scratch = torch.empty(shape, dtype=out.dtype, device=out.device)
         for rows, inverses in zip(self.folds, self.inverses, strict=True):
             held_out = mm(inverses[a], out[rows], out=buf[: inverses[a].shape[0]])
             yield rows, held_out, None if sqrt_sw is None else sqrt_sw[rows]

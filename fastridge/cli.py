@@ -818,7 +818,7 @@ def _predictions(files, X, chunk, args, progress=None):
             block = torch.from_numpy(np.array(files.x_fit[start : start + step], dtype=dtype))
             mm(Xt, block.T, out=K[:, start : start + step])
             _io.drop_pages(files.x_fit)
-        Xt = K - (Xt @ mean)[:, None]
+        Xt = K.sub_((Xt @ mean)[:, None])
     for sl in chunk_slices(files.n_targets, chunk):
         W = torch.from_numpy(_io.read_rows(files.path / f"{files.coef_name}.npy", sl))
         pred = mm(Xt, W.T)
