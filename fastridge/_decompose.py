@@ -28,6 +28,7 @@ and the residual step treats them exactly as the null space (see `remainder`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +76,13 @@ class Decomposition:
     n_samples: int
     n_features: int
     fit_intercept: bool
+
+    @functools.cached_property
+    def offset_projection(self) -> torch.Tensor:
+        """M^T x_offset, shape (rank,), compute dtype: x_offset @ coef[t] equals
+        offset_projection @ (Ũ[:, t] / (eigvals + alpha_t)), a dot product over
+        the rank instead of over n_features (the intercepts' share of X)."""
+        return self.M.T @ self.x_offset
 
     @property
     def rank(self) -> int:

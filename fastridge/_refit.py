@@ -43,7 +43,9 @@ def coefficients(
     _, scaled = _scaled_projection(decomp, chunk, alpha_per_target)
     coef = mm(scaled.T, decomp.M.T, out=out)  # (n_chunk, n_features)
     if decomp.fit_intercept:
-        intercept = chunk.y_offset - coef @ decomp.x_offset
+        # x_offset @ coef[t] from the (rank, n_chunk) projection, not another
+        # pass over the (n_chunk, n_features) coefficients
+        intercept = chunk.y_offset - decomp.offset_projection @ scaled
     else:
         intercept = torch.zeros_like(chunk.y_offset)
     return coef, intercept
@@ -53,12 +55,13 @@ def _scaled_projection(decomp: Decomposition, chunk: ProjectedChunk, alpha_per_t
     """(alphas (n_chunk,), Ũ / (eigvals + alpha) of shape (rank, n_chunk)), compute dtype.
 
     In the compute dtype: a float64 (rank, n_chunk) temporary costs more time
-    than the float32 rounding of 1 / (eigval + alpha) costs accuracy. Not in
-    place: the projection may be reused.
+    than the float32 rounding of eigval + alpha costs accuracy. The projection
+    is left alone (it may be reused): the denominators are built in the output
+    buffer and Ũ divided into it, one temporary and two passes.
     """
     alphas = alpha_per_target.to(device=decomp.device, dtype=decomp.dtype)
-    psi = torch.reciprocal(decomp.eigvals.to(decomp.dtype)[:, None] + alphas[None, :])
-    return alphas, chunk.UtY * psi
+    scaled = torch.add(decomp.eigvals.to(decomp.dtype)[:, None], alphas[None, :])
+    return alphas, torch.div(chunk.UtY, scaled, out=scaled)
 
 
 def dual_coefficients(

@@ -57,6 +57,13 @@ def check_finite_chunk(
     With `first_target` (the flat index of column 0 of `t`), the message names
     the first offending sample and target.
     """
+    # Screen with column sums first: a NaN or infinity anywhere makes its column's
+    # sum non-finite, and a sum is one read of the chunk, ~10x faster on CPU than
+    # isfinite(t).all() (which writes a boolean copy; measured 0.025 s against
+    # 0.23-0.34 s for 2000 x 20000 float32). A sum that overflows on finite values
+    # only sends the chunk to the exact check below, which then passes it.
+    if t.numel() == 0 or bool(torch.isfinite(t.sum(dim=0)).all()):
+        return
     finite = torch.isfinite(t)
     if bool(finite.all()):
         return

@@ -22,6 +22,7 @@ from ._backend import (
     as_tensor,
     cpu_threads,
     float_dtype_of,
+    host_empty,
     resolve_device,
     synchronize,
     torch_dtype,
@@ -353,7 +354,7 @@ def ridge_cv(
 
         n_coef = n_features if solution == "primal" else n_samples
         if coef_out is None:
-            coef = np.empty((n_targets, n_coef), dtype=np.dtype(str(cdtype)[6:]))
+            coef = host_empty((n_targets, n_coef), cdtype)
         else:
             coef = coef_out
             if tuple(coef.shape) != (n_targets, n_coef):
@@ -379,7 +380,7 @@ def ridge_cv(
         cv_results = None
         if store_cv_results:
             first = n_samples if folds is None else n_blocks
-            cv_results = np.empty((first, n_targets, n_alphas), dtype=coef.dtype)
+            cv_results = host_empty((first, n_targets, n_alphas), coef.dtype)
 
         timings.update(project=0.0, cv=0.0, refit=0.0, read=0.0)
         alphas_t = torch.as_tensor(alphas, dtype=torch.float64, device=dev)

@@ -397,6 +397,27 @@ def test_nan_error_names_sample_and_target():
         FastRidgeCV(target_chunk=5).fit(X, Y)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_finite_check_screen(dtype):
+    """The column-sum screen never hides a non-finite value, and a sum that
+    overflows on finite values does not raise."""
+    from fastridge._validation import check_finite_chunk
+
+    big = torch.finfo(dtype).max / 2
+    t = torch.full((4, 3), big, dtype=dtype)  # column sums overflow to inf
+    check_finite_chunk(t, "y", 0)
+    for bad, kind in [(np.nan, "NaN"), (np.inf, "infinity"), (-np.inf, "infinity")]:
+        u = t.clone()
+        u[2, 1] = bad
+        with pytest.raises(ValueError, match=rf"y contains {kind} \(first at sample 2, target 1\)"):
+            check_finite_chunk(u, "y", 0)
+    u = torch.zeros((5, 2), dtype=dtype)
+    u[0, 0], u[1, 0] = np.inf, -np.inf  # sum is NaN: still named as infinity
+    with pytest.raises(ValueError, match=r"y contains infinity \(first at sample 0, target 0\)"):
+        check_finite_chunk(u, "y", 0)
+    check_finite_chunk(torch.zeros((0, 3), dtype=dtype), "y", 0)
+
+
 def test_integer_memmap_targets_are_converted_per_chunk(tmp_path):
     X, Y = make_problem(16, 6, 9, seed=22)
     Yi = np.round(Y * 10).astype(np.int32)
