@@ -329,6 +329,7 @@ class LeaveGroupOut:
         self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank) float64
         self.shrink = shrink.to(decomp.dtype)
+        root_shrink = torch.sqrt(shrink)
         U = decomp.U.to(torch.float64)
         q = None if decomp.q is None else decomp.q.to(torch.float64)
         self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
@@ -341,8 +342,9 @@ class LeaveGroupOut:
             base.diagonal().add_(1.0)
             per_alpha = []
             for a in range(shrink.shape[0]):
-                A = base + mm(Ub * shrink[a], Ub.T)
-                L, info = torch.linalg.cholesky_ex(A)
+                # U_b diag(shrink) U_b^T as B B^T: a symmetric product (syrk), half a GEMM
+                B = Ub * root_shrink[a]
+                L, info = torch.linalg.cholesky_ex(base + mm(B, B.T))
                 if int(info) != 0:
                     raise ValueError(
                         "a cross-validation fold cannot be held out: the model refit "
@@ -351,40 +353,53 @@ class LeaveGroupOut:
                     )
                 per_alpha.append(torch.cholesky_inverse(L).to(decomp.dtype))
             self.inverses.append(per_alpha)
-        # Without a remainder, resid_b = (I - H_bb)^-1 U_b diag(shrink) UtY: with
-        # (I - H_bb)^-1 U_b kept per fold and alpha (n_samples x rank per alpha,
-        # like U), each fold's residuals are ONE GEMM from UtY, instead of the
-        # full residual GEMM plus an n_b x n_b GEMM per fold (~20% fewer flops
-        # at 5 folds, and no pass through an n_samples x n_chunk buffer).
+        # Without a remainder, resid_b = (I - H_bb)^-1 U_b diag(shrink) UtY. The
+        # matrices (I - H_bb)^-1 U_b diag(shrink) of all folds are stacked per alpha
+        # (sum_b n_b x rank per alpha, like U), so an alpha's held-out residuals of
+        # every fold are ONE GEMM from UtY: no full residual GEMM, no n_b x n_b GEMM
+        # per fold, no scaling pass over UtY, and one large GEMM rather than a
+        # smaller one per fold.
         self._largest_fold = max(inv[0].shape[0] for inv in self.inverses)
-        self.fold_bases = None  # [fold][alpha] -> (n_b, rank), compute dtype
+        self.stacked_bases = None  # [alpha] -> (sum_b n_b, rank), compute dtype
         if not decomp.has_remainder and precision == "highest":
             Uc = decomp.U
-            self.fold_bases = [
-                [mm(inv, Uc[rows]) for inv in inverses]
-                for rows, inverses in zip(self.folds, self.inverses, strict=True)
-            ]
+            self.stacked_bases = []
+            for a in range(shrink.shape[0]):
+                per_fold = [
+                    mm(inverses[a], Uc[rows])
+                    for rows, inverses in zip(self.folds, self.inverses, strict=True)
+                ]
+                self.stacked_bases.append(torch.cat(per_fold).mul_(self.shrink[a]))
+            sizes = [inverses[0].shape[0] for inverses in self.inverses]
+            ends = np.cumsum(sizes).tolist()
+            self._bounds = list(zip([0, *ends[:-1]], ends, strict=True))
         self._scratch = None
+
+    def _buffer(self, n_rows: int, like: torch.Tensor) -> torch.Tensor:
+        """A (n_rows, n_chunk) scratch block, reused across folds, alphas and chunks."""
+        shape = (n_rows, like.shape[1])
+        buf = self._scratch
+        if buf is None or buf.shape != shape or buf.dtype != like.dtype:
+            self._scratch = buf = None  # free before allocating
+            buf = self._scratch = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
         """Yield (rows, weighted held-out residuals (n_b, n_chunk), their sqrt weights)
         per fold. A zero-weight sample's rows of U are zero, so its block of
         I - H_bb is the identity and its (weighted) residual is 0, as it should."""
         sqrt_sw = self.decomp.sqrt_sw
-        if self.fold_bases is not None:
-            scaled = self.gemm.scale(chunk.UtY, self.shrink[a])
-            for rows, bases in zip(self.folds, self.fold_bases, strict=True):
-                held_out = mm(bases[a], scaled, out=out[: bases[a].shape[0]])
-                yield rows, held_out, None if sqrt_sw is None else sqrt_sw[rows]
+        if self.stacked_bases is not None:
+            bases = self.stacked_bases[a]
+            # folds may overlap (ShuffleSplit): then sum_b n_b > n_samples rows
+            held = out if bases.shape[0] <= out.shape[0] else self._buffer(bases.shape[0], out)
+            held = mm(bases, chunk.UtY, out=held[: bases.shape[0]])
+            for rows, (start, stop) in zip(self.folds, self._bounds, strict=True):
+                yield rows, held[start:stop], None if sqrt_sw is None else sqrt_sw[rows]
             return
         residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
-        # One scratch block reused by every fold, alpha and chunk (the consumer is
-        # done with a fold's residuals before the next is computed).
-        shape = (self._largest_fold, out.shape[1])
-        buf = self._scratch
-        if buf is None or buf.shape != shape or buf.dtype != out.dtype:
-            self._scratch = buf = None
-            buf = self._scratch = torch.empty(shape, dtype=out.dtype, device=out.device)
+        # The consumer is done with a fold's residuals before the next is computed.
+        buf = self._buffer(self._largest_fold, out)
         for rows, inverses in zip(self.folds, self.inverses, strict=True):
             held_out = mm(inverses[a], out[rows], out=buf[: inverses[a].shape[0]])
             yield rows, held_out, None if sqrt_sw is None else sqrt_sw[rows]
