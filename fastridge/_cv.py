@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ._backend import addmm, column_sq_sums, mm
+from ._chunks import available_memory
 from ._decompose import Decomposition
 from ._kernels import gcv_sums
 
@@ -236,18 +237,39 @@ class LeaveOneOut:
         self.decomp = decomp
         self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank), float64
-        U2 = (decomp.U.to(torch.float64)) ** 2
-        one_minus_h = decomp.leverage_rest.to(torch.float64)[None, :] + shrink @ U2.T
+        U64 = decomp.U.to(torch.float64)
+        one_minus_h = decomp.leverage_rest.to(torch.float64)[None, :] + shrink @ (U64 * U64).T
         # 1 - h_i > 0 for alpha > 0 unless sample i is alone in the intercept's
         # direction (n_samples == 1), which validation rejects.
-        self.inv_one_minus_h = (1.0 / one_minus_h).to(decomp.dtype)  # (n_alphas, n_samples)
+        inv_one_minus_h = 1.0 / one_minus_h  # (n_alphas, n_samples)
+        self.inv_one_minus_h = inv_one_minus_h.to(decomp.dtype)
         self.shrink = shrink.to(decomp.dtype)
         self.folds = None  # one block: scores over all samples, no per-fold averaging
+        # Without a remainder the leave-one-out residuals are ONE GEMM from UtY,
+        # diag(1 / (1 - h)) U diag(shrink) @ UtY, with that basis kept per alpha
+        # (n_samples x rank per alpha, like U): no scaling pass over UtY nor over
+        # the residuals. Leave-one-out is leave-group-out with folds of one sample.
+        self.bases = None  # [alpha] -> (n_samples, rank), compute dtype
+        n_alphas = shrink.shape[0]
+        if not decomp.has_remainder and precision == "highest" and _bases_fit(decomp, n_alphas):
+            self.bases = [
+                (U64 * inv_one_minus_h[a][:, None] * shrink[a]).to(decomp.dtype)
+                for a in range(n_alphas)
+            ]
+
+    def residuals(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
+        """(E, w): the in-sample residuals E and the row scaling w = 1 / (1 - h) that
+        makes them leave-one-out residuals, or (the leave-one-out residuals, None)
+        when the basis already holds the scaling; E is written into `out`."""
+        if self.bases is not None:
+            return mm(self.bases[a], chunk.UtY, out=out), None
+        E = residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
+        return E, self.inv_one_minus_h[a]
 
     def heldout_residuals(self, chunk: ProjectedChunk, a: int, out: torch.Tensor) -> torch.Tensor:
         """Leave-one-out residuals (scaled space) for alpha index `a`, into `out`."""
-        residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
-        return out.mul_(self.inv_one_minus_h[a][:, None])
+        E, w = self.residuals(chunk, a, out)
+        return E if w is None else E.mul_(w[:, None])
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
         """One block: (None = all rows, residuals in the weighted space, sqrt weights)."""
@@ -290,6 +312,15 @@ class GeneralizedCV:
             base = column_sq_sums(chunk.remainder)
         sums = gcv_sums(chunk.UtY, self.shrink_sq) + base  # fused on CUDA, float64
         return sums * (self.inv_denominator[:, None].double() ** 2)
+
+
+def _bases_fit(decomp: Decomposition, n_matrices: int, n_rows: int | None = None) -> bool:
+    """Whether `n_matrices` per-alpha bases of shape (n_rows, rank) (n_rows defaults
+    to n_samples) fit in a quarter of the device's free memory; otherwise the
+    schemes fall back to scaling passes, slower but with no such copies."""
+    n_rows = decomp.n_samples if n_rows is None else n_rows
+    itemsize = torch.finfo(decomp.dtype).bits // 8
+    return n_matrices * n_rows * decomp.rank * itemsize <= available_memory(decomp.device) // 4
 
 
 def _rows(index: np.ndarray, device: torch.device):
@@ -361,7 +392,13 @@ class LeaveGroupOut:
         # smaller one per fold.
         self._largest_fold = max(inv[0].shape[0] for inv in self.inverses)
         self.stacked_bases = None  # [alpha] -> (sum_b n_b, rank), compute dtype
-        if not decomp.has_remainder and precision == "highest":
+        n_rows = sum(inverses[0].shape[0] for inverses in self.inverses)
+        n_alphas = shrink.shape[0]
+        if (
+            not decomp.has_remainder
+            and precision == "highest"
+            and _bases_fit(decomp, n_alphas, n_rows)
+        ):
             Uc = decomp.U
             self.stacked_bases = []
             for a in range(shrink.shape[0]):

@@ -74,8 +74,9 @@ def loo_epilogue_reference(
     ----------
     E : tensor of shape (n_samples, n_chunk), float32 or float64
         In-sample residuals of alpha `a`.
-    w : tensor of shape (n_samples,), dtype of E
-        1 / (1 - h) for alpha `a` (leave-one-out scaling).
+    w : tensor of shape (n_samples,), dtype of E, or None
+        1 / (1 - h) for alpha `a` (leave-one-out scaling); None when E is
+        already scaled (the same as ones, without the multiplication).
     a : int
         Index of the alpha; alphas must be visited in order 0, 1, ..., and
         a == 0 initialises `best_score` and `best_index`.
@@ -101,7 +102,10 @@ def loo_epilogue_reference(
     if overwrite and keep is not None:
         raise ValueError("overwrite=True cannot keep columns of E (it squares E in place)")
     # Scaled first, then squared: the same bits as Scoring(None) on scaled residuals.
-    resid = E.mul_(w[:, None]) if overwrite else E * w[:, None]
+    if w is None:
+        resid = E
+    else:
+        resid = E.mul_(w[:, None]) if overwrite else E * w[:, None]
     score = -column_sq_sums(resid, overwrite=overwrite) / n_samples
     if scores is not None:
         scores[a] = score
@@ -222,7 +226,8 @@ def _check_loo(E, w, a, n_samples, best_score, best_index, scores, keep) -> None
     n_rows, n_cols = E.shape
     if n_rows < 1 or n_cols < 1:
         raise ValueError(f"E must have at least one row and one column, got shape {tuple(E.shape)}")
-    _expect(w, "w", (n_rows,), E.dtype, E.device)
+    if w is not None:
+        _expect(w, "w", (n_rows,), E.dtype, E.device)
     if int(n_samples) != n_samples or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     if int(a) != a or a < 0:
@@ -375,7 +380,8 @@ def _n_sm(device: torch.device) -> int:
 
 def _loo_epilogue_cuda(E, w, a, n_samples, best_score, best_index, scores, keep, keep_scale):
     E = _rows_contiguous(E)
-    w = w.contiguous()
+    # E already scaled: unit weights (x * 1 is exact, so the same bits as the twin)
+    w = torch.ones(E.shape[0], dtype=E.dtype, device=E.device) if w is None else w.contiguous()
     for name, t in (("best_score", best_score), ("best_index", best_index)):
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous for the CUDA kernel")

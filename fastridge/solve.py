@@ -28,7 +28,7 @@ from ._backend import (
     torch_dtype,
 )
 from ._chunks import ResultWriter, TargetReader, auto_target_chunk, bytes_per_target
-from ._cv import GeneralizedCV, LeaveGroupOut, LeaveOneOut, RefitPerFold, project, residuals
+from ._cv import GeneralizedCV, LeaveGroupOut, LeaveOneOut, RefitPerFold, project
 from ._decompose import decompose
 from ._kernels import loo_epilogue
 from ._progress import Progress
@@ -437,10 +437,10 @@ def ridge_cv(
                     block_scores[0, a] = -gcv_sums[a].double() / n_samples
                     continue
                 if fused:  # one pass over E: scale, square, reduce, keep the best
-                    E = residuals(decomp, proj, scheme.shrink[a], buf, scheme.gemm)
+                    E, w = scheme.residuals(proj, a, buf)
                     loo_epilogue(
                         E,
-                        scheme.inv_one_minus_h[a],
+                        w,
                         a,
                         n_samples,
                         run_score,

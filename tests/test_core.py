@@ -418,6 +418,31 @@ def test_finite_check_screen(dtype):
     check_finite_chunk(torch.zeros((0, 3), dtype=dtype), "y", 0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cv", [None, 4], ids=["loo", "kfold"])
+def test_per_alpha_bases_equal_the_scaling_path(monkeypatch, dtype, cv):
+    """The per-alpha bases (residuals as one GEMM from U^T Y) and the path without
+    them (scaling passes; taken when the bases would not fit in memory) agree."""
+    import fastridge._cv as cv_module
+
+    X, Y = make_problem(30, 50, 40, seed=12)
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    alphas = np.logspace(-1, 3, 5)
+    kw = dict(alphas=alphas, cv=cv, alpha_per_target=True, store_cv_results=True)
+    seen = []
+    real_fit = cv_module._bases_fit
+    monkeypatch.setattr(cv_module, "_bases_fit", lambda *a: seen.append(real_fit(*a)) or seen[-1])
+    with_bases = FastRidgeCV(**kw).fit(X, Y)
+    assert seen == [True]
+    monkeypatch.setattr(cv_module, "_bases_fit", lambda *a: False)
+    without = FastRidgeCV(**kw).fit(X, Y)
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    assert_allclose(with_bases.cv_results_, without.cv_results_, rtol=rtol, atol=rtol)
+    assert np.mean(with_bases.alpha_ == without.alpha_) >= 0.95
+    same = with_bases.alpha_ == without.alpha_
+    assert_allclose(with_bases.coef_[same], without.coef_[same], rtol=rtol, atol=rtol)
+
+
 def test_integer_memmap_targets_are_converted_per_chunk(tmp_path):
     X, Y = make_problem(16, 6, 9, seed=22)
     Yi = np.round(Y * 10).astype(np.int32)

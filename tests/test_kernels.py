@@ -205,6 +205,30 @@ def test_twin_is_the_engine_path(dtype):
     assert torch.equal(best_score, engine.gather(0, best[None, :])[0])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loo_without_weights_is_unit_weights(dtype):
+    """w=None (E already scaled, the engine's per-alpha bases) gives the bits of
+    unit weights, and of scaling E first and passing no weights."""
+    n_alphas, n, c = 3, 40, 17
+    E, w = make_loo(n, c, n_alphas, dtype, seed=6)
+    ones = torch.ones_like(w[0])
+
+    def unit_step(E_a, w_a, a, n, best_score, best_index, scores, keep, keep_scales):
+        loo_epilogue(E_a, None, a, n, best_score, best_index, scores)
+
+    def ones_step(E_a, w_a, a, n, best_score, best_index, scores, keep, keep_scales):
+        loo_epilogue(E_a, ones, a, n, best_score, best_index, scores)
+
+    # (scores, best_score, best_index); nothing is kept
+    for r, g in zip(run_loo(ones_step, E, w)[:3], run_loo(unit_step, E, w)[:3], strict=True):
+        assert torch.equal(r, g)
+    scaled = E * w[:, :, None]
+    ref = run_loo(reference_step, E, w)[:3]
+    got = run_loo(unit_step, scaled, w)[:3]
+    for r, g in zip(ref, got, strict=True):
+        assert torch.equal(r, g)
+
+
 def test_loo_row_stride(host):
     """E may be a column slice of a wider buffer: the kernels take its row stride."""
     E, w = make_loo(37, 50, 3, torch.float32, seed=3)
