@@ -183,16 +183,47 @@ def read_json(path) -> dict:
         return json.load(f)
 
 
-def create_npy(path, shape, dtype) -> None:
-    """Create a .npy file of `shape` (sparse on disk until written), then close it."""
+def preallocate(path) -> None:
+    """Reserve the disk blocks of a new (sparse) file now, with posix_fallocate.
+
+    Why: writing into a sparse file makes the file system allocate blocks on the
+    way, which was ~20x slower on this project's machines (ext4): 0.55-0.60 s per
+    179 MB coefficient chunk against 0.03 s into reserved blocks. A full disk
+    also fails here, before any work, rather than part-way through a solve.
+    Where the file system cannot reserve blocks, the file simply stays sparse.
+    """
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise OSError(exc.errno, exc.strerror, str(path)) from None
+    finally:
+        os.close(fd)
+
+
+def open_new_npy(path, shape, dtype) -> np.memmap:
+    """A new .npy file of `shape`, its blocks reserved (`preallocate`), mapped for writing."""
     m = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
+    preallocate(path)
+    return m
+
+
+def create_npy(path, shape, dtype) -> None:
+    """Create a .npy file of `shape` with its disk blocks reserved, then close it."""
+    m = open_new_npy(path, shape, dtype)
     del m
 
 
 def save_npy_blocks(path, A, dtype, block_bytes: int = 64 << 20) -> None:
     """Write the 2-D array `A` (e.g. a memmap) to a new .npy file in `dtype`, a
     block of rows at a time, so neither A nor the file is held in memory."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=A.shape)
+    out = open_new_npy(path, A.shape, dtype)
     step = max(1, block_bytes // max(1, A.shape[1] * out.dtype.itemsize))
     for start in range(0, A.shape[0], step):
         out[start : start + step] = A[start : start + step]

@@ -532,17 +532,23 @@ def _prepare_staging(args, model_dir, manifest, n_targets, n_coef, out_dtype, ve
                 " add --resume to continue one, or delete them",
                 file=sys.stderr,
             )
-    if staging.exists():
-        import shutil
+    import shutil
 
+    if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
     coef_name = "dual_coef.npy" if args.solution == "dual" else "coef.npy"
-    _io.create_npy(staging / coef_name, (n_targets, n_coef), out_dtype)
-    _io.create_npy(staging / "intercept.npy", (n_targets,), out_dtype)
-    _io.create_npy(staging / "alpha_index.npy", (n_targets,), np.int64)
-    _io.create_npy(staging / "best_score.npy", (n_targets,), np.float64)
-    _io.write_json_atomic(staging / _io.MANIFEST, manifest)
+    try:
+        # the files' disk blocks are reserved here: a full disk fails now, and
+        # leaves no staging directory behind
+        _io.create_npy(staging / coef_name, (n_targets, n_coef), out_dtype)
+        _io.create_npy(staging / "intercept.npy", (n_targets,), out_dtype)
+        _io.create_npy(staging / "alpha_index.npy", (n_targets,), np.int64)
+        _io.create_npy(staging / "best_score.npy", (n_targets,), np.float64)
+        _io.write_json_atomic(staging / _io.MANIFEST, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return staging, manifest
 
 
@@ -850,7 +856,7 @@ def cmd_predict(args) -> int:
     progress = Progress(_verbose(args))
     progress.start("predict", files.n_targets)
     try:
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=files.coef.dtype, shape=shape)
+        mm = _io.open_new_npy(tmp, shape, files.coef.dtype)
         flat = mm.reshape(n_rows, files.n_targets)
         for sl, pred in _predictions(files, X, chunk, args, progress):
             flat[:, sl] = pred
