@@ -389,6 +389,13 @@ def ridge_cv(
         # twin, bit-identical to scoring + select) covers the default scoring.
         fused = scheme.name == "loo" and scoring is None and cv_results is None
         work = {"buf": None, "cached": None}  # residual buffer; a single chunk's projection
+        # Coefficients that cannot be written straight into `coef` (a file writer)
+        # go through one buffer reused by every chunk: a fresh (n_chunk, n_coef)
+        # tensor per chunk costs its page faults each time. CPU only: on CUDA the
+        # copy-back of a chunk may still be reading its buffer during the next one.
+        coef_scratch = None
+        if dev.type == "cpu" and not isinstance(coef, np.ndarray):
+            coef_scratch = _Scratch((n_coef,), cdtype)
 
         def read(sl):
             t = time.perf_counter()
@@ -475,7 +482,9 @@ def ridge_cv(
                     best = run_index  # the epilogue applied select()'s rule
                 else:
                     best = select(scores)
-                w, b = _refit_into(coef, sl, decomp, proj, alphas_t[best], solution, x_dot_offset)
+                w, b = _refit_into(
+                    coef, sl, decomp, proj, alphas_t[best], solution, x_dot_offset, coef_scratch
+                )
                 chunk_out = {
                     "alpha_index": best,
                     "best_score": scores.gather(0, best[None, :])[0],
@@ -532,7 +541,14 @@ def ridge_cv(
                     reader.prefetch(nxt)
                 width = sl.stop - sl.start
                 w, b = _refit_into(
-                    coef, sl, decomp, proj, alphas_t[best].expand(width), solution, x_dot_offset
+                    coef,
+                    sl,
+                    decomp,
+                    proj,
+                    alphas_t[best].expand(width),
+                    solution,
+                    x_dot_offset,
+                    coef_scratch,
                 )
                 chunk_out = {"intercept": b} if w is None else {"intercept": b, "coef": w}
                 results.submit(chunk_out, functools.partial(write_chunk, sl))
@@ -591,11 +607,28 @@ def _for_each_chunk(n_targets: int, chunk: int, process, progress, release) -> i
     return chunk
 
 
-def _refit_into(coef, sl: slice, decomp, proj, alphas: torch.Tensor, solution, x_dot_offset):
+class _Scratch:
+    """A CPU buffer of shape (n_rows, *row_shape), grown when a chunk needs more rows;
+    `rows(n)` is a contiguous view of its first n rows."""
+
+    def __init__(self, row_shape: tuple, dtype: torch.dtype):
+        self.row_shape, self.dtype, self.buf = row_shape, dtype, None
+
+    def rows(self, n: int) -> torch.Tensor:
+        if self.buf is None or self.buf.shape[0] < n:
+            self.buf = None  # free before allocating
+            self.buf = torch.empty((n, *self.row_shape), dtype=self.dtype)
+        return self.buf[:n]
+
+
+def _refit_into(
+    coef, sl: slice, decomp, proj, alphas: torch.Tensor, solution, x_dot_offset, scratch=None
+):
     """The chunk's coefficients for rows `sl` of the host array `coef`: primal, or
     with solution="dual" dual (`x_dot_offset` is then (X - x_offset) @ x_offset,
     or None without an intercept). Written here only when the GEMM can write
-    into `coef` directly; otherwise returned, for the ResultWriter to copy.
+    into `coef` directly; otherwise returned, for the ResultWriter to copy, in
+    `scratch` (a `_Scratch`, CPU) when given.
 
     On CPU the GEMM writes straight into the caller's array (no extra copy of
     the largest output) when its rows are contiguous and of the compute dtype.
@@ -617,6 +650,8 @@ def _refit_into(coef, sl: slice, decomp, proj, alphas: torch.Tensor, solution, x
     if direct:
         _, b = solve(decomp, proj, alphas, out=torch.from_numpy(rows))
         return None, b
+    if scratch is not None:
+        return solve(decomp, proj, alphas, out=scratch.rows(sl.stop - sl.start))
     return solve(decomp, proj, alphas)
 
 

@@ -129,16 +129,19 @@ class _Rows:
 @pytest.mark.parametrize("alpha_per_target", [True, False])
 @pytest.mark.parametrize("solution", ["primal", "dual"])
 @pytest.mark.parametrize("oom", [False, True])
-def test_deferred_result_writes_match_and_report_only_written_chunks(
-    monkeypatch, alpha_per_target, solution, oom
+@pytest.mark.parametrize("defer", [True, False], ids=["deferred", "at_once"])
+def test_result_writes_match_and_report_only_written_chunks(
+    monkeypatch, alpha_per_target, solution, oom, defer
 ):
-    """The CUDA order (chunk k's results land on the host after chunk k+1 is queued),
-    run on CPU: same results, every chunk written once, `on_chunk` only after the
-    chunk's rows are in place, and an out-of-memory retry loses no pending chunk."""
+    """Deferred: the CUDA order (chunk k's results land on the host after chunk k+1 is
+    queued), run on CPU. At once: the CPU order, each chunk's coefficients through
+    one reused buffer (uneven last chunk, and narrower chunks after an out-of-memory
+    retry). Either way: same results, every chunk written once, `on_chunk` only
+    after the chunk's rows are in place, and a retry loses no pending chunk."""
     X, Y = make_problem(25, 40, 37, seed=2)
     kw = dict(alpha_per_target=alpha_per_target, solution=solution)
     ref = ridge_cv(X, Y, ALPHAS, **kw)
-    monkeypatch.setattr(solve_module, "_DEFER_RESULTS", True)
+    monkeypatch.setattr(solve_module, "_DEFER_RESULTS", defer)
     if oom:
         _inject_oom(monkeypatch, max_width=5)
     coef = _Rows(ref.coef.shape)
