@@ -13,6 +13,13 @@ Dual form (n_samples <= n_features), rank r = n_samples - 1 with an intercept:
 Primal form (N > P): the covariance Z^T Z costs 2 N P^2, its eigh 9 P^3, and
 U = Z V / s another 2 N P r.
 
+Leave-one-out with per-target alphas in the dual form (fastridge._cv.DualRoute,
+since session 3) skips the projection and M:
+
+    makers      U diag(.) U^T, per alpha   N^2 r each      compute dtype (syrk)
+    residuals   R_a Yc, per alpha          2 N^2 T each    compute dtype
+    coef        Xs^T c                     2 P N T         primal only; dual: none
+
 GCV needs no per-alpha GEMM (O(r T) per alpha, neglected here).
 
 The roofline time divides the GEMM flops by the GEMM rate measured in the
@@ -33,13 +40,26 @@ def flop_model(
     cv=None,
     fit_intercept: bool = True,
     solution: str = "primal",
+    alpha_per_target: bool = True,
+    dual_route: bool | None = None,
 ) -> dict:
-    """Flops of each stage (and the eigh size), as a dict."""
+    """Flops of each stage (and the eigh size), as a dict. `dual_route`: None for
+    fastridge's choice (leave-one-out, per-target alphas, dual form, precision
+    "highest"), False for the projection route (e.g. precision="high")."""
     N, P, T = n_samples, n_features, n_targets
     rows = N - 1 if fit_intercept else N
     m = min(rows, P)
     r = m
     stages = {}
+    if dual_route is None:
+        dual_route = cv is None and alpha_per_target and rows <= P
+    if dual_route:  # fastridge._cv.DualRoute (full-rank X assumed)
+        stages["gram"] = 1.0 * rows * rows * P
+        stages["M"] = n_alphas * 1.0 * N * N * r  # the residual makers (timed in decompose)
+        stages["project"] = 0.0
+        stages["cv"] = n_alphas * 2.0 * N * N * T
+        stages["refit"] = 2.0 * P * N * T if solution == "primal" else 0.0
+        return {"eigh_size": m, "stages": stages, "gemm_flops": sum(stages.values())}
     # The Gram / covariance is a symmetric product (BLAS syrk): half a GEMM's flops.
     if rows <= P:
         stages["gram"] = 1.0 * rows * rows * P
@@ -69,7 +89,8 @@ def roofline(model: dict, calibration: dict, compute_dtype: str) -> dict:
     eigh_seconds = eigh["seconds"] * (model["eigh_size"] / eigh["size"]) ** 3
     st = model["stages"]
     ideal = {
-        # the Gram in float64, M = X^T U in the compute dtype (fastridge._decompose)
+        # the Gram in float64, M = X^T U (or the dual route's residual makers) in the
+        # compute dtype (fastridge._decompose, fastridge._cv)
         "decompose": st["gram"] / rate64 + st["M"] / rate_c + eigh_seconds,
         "project": st["project"] / rate_c,
         "cv": st["cv"] / rate_c,

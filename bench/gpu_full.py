@@ -61,24 +61,34 @@ PCIE_EFFICIENCY = 0.80  # pinned host<->device copies, per direction
 
 def predict(n, p, t, n_alphas, decompose_dtype="float64") -> dict:
     """Seconds per stage on each GPU in SPECS (PREDICTIONS from the flop model)."""
-    model = flop_model(n, p, t, n_alphas, cv=None)
-    st = model["stages"]
-    m = model["eigh_size"]
+    # fp32: precision="highest", the dual route; tf32: precision="high", whose split
+    # GEMMs need the projection route
+    models = {
+        "fp32": flop_model(n, p, t, n_alphas, cv=None),
+        "tf32": flop_model(n, p, t, n_alphas, cv=None, dual_route=False),
+    }
+    m = models["fp32"]["eigh_size"]
     out = {}
     for gpu, s in SPECS.items():
         dec_rate = (s["fp64"] if decompose_dtype == "float64" else s["fp32"]) * 1e12
         rows = {}
         for mode, rate in (("fp32", s["fp32"]), ("tf32", s["tf32"])):
+            st = models[mode]["stages"]
             gemm = GEMM_EFFICIENCY * rate * 1e12
             bw = BW_EFFICIENCY * s["bw"] * 1e9
             pcie = PCIE_EFFICIENCY * s["pcie"] * 1e9
             stages = {
-                "decompose": (st["gram"] + st["M"]) / (GEMM_EFFICIENCY * dec_rate)
+                # the Gram in the decomposition dtype; the residual makers (st["M"]) in
+                # the compute dtype
+                "decompose": st["gram"] / (GEMM_EFFICIENCY * dec_rate)
+                + st["M"] / gemm
                 + 9.0 * m**3 / (EIGH_EFFICIENCY * dec_rate),
                 # Y to the device once (4 n t bytes) + centring reads/writes it twice.
                 "project": st["project"] / gemm + 4.0 * n * t / pcie + 2 * 4.0 * n * t / bw,
-                # Per alpha: GEMM + the 1/(1-h) scaling, squaring and column sums (~3 passes).
-                "cv": st["cv"] / gemm + n_alphas * 3 * 4.0 * n * t / bw,
+                # Per alpha: GEMM + squares (2 passes), weighted column sums (1) and, in
+                # the dual route, keeping the best alpha's residuals (3 streams): ~6
+                # passes of n x t (the projection route scales instead: ~3).
+                "cv": st["cv"] / gemm + n_alphas * (6 if mode == "fp32" else 3) * 4.0 * n * t / bw,
                 # Coefficients back to the host: 4 p t bytes.
                 "refit": st["refit"] / gemm + 4.0 * p * t / pcie,
             }
@@ -96,7 +106,9 @@ def predict(n, p, t, n_alphas, decompose_dtype="float64") -> dict:
             "pcie_efficiency_per_direction": PCIE_EFFICIENCY,
             "excluded": "reading Y from disk and writing coef.npy to disk (storage-bound)",
         },
-        "model_gflop": {k: v / 1e9 for k, v in st.items()},
+        "model_gflop": {
+            mode: {k: v / 1e9 for k, v in model["stages"].items()} for mode, model in models.items()
+        },
         "eigh_size": m,
         "specs": SPECS,
         "seconds": out,

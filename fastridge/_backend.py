@@ -276,20 +276,32 @@ def synchronize(device: torch.device) -> None:
 SUM_BLOCK = 256  # rows per partial sum in column_sq_sums
 
 
-def column_sq_sums(E: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
-    """sum_i E[i, t]^2 for every column t, float64, shape (n_cols,).
+def column_sq_sums(
+    E: torch.Tensor,
+    overwrite: bool = False,
+    row_weights: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """sum_i E[i, t]^2 (times row_weights[i] if given) for every column t, float64,
+    shape (n_cols,).
 
     E has shape (n_rows, n_cols). Squares are taken in E's dtype and summed in
-    blocks of SUM_BLOCK rows by one thin GEMM with a block-indicator matrix, and
-    the block sums in float64. Why: a plain float32 sum over thousands of rows
-    loses ~1e-6 relative, enough to flip near-tied alphas, and torch's strided
-    column reduction (vector_norm(dim=0)) ran ~5x slower than this on CPU.
-    `overwrite=True` squares E in place (for scratch buffers).
+    blocks of SUM_BLOCK rows by one thin GEMM with a block-indicator matrix (whose
+    entries are the row weights, if any), and the block sums in float64. Why: a
+    plain float32 sum over thousands of rows loses ~1e-6 relative, enough to flip
+    near-tied alphas, and torch's strided column reduction (vector_norm(dim=0))
+    ran ~5x slower than this on CPU. `overwrite=True` squares E in place (for
+    scratch buffers); `out`, a tensor like E, receives the squares instead.
     """
     n_rows = E.shape[0]
-    sq = E.square_() if overwrite else E.square()
+    if overwrite:
+        sq = E.square_()
+    else:
+        sq = E.square() if out is None else torch.square(E, out=out)
     n_blocks = max(1, -(-n_rows // SUM_BLOCK))
     block_of_row = torch.arange(n_rows, device=E.device) // SUM_BLOCK
     blocks = torch.arange(n_blocks, device=E.device)[:, None]
     indicator = (block_of_row[None, :] == blocks).to(E.dtype)  # (n_blocks, n_rows)
+    if row_weights is not None:
+        indicator *= row_weights.to(E.dtype)
     return mm(indicator, sq).to(torch.float64).sum(dim=0)

@@ -30,7 +30,7 @@ import torch
 from ._backend import addmm, column_sq_sums, mm
 from ._chunks import available_memory
 from ._decompose import Decomposition
-from ._kernels import gcv_sums
+from ._kernels import _beats, gcv_sums
 
 
 @dataclass
@@ -45,8 +45,8 @@ class ProjectedChunk:
         sqrt(w) * (y - y_offset).
     y_offset : tensor of shape (n_chunk,)
         Weighted target mean with an intercept, zeros without.
-    UtY : tensor of shape (rank, n_chunk)
-        U^T Yc.
+    UtY : tensor of shape (rank, n_chunk) or None
+        U^T Yc (None when not projected, see `project`).
     remainder : tensor of shape (n_samples, n_chunk) or None
         Yc - U UtY; None when it is zero by construction.
     """
@@ -58,8 +58,11 @@ class ProjectedChunk:
     remainder: torch.Tensor | None
 
 
-def project(decomp: Decomposition, Y: torch.Tensor, keep_y: bool = False) -> ProjectedChunk:
-    """Centre/weight a chunk Y of shape (n_samples, n_chunk) and project it on U."""
+def project(
+    decomp: Decomposition, Y: torch.Tensor, keep_y: bool = False, on_basis: bool = True
+) -> ProjectedChunk:
+    """Centre/weight a chunk Y of shape (n_samples, n_chunk) and project it on U
+    (`on_basis=False`: centre/weight only, UtY is None; the dual-coefficient route)."""
     if decomp.fit_intercept:
         if decomp.sqrt_sw is None:
             y_offset = Y.mean(dim=0)
@@ -73,6 +76,8 @@ def project(decomp: Decomposition, Y: torch.Tensor, keep_y: bool = False) -> Pro
     Yc = Y - y_offset
     if decomp.sqrt_sw is not None:
         Yc.mul_(decomp.sqrt_sw[:, None])
+    if not on_basis:
+        return ProjectedChunk(y=y, Yc=Yc, y_offset=y_offset, UtY=None, remainder=None)
     UtY = mm(decomp.U.T, Yc)
     remainder = None
     if decomp.has_remainder:
@@ -229,11 +234,16 @@ class LeaveOneOut:
     ----------
     decomp : Decomposition
     alphas : array of shape (n_alphas,)
+    precision : see ScoringGemm
+    dual_route : bool
+        Build the n_samples x n_samples residual makers of `DualRoute` (Gram form
+        without remainder, "highest" precision, and if they fit in memory; check
+        `self.dual_route`). For per-target alphas with the built-in score.
     """
 
     name = "loo"
 
-    def __init__(self, decomp: Decomposition, alphas, precision: str = "highest"):
+    def __init__(self, decomp: Decomposition, alphas, precision: str = "highest", dual_route=False):
         self.decomp = decomp
         self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank), float64
@@ -251,7 +261,16 @@ class LeaveOneOut:
         # the residuals. Leave-one-out is leave-group-out with folds of one sample.
         self.bases = None  # [alpha] -> (n_samples, rank), compute dtype
         n_alphas = shrink.shape[0]
-        if not decomp.has_remainder and precision == "highest" and _bases_fit(decomp, n_alphas):
+        self.dual_route = None
+        if (
+            dual_route
+            and decomp.form == "gram"
+            and not decomp.has_remainder
+            and precision == "highest"
+            and _bases_fit(decomp, n_alphas, rank=decomp.n_samples)
+        ):
+            self.dual_route = DualRoute(decomp, shrink, inv_one_minus_h)
+        elif not decomp.has_remainder and precision == "highest" and _bases_fit(decomp, n_alphas):
             self.bases = [
                 (U64 * inv_one_minus_h[a][:, None] * shrink[a]).to(decomp.dtype)
                 for a in range(n_alphas)
@@ -314,13 +333,63 @@ class GeneralizedCV:
         return sums * (self.inv_denominator[:, None].double() ** 2)
 
 
-def _bases_fit(decomp: Decomposition, n_matrices: int, n_rows: int | None = None) -> bool:
-    """Whether `n_matrices` per-alpha bases of shape (n_rows, rank) (n_rows defaults
-    to n_samples) fit in a quarter of the device's free memory; otherwise the
-    schemes fall back to scaling passes, slower but with no such copies."""
+def _bases_fit(
+    decomp: Decomposition, n_matrices: int, n_rows: int | None = None, rank: int | None = None
+) -> bool:
+    """Whether `n_matrices` per-alpha bases of shape (n_rows, rank) (defaults: n_samples,
+    the decomposition's rank) fit in a quarter of the device's free memory;
+    otherwise the schemes fall back to scaling passes, slower but with no copies."""
     n_rows = decomp.n_samples if n_rows is None else n_rows
+    rank = decomp.rank if rank is None else rank
     itemsize = torch.finfo(decomp.dtype).bits // 8
-    return n_matrices * n_rows * decomp.rank * itemsize <= available_memory(decomp.device) // 4
+    return n_matrices * n_rows * rank * itemsize <= available_memory(decomp.device) // 4
+
+
+class DualRoute:
+    """Leave-one-out per target from centred targets alone, keeping dual coefficients.
+
+    In Gram form without remainder, the residuals of alpha a are
+    E_a = R_a Yc with R_a = U diag(shrink_a) U^T (n_samples x n_samples, built once
+    per alpha as a symmetric product). That needs no projection Ũ = U^T Yc (a
+    GEMM as large as one alpha's) and no M = Xs^T U; the residuals of each
+    target's best alpha so far are kept, and c = E(alpha*) / alpha* ARE the dual
+    coefficients (MATH.md), so the coefficients need no further GEMM over the
+    samples: primal coef = Xs^T c, dual coef = sqrt(w) * c.
+
+    Scores are -sum_i w_i E_i^2 / n_samples with w = 1 / (1 - h)^2, the row
+    weights folded into the block sums (`column_sq_sums`), so E stays unscaled.
+    """
+
+    def __init__(self, decomp: Decomposition, shrink: torch.Tensor, inv_one_minus_h):
+        self.decomp = decomp
+        U = decomp.U
+        root = torch.sqrt(shrink).to(decomp.dtype)  # shrink >= 0
+        # B B^T with B = U diag(sqrt(shrink)): a symmetric product (syrk), in the
+        # compute dtype, as U itself is
+        self.makers = []  # [alpha] -> (n_samples, n_samples)
+        for a in range(shrink.shape[0]):
+            B = U * root[a]
+            self.makers.append(mm(B, B.T))
+        self.row_weights = (inv_one_minus_h**2).to(decomp.dtype)  # (n_alphas, n_samples)
+
+    def score(self, chunk: ProjectedChunk, a: int, kept, scratch, squares, best_score, best_index):
+        """Alpha `a`'s leave-one-out scores of the chunk (float64, (n_chunk,)), with the
+        running best per target (score, index) and its residuals `kept`
+        (n_samples, n_chunk) updated in place; alphas in order 0, 1, ...; ties
+        keep the earlier alpha and NaN never wins, as `_scoring.select`.
+        `scratch` and `squares` are (n_samples, n_chunk) work buffers."""
+        E = mm(self.makers[a], chunk.Yc, out=kept if a == 0 else scratch)
+        sums = column_sq_sums(E, row_weights=self.row_weights[a], out=squares)
+        score = -sums / self.decomp.n_samples
+        if a == 0:
+            best_score.copy_(score)
+            best_index.fill_(0)
+        else:
+            better = _beats(score, best_score)
+            best_score.copy_(torch.where(better, score, best_score))
+            best_index.masked_fill_(better, a)
+            torch.where(better[None, :], E, kept, out=kept)
+        return score
 
 
 def _rows(index: np.ndarray, device: torch.device):

@@ -46,8 +46,11 @@ class Decomposition:
         Orthonormal basis of the range of the scaled, centred X.
     eigvals : tensor of shape (rank,), float64
         Squared singular values of the scaled, centred X, descending.
-    M : tensor of shape (n_features, rank), compute dtype
-        Xs^T U, so coefficients are ``M @ (Ũ / (eigvals + alpha))``.
+    design : tensor of shape (n_samples, n_features) or None, compute dtype
+        Xs itself (Gram form only): primal coefficients are Xs^T c from the dual
+        coefficients c, and M is computed from it on first use.
+    covariance_basis : tensor of shape (n_features, rank) or None, compute dtype
+        V diag(s) from the covariance form's eigenvectors (None in Gram form).
     x_offset : tensor of shape (n_features,), compute dtype
         (Weighted) mean of X, zeros without an intercept.
     sqrt_sw : tensor of shape (n_samples,) or None
@@ -66,7 +69,8 @@ class Decomposition:
 
     U: torch.Tensor
     eigvals: torch.Tensor
-    M: torch.Tensor
+    design: torch.Tensor | None
+    covariance_basis: torch.Tensor | None
     x_offset: torch.Tensor
     sqrt_sw: torch.Tensor | None
     q: torch.Tensor | None
@@ -76,6 +80,22 @@ class Decomposition:
     n_samples: int
     n_features: int
     fit_intercept: bool
+
+    @functools.cached_property
+    def M(self) -> torch.Tensor:
+        """Xs^T U = V diag(s), shape (n_features, rank), compute dtype: coefficients are
+        ``M @ (Ũ / (eigvals + alpha))``. In Gram form one GEMM, done on first use
+        only: the leave-one-out route that works from dual coefficients never needs it.
+        """
+        if self.covariance_basis is not None:
+            return self.covariance_basis
+        return mm(self.design.T, self.U)
+
+    @functools.cached_property
+    def design_offset(self) -> torch.Tensor:
+        """Xs @ x_offset, shape (n_samples,), compute dtype (Gram form): x_offset @ coef[t]
+        equals design_offset @ c[:, t] for primal coefficients Xs^T c."""
+        return self.design @ self.x_offset
 
     @functools.cached_property
     def offset_projection(self) -> torch.Tensor:
@@ -163,6 +183,17 @@ def decompose(
     if sqrt_sw is not None:
         Xs.mul_(sqrt_sw[:, None])
 
+    form = None
+    if gcv_mode in ("gram", "covariance"):
+        form = gcv_mode
+    else:
+        form = "gram" if n_samples - int(fit_intercept) <= n_features else "covariance"
+    design = None
+    if form == "gram":
+        # kept (before the reflection below, which works in place) for coefficients
+        # from dual coefficients and for M
+        design = Xs.to(compute_dtype, copy=True)
+
     q = None
     Z = Xs
     if fit_intercept:
@@ -173,11 +204,6 @@ def decompose(
         # Row 0 of the reflected design is +-q^T Xs = 0 (Xs is centred): drop it.
         Z = _reflect(v, Xs)[1:]
     n_rows = Z.shape[0]
-
-    if gcv_mode in ("gram", "covariance"):
-        form = gcv_mode
-    else:
-        form = "gram" if n_rows <= n_features else "covariance"
 
     if form == "gram":
         eigvals, vecs = eigh(mm(Z, Z.T))  # vecs: (n_rows, n_rows)
@@ -194,13 +220,11 @@ def decompose(
     eigvals, vecs = eigvals[keep], vecs[:, keep]
     s = torch.sqrt(eigvals)
 
+    covariance_basis = None
     if form == "gram":
-        U_rows = vecs  # (n_rows, rank)
-        # M = Z^T U is a (n_features x n_rows x rank) GEMM, as large as the Gram:
-        # in the compute dtype (float32 runs ~2x faster) since M is only used there.
-        M = mm(Z.T.to(compute_dtype), U_rows.to(compute_dtype))  # (n_features, rank) = V diag(s)
+        U_rows = vecs  # (n_rows, rank); M = Xs^T U comes later from `design`, if needed
     else:
-        M = vecs * s  # V diag(s)
+        covariance_basis = (vecs * s).to(compute_dtype).contiguous()  # V diag(s)
         U_rows = mm(Z, vecs) / s  # (n_rows, rank)
 
     if fit_intercept:
@@ -220,7 +244,8 @@ def decompose(
     return Decomposition(
         U=U.to(compute_dtype).contiguous(),
         eigvals=eigvals.to(torch.float64),
-        M=M.to(compute_dtype).contiguous(),
+        design=design,
+        covariance_basis=covariance_basis,
         x_offset=x_offset.to(compute_dtype),
         sqrt_sw=None if sqrt_sw is None else sqrt_sw.to(compute_dtype),
         q=None if q is None else q.to(compute_dtype),

@@ -32,7 +32,7 @@ from ._cv import GeneralizedCV, LeaveGroupOut, LeaveOneOut, RefitPerFold, projec
 from ._decompose import decompose
 from ._kernels import loo_epilogue
 from ._progress import Progress
-from ._refit import coefficients, dual_coefficients
+from ._refit import coefficients, dual_coefficients, from_residuals
 from ._scoring import Scoring, _unscale, select
 from ._validation import check_alphas, check_finite_chunk, check_sample_weight, check_target_array
 
@@ -119,10 +119,11 @@ def _cv_scheme(
     compute_dtype,
     gcv_mode,
     precision="highest",
+    dual_route=False,
 ):
     """The held-out residual scheme for `cv` (see fastridge._cv)."""
     if cv is None or (isinstance(cv, str) and cv == "loo"):
-        return LeaveOneOut(decomp, alphas, precision)
+        return LeaveOneOut(decomp, alphas, precision, dual_route=dual_route)
     if isinstance(cv, str):
         if cv == "gcv":
             return GeneralizedCV(decomp, alphas, precision)
@@ -316,7 +317,10 @@ def ridge_cv(
             compute_dtype=cdtype,
             gcv_mode=gcv_mode,
             precision=precision,
+            # leave-one-out from dual coefficients: per-target alphas, built-in score
+            dual_route=alpha_per_target and scoring is None and not store_cv_results,
         )
+        dual_route = getattr(scheme, "dual_route", None)
         # dual intercepts need (X - x_offset) @ x_offset, one GEMV while X is here
         x_dot_offset = None
         if solution == "dual" and fit_intercept:
@@ -406,7 +410,7 @@ def ridge_cv(
 
         def release():
             """Drop this chunk's device buffers (before retrying a smaller chunk)."""
-            work["buf"] = work["cached"] = None
+            work["buf"] = work["cached"] = work["kept"] = work["squares"] = None
             reader.drop_prefetch()
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
@@ -422,22 +426,27 @@ def ridge_cv(
             if nxt is not None and skip_chunk is not None and skip_chunk(nxt):
                 nxt = None
             t = time.perf_counter()
-            proj = project(decomp, read(sl), keep_y=keep_y)
+            proj = project(decomp, read(sl), keep_y=keep_y, on_basis=dual_route is None)
             synchronize(dev)
             timings["project"] += time.perf_counter() - t
 
             t = time.perf_counter()
             width = sl.stop - sl.start
-            buf = work["buf"]
-            if buf is None or buf.shape[1] != width:
-                work["buf"] = buf = None  # free the old buffer before allocating
-                buf = work["buf"] = torch.empty((n_samples, width), dtype=cdtype, device=dev)
+            buf = _buffer(work, "buf", (n_samples, width), cdtype, dev)
             block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64, device=dev)
             joint_sums = np.zeros((n_blocks, n_alphas))
             if fused:  # running best per target, kept by the epilogue
                 run_score = torch.empty(width, dtype=torch.float64, device=dev)
                 run_index = torch.zeros(width, dtype=torch.int64, device=dev)
+            if dual_route is not None:  # the best alpha's residuals, and squares
+                kept = _buffer(work, "kept", (n_samples, width), cdtype, dev)
+                squares = _buffer(work, "squares", (n_samples, width), cdtype, dev)
             for a in range(n_alphas):
+                if dual_route is not None:
+                    block_scores[0, a] = dual_route.score(
+                        proj, a, kept, buf, squares, run_score, run_index
+                    )
+                    continue
                 if gcv_fast:  # no GEMM: O(rank * width) per alpha
                     if a == 0:
                         gcv_sums = scheme.squared_error_sums(proj)
@@ -483,7 +492,15 @@ def ridge_cv(
                 else:
                     best = select(scores)
                 w, b = _refit_into(
-                    coef, sl, decomp, proj, alphas_t[best], solution, x_dot_offset, coef_scratch
+                    coef,
+                    sl,
+                    decomp,
+                    proj,
+                    alphas_t[best],
+                    solution,
+                    x_dot_offset,
+                    coef_scratch,
+                    kept=None if dual_route is None else kept,
                 )
                 chunk_out = {
                     "alpha_index": best,
@@ -607,6 +624,16 @@ def _for_each_chunk(n_targets: int, chunk: int, process, progress, release) -> i
     return chunk
 
 
+def _buffer(work: dict, name: str, shape: tuple, dtype, device) -> torch.Tensor:
+    """work[name], reallocated only when the chunk's shape changes: a fresh buffer per
+    chunk costs its page faults each time."""
+    buf = work.get(name)
+    if buf is None or tuple(buf.shape) != shape:
+        work[name] = None  # free the old buffer before allocating
+        buf = work[name] = torch.empty(shape, dtype=dtype, device=device)
+    return buf
+
+
 class _Scratch:
     """A CPU buffer of shape (n_rows, *row_shape), grown when a chunk needs more rows;
     `rows(n)` is a contiguous view of its first n rows."""
@@ -622,13 +649,22 @@ class _Scratch:
 
 
 def _refit_into(
-    coef, sl: slice, decomp, proj, alphas: torch.Tensor, solution, x_dot_offset, scratch=None
+    coef,
+    sl: slice,
+    decomp,
+    proj,
+    alphas: torch.Tensor,
+    solution,
+    x_dot_offset,
+    scratch=None,
+    kept=None,
 ):
     """The chunk's coefficients for rows `sl` of the host array `coef`: primal, or
     with solution="dual" dual (`x_dot_offset` is then (X - x_offset) @ x_offset,
     or None without an intercept). Written here only when the GEMM can write
     into `coef` directly; otherwise returned, for the ResultWriter to copy, in
-    `scratch` (a `_Scratch`, CPU) when given.
+    `scratch` (a `_Scratch`, CPU) when given. With `kept`, the residuals of each
+    target's alpha (`_cv.DualRoute`), they come from those (and overwrite them).
 
     On CPU the GEMM writes straight into the caller's array (no extra copy of
     the largest output) when its rows are contiguous and of the compute dtype.
@@ -643,7 +679,11 @@ def _refit_into(
         and rows.flags.writeable
         and rows.dtype == np.dtype(str(decomp.dtype)[6:])
     )
-    if solution == "dual":
+    if kept is not None:
+        solve = functools.partial(
+            from_residuals, residuals=kept, solution=solution, x_dot_offset=x_dot_offset
+        )
+    elif solution == "dual":
         solve = functools.partial(dual_coefficients, x_dot_offset=x_dot_offset)
     else:
         solve = coefficients

@@ -443,6 +443,80 @@ def test_per_alpha_bases_equal_the_scaling_path(monkeypatch, dtype, cv):
     assert_allclose(with_bases.coef_[same], without.coef_[same], rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("solution", ["primal", "dual"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_dual_route_equals_the_projection_route(
+    monkeypatch, dtype, solution, weighted, fit_intercept
+):
+    """Gram-form leave-one-out from kept dual coefficients (no U^T Y, no M) against
+    the projection route, on the same data: same alphas, scores, coefficients and
+    intercepts, chunked with an uneven last chunk."""
+    import fastridge._cv as cv_module
+
+    X, Y = make_problem(30, 50, 41, seed=13)
+    X, Y = X.astype(dtype), Y.astype(dtype) + 3.0
+    sw = np.random.default_rng(1).uniform(0.2, 2.0, 30) if weighted else None
+    alphas = np.logspace(-1, 3, 5)
+    kw = dict(fit_intercept=fit_intercept, alpha_per_target=True, solution=solution)
+    calls = []
+    real_score = cv_module.DualRoute.score
+    monkeypatch.setattr(
+        cv_module.DualRoute, "score", lambda self, *a: calls.append(1) or real_score(self, *a)
+    )
+    got = ridge_cv(X, Y, alphas, sample_weight=sw, target_chunk=16, **kw)
+    assert len(calls) == 3 * len(alphas)  # 3 chunks, every alpha through the route
+    real_init = cv_module.LeaveOneOut.__init__
+    monkeypatch.setattr(
+        cv_module.LeaveOneOut,
+        "__init__",
+        lambda self, *a, **k: real_init(self, *a, **{**k, "dual_route": False}),
+    )
+    ref = ridge_cv(X, Y, alphas, sample_weight=sw, target_chunk=16, **kw)
+    assert len(calls) == 3 * len(alphas)
+    rtol = 1e-10 if dtype == np.float64 else 2e-5
+    assert_array_equal(got.alpha_index, ref.alpha_index)
+    assert_allclose(got.best_score, ref.best_score, rtol=rtol)
+    scale = np.abs(ref.coef).max()
+    assert_allclose(got.coef, ref.coef, rtol=rtol, atol=rtol * scale)
+    assert_allclose(got.intercept, ref.intercept, rtol=rtol, atol=rtol * 3)
+
+
+def test_dual_route_only_where_it_applies(monkeypatch):
+    """Rank-deficient X (a remainder), the covariance form, a scorer, shared alpha and
+    no memory for the n x n matrices all take the projection route, and agree
+    with scikit-learn."""
+    import fastridge._cv as cv_module
+
+    built = []
+    real_init = cv_module.DualRoute.__init__
+    monkeypatch.setattr(
+        cv_module.DualRoute, "__init__", lambda self, *a: built.append(1) or real_init(self, *a)
+    )
+    alphas = np.logspace(-1, 3, 5)
+    X, Y = make_problem(30, 50, 6, seed=14)
+    ridge_cv(X, Y, alphas, alpha_per_target=True)
+    assert len(built) == 1
+    Xr, Yr = make_problem(30, 50, 6, rank=10, seed=15)
+    cases = [
+        (Xr, Yr, dict(alpha_per_target=True)),
+        (*make_problem(50, 20, 6, seed=16), dict(alpha_per_target=True)),
+        (X, Y, dict(alpha_per_target=True, scoring="r2")),
+        (X, Y, dict()),
+        (X, Y, dict(alpha_per_target=True, store_cv_results=True)),
+    ]
+    for Xc, Yc, kw in cases:
+        got = FastRidgeCV(alphas=alphas, **kw).fit(Xc, Yc)
+        ref = RidgeCV(alphas=alphas, **kw).fit(Xc, Yc)
+        assert_array_equal(got.alpha_, ref.alpha_)
+        assert_allclose(got.coef_, ref.coef_, rtol=1e-7, atol=1e-9)
+    assert len(built) == 1
+    monkeypatch.setattr(cv_module, "_bases_fit", lambda *a, **k: False)
+    ridge_cv(X, Y, alphas, alpha_per_target=True)
+    assert len(built) == 1
+
+
 def test_integer_memmap_targets_are_converted_per_chunk(tmp_path):
     X, Y = make_problem(16, 6, 9, seed=22)
     Yi = np.round(Y * 10).astype(np.int32)

@@ -18,11 +18,11 @@ def _inject_oom(monkeypatch, max_width):
     real = solve_module.project
     calls = []
 
-    def project(decomp, Y, keep_y=False):
+    def project(decomp, Y, **kw):
         calls.append(Y.shape[1])
         if Y.shape[1] > max_width:
             raise torch.OutOfMemoryError("injected: CUDA out of memory")
-        return real(decomp, Y, keep_y=keep_y)
+        return real(decomp, Y, **kw)
 
     monkeypatch.setattr(solve_module, "project", project)
     return calls
