@@ -142,18 +142,27 @@ def machine_info() -> dict:
     return info
 
 
-def _best_time(fn, repeats: int) -> tuple[float, float]:
-    """(fastest, median) seconds of `repeats` calls after one warm-up call.
+def _best_time(fn, repeats: int, torch_threads: int | None = None) -> tuple[float, float]:
+    """(fastest, median) seconds of `repeats` calls after one warm-up call, with
+    torch's intra-op threads set to `torch_threads` meanwhile (None: unchanged).
 
     The roofline uses the fastest: it is what the machine can do, and on a
     shared machine the slower repeats measure the neighbours.
     """
-    fn()  # warm-up (thread pools, page faults of the output)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+    import torch
+
+    saved = torch.get_num_threads()
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    try:
+        fn()  # warm-up (thread pools, page faults of the output)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(saved)
     return min(times), statistics.median(times)
 
 
@@ -175,7 +184,11 @@ def gemm_rate(m: int, k: int, n: int, dtype: str, repeats: int = 5) -> dict:
         ("torch", lambda: torch.mm(A, B, out=C)),
         ("numpy", lambda: np.matmul(An, Bn, out=Cn)),
     ):
-        seconds, median = _best_time(f, repeats)
+        # numpy's BLAS is timed with torch on one thread, as fastridge runs it
+        # (fastridge._backend.cpu_threads): torch's idle OpenMP workers keep
+        # spinning after its own GEMMs and took cores from OpenBLAS here (S-size
+        # calibrations read 96-120 GFLOP/s float32 instead of ~190).
+        seconds, median = _best_time(f, repeats, torch_threads=1 if lib == "numpy" else None)
         by_library[lib] = {
             "seconds": seconds,
             "median_seconds": median,
@@ -202,7 +215,8 @@ def eigh_time(size: int, dtype: str, repeats: int = 2) -> dict:
     Sn = S.numpy()
     by_library = {}
     for lib, f in (("torch", lambda: torch.linalg.eigh(S)), ("numpy", lambda: np.linalg.eigh(Sn))):
-        seconds, median = _best_time(f, repeats)
+        # numpy with torch on one thread, as in gemm_rate
+        seconds, median = _best_time(f, repeats, torch_threads=1 if lib == "numpy" else None)
         by_library[lib] = {"seconds": seconds, "median_seconds": median,
                            "gflops": 9.0 * size**3 / seconds / 1e9}  # fmt: skip
     best = min(by_library, key=lambda lib: by_library[lib]["seconds"])
