@@ -14,9 +14,11 @@ Primal form (N > P): the covariance Z^T Z costs 2 N P^2, its eigh 9 P^3, and
 U = Z V / s another 2 N P r.
 
 Leave-one-out with per-target alphas in the dual form (fastridge._cv.DualRoute,
-since session 3) skips the projection and M:
+since session 3) has no eigh, no projection and no M:
 
-    makers      U diag(.) U^T, per alpha   N^2 r each      compute dtype (syrk)
+    Gram        Z Z^T                      N^2 P (syrk)    float64
+    factor      rank (pivoted Cholesky)    N^3 / 3         float64
+                Cholesky inverse per alpha N^3 each        float64 (potrf + potri)
     residuals   R_a Yc, per alpha          2 N^2 T each    compute dtype
     coef        Xs^T c                     2 P N T         primal only; dual: none
 
@@ -53,13 +55,14 @@ def flop_model(
     stages = {}
     if dual_route is None:
         dual_route = cv is None and alpha_per_target and rows <= P
-    if dual_route:  # fastridge._cv.DualRoute (full-rank X assumed)
+    if dual_route:  # fastridge._cv.DualRoute: no eigh
         stages["gram"] = 1.0 * rows * rows * P
-        stages["M"] = n_alphas * 1.0 * N * N * r  # the residual makers (timed in decompose)
+        stages["factor"] = (n_alphas + 1.0 / 3.0) * rows**3  # float64, timed in decompose
+        stages["M"] = 0.0
         stages["project"] = 0.0
         stages["cv"] = n_alphas * 2.0 * N * N * T
         stages["refit"] = 2.0 * P * N * T if solution == "primal" else 0.0
-        return {"eigh_size": m, "stages": stages, "gemm_flops": sum(stages.values())}
+        return {"eigh_size": 0, "stages": stages, "gemm_flops": sum(stages.values())}
     # The Gram / covariance is a symmetric product (BLAS syrk): half a GEMM's flops.
     if rows <= P:
         stages["gram"] = 1.0 * rows * rows * P
@@ -89,9 +92,11 @@ def roofline(model: dict, calibration: dict, compute_dtype: str) -> dict:
     eigh_seconds = eigh["seconds"] * (model["eigh_size"] / eigh["size"]) ** 3
     st = model["stages"]
     ideal = {
-        # the Gram in float64, M = X^T U (or the dual route's residual makers) in the
+        # the Gram (and the dual route's Cholesky work) in float64, M = X^T U in the
         # compute dtype (fastridge._decompose, fastridge._cv)
-        "decompose": st["gram"] / rate64 + st["M"] / rate_c + eigh_seconds,
+        "decompose": (st["gram"] + st.get("factor", 0.0)) / rate64
+        + st["M"] / rate_c
+        + eigh_seconds,
         "project": st["project"] / rate_c,
         "cv": st["cv"] / rate_c,
         "refit": st["refit"] / rate_c,

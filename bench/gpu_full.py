@@ -67,7 +67,6 @@ def predict(n, p, t, n_alphas, decompose_dtype="float64") -> dict:
         "fp32": flop_model(n, p, t, n_alphas, cv=None),
         "tf32": flop_model(n, p, t, n_alphas, cv=None, dual_route=False),
     }
-    m = models["fp32"]["eigh_size"]
     out = {}
     for gpu, s in SPECS.items():
         dec_rate = (s["fp64"] if decompose_dtype == "float64" else s["fp32"]) * 1e12
@@ -78,11 +77,11 @@ def predict(n, p, t, n_alphas, decompose_dtype="float64") -> dict:
             bw = BW_EFFICIENCY * s["bw"] * 1e9
             pcie = PCIE_EFFICIENCY * s["pcie"] * 1e9
             stages = {
-                # the Gram in the decomposition dtype; the residual makers (st["M"]) in
-                # the compute dtype
-                "decompose": st["gram"] / (GEMM_EFFICIENCY * dec_rate)
+                # the Gram (and the dual route's Cholesky inverses) in the decomposition
+                # dtype, M in the compute dtype; the eigh (projection route only)
+                "decompose": (st["gram"] + st.get("factor", 0.0)) / (GEMM_EFFICIENCY * dec_rate)
                 + st["M"] / gemm
-                + 9.0 * m**3 / (EIGH_EFFICIENCY * dec_rate),
+                + 9.0 * models[mode]["eigh_size"] ** 3 / (EIGH_EFFICIENCY * dec_rate),
                 # Y to the device once (4 n t bytes) + centring reads/writes it twice.
                 "project": st["project"] / gemm + 4.0 * n * t / pcie + 2 * 4.0 * n * t / bw,
                 # Per alpha: GEMM + squares (2 passes), weighted column sums (1) and, in
@@ -109,7 +108,7 @@ def predict(n, p, t, n_alphas, decompose_dtype="float64") -> dict:
         "model_gflop": {
             mode: {k: v / 1e9 for k, v in model["stages"].items()} for mode, model in models.items()
         },
-        "eigh_size": m,
+        "eigh_size": {mode: model["eigh_size"] for mode, model in models.items()},
         "specs": SPECS,
         "seconds": out,
     }

@@ -267,6 +267,40 @@ def eigh(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(w), torch.from_numpy(v)
 
 
+def cholesky_inverse(A: torch.Tensor) -> torch.Tensor | None:
+    """Inverse of a symmetric positive definite float64 matrix by Cholesky (LAPACK
+    potrf + potri), or None when A is not numerically positive definite. A is
+    overwritten. On the numpy path (see `cpu_blas`) LAPACK comes from scipy
+    (OpenBLAS), else from torch."""
+    if not _numpy_path(A):
+        L, info = torch.linalg.cholesky_ex(A)
+        return None if int(info) != 0 else torch.cholesky_inverse(L)
+    from scipy.linalg import lapack
+
+    a = _blas_view(A).T  # Fortran order, the same symmetric matrix: LAPACK works in place
+    c, info = lapack.dpotrf(a, lower=1, clean=0, overwrite_a=1)
+    if info != 0:
+        return None
+    inv, info = lapack.dpotri(c, lower=1, overwrite_c=1)
+    if info != 0:
+        return None
+    lower = torch.from_numpy(inv).tril_()  # potri fills the lower triangle only
+    return lower + lower.tril(-1).T
+
+
+def pivoted_cholesky_rank(A: torch.Tensor, tol: float) -> int:
+    """Numerical rank of a symmetric positive semidefinite float64 matrix: the
+    number of steps of LAPACK's pivoted Cholesky (dpstrf, n^3/3 flops) before the
+    largest remaining pivot falls below `tol`. On the host (a copy)."""
+    from scipy.linalg import lapack
+
+    a = np.array(A.detach().cpu().numpy(), dtype=np.float64, order="F")
+    _, _, rank, info = lapack.dpstrf(a, tol=tol, lower=1, overwrite_a=1)
+    if info < 0:
+        raise ValueError(f"dpstrf: illegal argument {-info}")
+    return int(rank)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued device work (for timings and progress); no-op on CPU."""
     if device.type == "cuda":

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._backend import eigh, mm
+from ._backend import eigh, mm, pivoted_cholesky_rank
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,17 @@ class Decomposition:
         not cover every sample direction (n_samples > rank + intercept).
     form : str
         "gram" (eigh of n_samples x n_samples) or "covariance" (n_features^2).
+    gram, householder, gram_rank
+        Set instead of U, eigvals, M and leverage_rest by ``decompose(...,
+        eigen=False)``: the float64 Gram of the reflected design Z (n_rows x
+        n_rows; n_rows = n_samples - 1 with an intercept), the Householder vector
+        of the reflection (None without an intercept) and the numerical rank of
+        the Gram (pivoted Cholesky). The leave-one-out dual route needs only
+        these (`_cv.DualRoute`): no eigendecomposition.
     """
 
-    U: torch.Tensor
-    eigvals: torch.Tensor
+    U: torch.Tensor | None
+    eigvals: torch.Tensor | None
     design: torch.Tensor | None
     covariance_basis: torch.Tensor | None
     x_offset: torch.Tensor
@@ -80,6 +87,9 @@ class Decomposition:
     n_samples: int
     n_features: int
     fit_intercept: bool
+    gram: torch.Tensor | None = None
+    householder: torch.Tensor | None = None
+    gram_rank: int | None = None
 
     @functools.cached_property
     def M(self) -> torch.Tensor:
@@ -106,15 +116,17 @@ class Decomposition:
 
     @property
     def rank(self) -> int:
+        if self.eigvals is None:
+            return self.gram_rank
         return int(self.eigvals.shape[0])
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.U.dtype
+        return self.x_offset.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.U.device
+        return self.x_offset.device
 
 
 def _householder_vector(q: torch.Tensor) -> torch.Tensor:
@@ -139,6 +151,7 @@ def decompose(
     sample_weight: torch.Tensor | None = None,
     compute_dtype: torch.dtype | None = None,
     gcv_mode: str | None = None,
+    eigen: bool = True,
 ) -> Decomposition:
     """Centre, weight and eigendecompose X once.
 
@@ -156,6 +169,9 @@ def decompose(
     gcv_mode : {None, "auto", "eigen", "svd", "gram", "covariance"}
         Accepted for scikit-learn compatibility. "gram" / "covariance" force a
         form; the others choose the smaller eigenproblem automatically.
+    eigen : bool
+        False: Gram form only, stop at the Gram of the reflected design (and its
+        rank) without eigendecomposing it; see `Decomposition.gram`.
 
     Returns
     -------
@@ -204,6 +220,32 @@ def decompose(
         # Row 0 of the reflected design is +-q^T Xs = 0 (Xs is centred): drop it.
         Z = _reflect(v, Xs)[1:]
     n_rows = Z.shape[0]
+
+    if not eigen:
+        if form != "gram":
+            raise ValueError("decompose(eigen=False) needs the Gram form")
+        G = mm(Z, Z.T)  # (n_rows, n_rows), the work dtype
+        top = float(G.diagonal().max()) if n_rows else 0.0
+        tol = max(n_samples, n_features) * torch.finfo(work_dtype).eps * top
+        rank = pivoted_cholesky_rank(G, tol) if top > 0.0 else 0
+        return Decomposition(
+            U=None,
+            eigvals=None,
+            design=design,
+            covariance_basis=None,
+            x_offset=x_offset.to(compute_dtype),
+            sqrt_sw=None if sqrt_sw is None else sqrt_sw.to(compute_dtype),
+            q=None if q is None else q.to(compute_dtype),
+            leverage_rest=None,
+            has_remainder=rank < n_rows,
+            form=form,
+            n_samples=n_samples,
+            n_features=n_features,
+            fit_intercept=fit_intercept,
+            gram=G,
+            householder=v if fit_intercept else None,
+            gram_rank=rank,
+        )
 
     if form == "gram":
         eigvals, vecs = eigh(mm(Z, Z.T))  # vecs: (n_rows, n_rows)

@@ -27,8 +27,22 @@ from ._backend import (
     synchronize,
     torch_dtype,
 )
-from ._chunks import ResultWriter, TargetReader, auto_target_chunk, bytes_per_target
-from ._cv import GeneralizedCV, LeaveGroupOut, LeaveOneOut, RefitPerFold, project
+from ._chunks import (
+    ResultWriter,
+    TargetReader,
+    auto_target_chunk,
+    available_memory,
+    bytes_per_target,
+)
+from ._cv import (
+    EPILOGUE_COLS,
+    DualRouteUnavailable,
+    GeneralizedCV,
+    LeaveGroupOut,
+    LeaveOneOut,
+    RefitPerFold,
+    project,
+)
 from ._decompose import decompose
 from ._kernels import loo_epilogue
 from ._progress import Progress
@@ -107,6 +121,29 @@ def _is_complement(train: np.ndarray, test: np.ndarray, n_samples: int) -> bool:
     return bool((seen == 1).all())
 
 
+def _is_loo(cv) -> bool:
+    return cv is None or (isinstance(cv, str) and cv == "loo")
+
+
+def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, shape,
+                    fit_intercept, gcv_mode, n_alphas, itemsize, device) -> bool:  # fmt: skip
+    """Whether leave-one-out runs `_cv.DualRoute` (no eigendecomposition): per-target
+    alphas, the built-in score, nothing stored per sample, "highest" precision,
+    the Gram form, and its n_alphas n_samples x n_samples makers in a quarter of
+    the free memory (with room for the float64 work of building one)."""
+    n_samples, n_features = shape
+    if gcv_mode in ("gram", "covariance"):
+        gram = gcv_mode == "gram"
+    else:
+        gram = n_samples - int(fit_intercept) <= n_features
+    if not (_is_loo(cv) and alpha_per_target and scoring is None and gram):
+        return False
+    if store_cv_results or precision != "highest":
+        return False
+    need = n_samples * n_samples * (n_alphas * itemsize + 3 * 8)
+    return need <= available_memory(device) // 4
+
+
 def _cv_scheme(
     cv,
     decomp,
@@ -119,11 +156,10 @@ def _cv_scheme(
     compute_dtype,
     gcv_mode,
     precision="highest",
-    dual_route=False,
 ):
     """The held-out residual scheme for `cv` (see fastridge._cv)."""
-    if cv is None or (isinstance(cv, str) and cv == "loo"):
-        return LeaveOneOut(decomp, alphas, precision, dual_route=dual_route)
+    if _is_loo(cv):
+        return LeaveOneOut(decomp, alphas, precision)
     if isinstance(cv, str):
         if cv == "gcv":
             return GeneralizedCV(decomp, alphas, precision)
@@ -299,28 +335,42 @@ def ridge_cv(
         )
         Xt = as_tensor(X, dev, ddtype)
         swt = None if sw is None else torch.as_tensor(sw, dtype=ddtype, device=dev)
-        decomp = decompose(
-            Xt,
-            fit_intercept=fit_intercept,
-            sample_weight=swt,
-            compute_dtype=cdtype,
-            gcv_mode=gcv_mode,
-        )
-        scheme = _cv_scheme(
-            cv,
-            decomp,
-            alphas,
-            X=Xt,
-            groups=groups,
-            sample_weight=swt,
-            fit_intercept=fit_intercept,
-            compute_dtype=cdtype,
-            gcv_mode=gcv_mode,
-            precision=precision,
-            # leave-one-out from dual coefficients: per-target alphas, built-in score
-            dual_route=alpha_per_target and scoring is None and not store_cv_results,
-        )
+        # leave-one-out from dual coefficients, with no eigendecomposition
+        eigen = not _use_dual_route(
+            cv, alpha_per_target, scoring, store_cv_results, precision, tuple(Xt.shape),
+            fit_intercept, gcv_mode, n_alphas, torch.finfo(cdtype).bits // 8, dev,
+        )  # fmt: skip
+        while True:
+            decomp = decompose(
+                Xt,
+                fit_intercept=fit_intercept,
+                sample_weight=swt,
+                compute_dtype=cdtype,
+                gcv_mode=gcv_mode,
+                eigen=eigen,
+            )
+            try:
+                scheme = _cv_scheme(
+                    cv,
+                    decomp,
+                    alphas,
+                    X=Xt,
+                    groups=groups,
+                    sample_weight=swt,
+                    fit_intercept=fit_intercept,
+                    compute_dtype=cdtype,
+                    gcv_mode=gcv_mode,
+                    precision=precision,
+                )
+            except DualRouteUnavailable as exc:
+                if eigen:
+                    raise
+                progress.message(f"{exc}: eigendecomposing instead")
+                eigen = True
+                continue
+            break
         dual_route = getattr(scheme, "dual_route", None)
+        decomp = scheme.decomp if dual_route is not None else decomp  # without the Gram
         # dual intercepts need (X - x_offset) @ x_offset, one GEMV while X is here
         x_dot_offset = None
         if solution == "dual" and fit_intercept:
@@ -440,7 +490,9 @@ def ridge_cv(
                 run_index = torch.zeros(width, dtype=torch.int64, device=dev)
             if dual_route is not None:  # the best alpha's residuals, and squares
                 kept = _buffer(work, "kept", (n_samples, width), cdtype, dev)
-                squares = _buffer(work, "squares", (n_samples, width), cdtype, dev)
+                squares = _buffer(
+                    work, "squares", (n_samples * min(width, EPILOGUE_COLS),), cdtype, dev
+                )
             for a in range(n_alphas):
                 if dual_route is not None:
                     block_scores[0, a] = dual_route.score(

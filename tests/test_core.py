@@ -447,14 +447,19 @@ def test_per_alpha_bases_equal_the_scaling_path(monkeypatch, dtype, cv):
 @pytest.mark.parametrize("solution", ["primal", "dual"])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("fit_intercept", [True, False])
-def test_dual_route_equals_the_projection_route(
-    monkeypatch, dtype, solution, weighted, fit_intercept
+@pytest.mark.parametrize("block", [None, 5], ids=["one_block", "blocks_of_5"])
+def test_dual_route_equals_the_eigen_route(
+    monkeypatch, dtype, solution, weighted, fit_intercept, block
 ):
-    """Gram-form leave-one-out from kept dual coefficients (no U^T Y, no M) against
-    the projection route, on the same data: same alphas, scores, coefficients and
-    intercepts, chunked with an uneven last chunk."""
+    """Leave-one-out from Cholesky-built residual makers and kept dual coefficients
+    (no eigendecomposition, no U^T Y, no M) against the eigendecomposition route
+    on the same data: same alphas, scores, coefficients and intercepts, chunked
+    with an uneven last chunk, the epilogue in one or several column blocks."""
     import fastridge._cv as cv_module
+    import fastridge.solve as solve_module
 
+    if block is not None:  # the epilogue's column blocks, with a partial last one
+        monkeypatch.setattr(cv_module, "EPILOGUE_COLS", block)
     X, Y = make_problem(30, 50, 41, seed=13)
     X, Y = X.astype(dtype), Y.astype(dtype) + 3.0
     sw = np.random.default_rng(1).uniform(0.2, 2.0, 30) if weighted else None
@@ -467,14 +472,10 @@ def test_dual_route_equals_the_projection_route(
     )
     got = ridge_cv(X, Y, alphas, sample_weight=sw, target_chunk=16, **kw)
     assert len(calls) == 3 * len(alphas)  # 3 chunks, every alpha through the route
-    real_init = cv_module.LeaveOneOut.__init__
-    monkeypatch.setattr(
-        cv_module.LeaveOneOut,
-        "__init__",
-        lambda self, *a, **k: real_init(self, *a, **{**k, "dual_route": False}),
-    )
+    monkeypatch.setattr(solve_module, "_use_dual_route", lambda *a: False)
     ref = ridge_cv(X, Y, alphas, sample_weight=sw, target_chunk=16, **kw)
     assert len(calls) == 3 * len(alphas)
+    assert got.rank == ref.rank
     rtol = 1e-10 if dtype == np.float64 else 2e-5
     assert_array_equal(got.alpha_index, ref.alpha_index)
     assert_allclose(got.best_score, ref.best_score, rtol=rtol)
@@ -483,11 +484,13 @@ def test_dual_route_equals_the_projection_route(
     assert_allclose(got.intercept, ref.intercept, rtol=rtol, atol=rtol * 3)
 
 
-def test_dual_route_only_where_it_applies(monkeypatch):
-    """Rank-deficient X (a remainder), the covariance form, a scorer, shared alpha and
-    no memory for the n x n matrices all take the projection route, and agree
-    with scikit-learn."""
+def test_dual_route_where_it_applies(monkeypatch):
+    """Rank-deficient X takes the dual route too (its makers are exact on null
+    directions); the covariance form, a scorer, a shared alpha, stored CV values
+    and too little memory take the eigendecomposition route; a failed Cholesky
+    falls back to it. All agree with scikit-learn."""
     import fastridge._cv as cv_module
+    import fastridge.solve as solve_module
 
     built = []
     real_init = cv_module.DualRoute.__init__
@@ -496,25 +499,33 @@ def test_dual_route_only_where_it_applies(monkeypatch):
     )
     alphas = np.logspace(-1, 3, 5)
     X, Y = make_problem(30, 50, 6, seed=14)
-    ridge_cv(X, Y, alphas, alpha_per_target=True)
-    assert len(built) == 1
     Xr, Yr = make_problem(30, 50, 6, rank=10, seed=15)
-    cases = [
-        (Xr, Yr, dict(alpha_per_target=True)),
-        (*make_problem(50, 20, 6, seed=16), dict(alpha_per_target=True)),
-        (X, Y, dict(alpha_per_target=True, scoring="r2")),
-        (X, Y, dict()),
-        (X, Y, dict(alpha_per_target=True, store_cv_results=True)),
-    ]
-    for Xc, Yc, kw in cases:
+    Xt, Yt = make_problem(50, 20, 6, seed=16)
+
+    def check(Xc, Yc, **kw):
         got = FastRidgeCV(alphas=alphas, **kw).fit(Xc, Yc)
         ref = RidgeCV(alphas=alphas, **kw).fit(Xc, Yc)
         assert_array_equal(got.alpha_, ref.alpha_)
         assert_allclose(got.coef_, ref.coef_, rtol=1e-7, atol=1e-9)
+        assert_allclose(got.intercept_, ref.intercept_, rtol=1e-7, atol=1e-9)
+        return got
+
+    check(X, Y, alpha_per_target=True)
     assert len(built) == 1
-    monkeypatch.setattr(cv_module, "_bases_fit", lambda *a, **k: False)
-    ridge_cv(X, Y, alphas, alpha_per_target=True)
-    assert len(built) == 1
+    deficient = check(Xr, Yr, alpha_per_target=True)
+    assert len(built) == 2
+    assert deficient.rank_ == 10 == FastRidgeCV(alphas=alphas).fit(Xr, Yr).rank_
+    check(Xt, Yt, alpha_per_target=True)
+    check(X, Y, alpha_per_target=True, scoring="r2")
+    check(X, Y)
+    check(X, Y, alpha_per_target=True, store_cv_results=True)
+    assert len(built) == 2
+    monkeypatch.setattr(solve_module, "available_memory", lambda device: 1000)
+    check(X, Y, alpha_per_target=True)
+    assert len(built) == 2
+    monkeypatch.undo()
+    monkeypatch.setattr(cv_module, "cholesky_inverse", lambda A: None)
+    check(X, Y, alpha_per_target=True)
 
 
 def test_integer_memmap_targets_are_converted_per_chunk(tmp_path):
