@@ -447,19 +447,18 @@ def test_per_alpha_bases_equal_the_scaling_path(monkeypatch, dtype, cv):
 @pytest.mark.parametrize("solution", ["primal", "dual"])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("fit_intercept", [True, False])
-@pytest.mark.parametrize("block", [None, 5], ids=["one_block", "blocks_of_5"])
-def test_dual_route_equals_the_eigen_route(
-    monkeypatch, dtype, solution, weighted, fit_intercept, block
+@pytest.mark.parametrize("makers", ["cholesky", "eigen"])
+def test_dual_route_equals_the_projection_route(
+    monkeypatch, dtype, solution, weighted, fit_intercept, makers
 ):
-    """Leave-one-out from Cholesky-built residual makers and kept dual coefficients
-    (no eigendecomposition, no U^T Y, no M) against the eigendecomposition route
-    on the same data: same alphas, scores, coefficients and intercepts, chunked
-    with an uneven last chunk, the epilogue in one or several column blocks."""
+    """Leave-one-out from residual makers (by Cholesky, no eigendecomposition; or
+    from the eigh) and kept dual coefficients (no U^T Y, no M) against the
+    projection route on the same data: same alphas, scores, coefficients and
+    intercepts, chunked with an uneven last chunk."""
     import fastridge._cv as cv_module
     import fastridge.solve as solve_module
 
-    if block is not None:  # the epilogue's column blocks, with a partial last one
-        monkeypatch.setattr(cv_module, "EPILOGUE_COLS", block)
+    monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 10 if makers == "cholesky" else 0)
     X, Y = make_problem(30, 50, 41, seed=13)
     X, Y = X.astype(dtype), Y.astype(dtype) + 3.0
     sw = np.random.default_rng(1).uniform(0.2, 2.0, 30) if weighted else None
@@ -472,7 +471,7 @@ def test_dual_route_equals_the_eigen_route(
     )
     got = ridge_cv(X, Y, alphas, sample_weight=sw, target_chunk=16, **kw)
     assert len(calls) == 3 * len(alphas)  # 3 chunks, every alpha through the route
-    monkeypatch.setattr(solve_module, "_use_dual_route", lambda *a: False)
+    monkeypatch.setattr(solve_module, "_use_dual_route", lambda *a: None)
     ref = ridge_cv(X, Y, alphas, sample_weight=sw, target_chunk=16, **kw)
     assert len(calls) == 3 * len(alphas)
     assert got.rank == ref.rank
@@ -497,6 +496,7 @@ def test_dual_route_where_it_applies(monkeypatch):
     monkeypatch.setattr(
         cv_module.DualRoute, "__init__", lambda self, *a: built.append(1) or real_init(self, *a)
     )
+    monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 10)
     alphas = np.logspace(-1, 3, 5)
     X, Y = make_problem(30, 50, 6, seed=14)
     Xr, Yr = make_problem(30, 50, 6, rank=10, seed=15)
@@ -524,8 +524,12 @@ def test_dual_route_where_it_applies(monkeypatch):
     check(X, Y, alpha_per_target=True)
     assert len(built) == 2
     monkeypatch.undo()
+    # a failed Cholesky, and an eigendecomposition with a remainder: projection route
+    monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 10)
     monkeypatch.setattr(cv_module, "cholesky_inverse", lambda A: None)
     check(X, Y, alpha_per_target=True)
+    monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 0)
+    assert check(Xr, Yr, alpha_per_target=True).rank_ == 10
 
 
 def test_integer_memmap_targets_are_converted_per_chunk(tmp_path):
