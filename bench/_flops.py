@@ -19,6 +19,8 @@ since session 3) has no eigh, no projection and no M:
     Gram        Z Z^T                      N^2 P (syrk)    float64
     factor      rank (pivoted Cholesky)    N^3 / 3         float64
                 Cholesky inverse per alpha N^3 each        float64 (potrf + potri)
+                (above 4 alphas instead: the eigh, and U diag(.) U^T per alpha,
+                N^2 r each in the compute dtype)
     residuals   R_a Yc, per alpha          2 N^2 T each    compute dtype
     coef        Xs^T c                     2 P N T         primal only; dual: none
 
@@ -32,6 +34,8 @@ else cost anything: fraction of roofline = roofline / wall.
 """
 
 from __future__ import annotations
+
+CHOLESKY_MAX_ALPHAS = 4  # as fastridge.solve.CHOLESKY_MAX_ALPHAS
 
 
 def flop_model(
@@ -55,14 +59,19 @@ def flop_model(
     stages = {}
     if dual_route is None:
         dual_route = cv is None and alpha_per_target and rows <= P
-    if dual_route:  # fastridge._cv.DualRoute: no eigh
+    if dual_route:  # fastridge._cv.DualRoute
         stages["gram"] = 1.0 * rows * rows * P
-        stages["factor"] = (n_alphas + 1.0 / 3.0) * rows**3  # float64, timed in decompose
-        stages["M"] = 0.0
+        if n_alphas <= CHOLESKY_MAX_ALPHAS:  # makers by Cholesky: no eigh
+            stages["factor"] = (n_alphas + 1.0 / 3.0) * rows**3  # float64, timed in decompose
+            stages["M"] = 0.0
+            m = 0
+        else:  # makers U diag(.) U^T from the eigh, symmetric products in the compute dtype
+            stages["factor"] = 0.0
+            stages["M"] = n_alphas * 1.0 * N * N * r
         stages["project"] = 0.0
         stages["cv"] = n_alphas * 2.0 * N * N * T
         stages["refit"] = 2.0 * P * N * T if solution == "primal" else 0.0
-        return {"eigh_size": 0, "stages": stages, "gemm_flops": sum(stages.values())}
+        return {"eigh_size": m, "stages": stages, "gemm_flops": sum(stages.values())}
     # The Gram / covariance is a symmetric product (BLAS syrk): half a GEMM's flops.
     if rows <= P:
         stages["gram"] = 1.0 * rows * rows * P
