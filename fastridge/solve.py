@@ -386,7 +386,7 @@ def ridge_cv(
         if solution == "dual" and fit_intercept:
             x_off = decomp.x_offset.to(Xt.dtype)
             x_dot_offset = ((Xt @ x_off) - x_off @ x_off).to(cdtype)
-        del Xt
+        del Xt, decompose_x, scheme_of  # the float64 copy of X is not needed any more
         folds = scheme.folds
         if folds is not None and scoring is None:
             scorer = Scoring("r2", score_params)  # scikit-learn's default with cv given
