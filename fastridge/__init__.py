@@ -1,6 +1,6 @@
 """fastridge: ridge regression with cross-validated alphas for very many targets.
 
-One eigendecomposition of X serves every alpha, every target and every
+One factorisation of X's Gram or covariance matrix serves every target and every
 cross-validation scheme; targets are streamed in chunks on CPU or CUDA (torch).
 """
 

@@ -49,8 +49,10 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Ridge regression with built-in cross-validation of alpha, for many targets.
 
     Same parameters, attributes and results as scikit-learn's RidgeCV with
-    cv=None (exact leave-one-out), computed from one eigendecomposition of X
-    with the targets streamed in chunks, on CPU or CUDA through torch.
+    cv=None (exact leave-one-out), computed from one factorisation of X's Gram or
+    covariance matrix (an eigendecomposition; for leave-one-out with per-target
+    alphas and at most 4 of them, one Cholesky inverse per alpha instead) with the
+    targets streamed in chunks, on CPU or CUDA through torch.
 
     Parameters
     ----------
@@ -138,7 +140,9 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Only when X has string feature names.
     rank_ : int
-        Numerical rank of the centred X kept by the decomposition.
+        Numerical rank of the centred X: eigenvalues above max(n_samples,
+        n_features) * eps * the largest, or on the Cholesky route the steps of a
+        pivoted Cholesky of the Gram with that tolerance on its largest diagonal.
     timings_ : dict
         Seconds spent in each stage of the last fit.
     """
