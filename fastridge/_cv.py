@@ -383,9 +383,18 @@ class DualRoute:
         G = decomp.gram  # (n_rows, n_rows), float64
         v = decomp.householder
         n = decomp.n_samples
+        alphas = np.asarray(alphas, dtype=np.float64)
+        # The inverse loses ~(lambda_max / alpha) * eps64 relative: below
+        # eps(compute dtype) * trace(K) >= eps * lambda_max, the eigendecomposition's
+        # shrinkage form is the accurate one (scikit-learn's alpha=1e-16 tests).
+        floor = torch.finfo(decomp.dtype).eps * float(G.diagonal().sum())
+        if alphas.min() < floor:
+            raise DualRouteUnavailable(
+                f"alpha {alphas.min():g} is below eps * trace(Gram) = {floor:g}"
+            )
         self.makers = []  # [alpha] -> (n_samples, n_samples), compute dtype
         one_minus_h = []
-        for alpha in np.asarray(alphas, dtype=np.float64):
+        for alpha in alphas:
             A = G.clone()
             A.diagonal().add_(alpha)
             inv = cholesky_inverse(A)

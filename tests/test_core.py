@@ -530,6 +530,19 @@ def test_dual_route_where_it_applies(monkeypatch):
     check(X, Y, alpha_per_target=True)
     monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 0)
     assert check(Xr, Yr, alpha_per_target=True).rank_ == 10
+    # an alpha below eps * trace(Gram): the accurate eigendecomposition route
+    monkeypatch.undo()
+    monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 10)
+    built.clear()
+    monkeypatch.setattr(
+        cv_module.DualRoute, "__init__", lambda self, *a: built.append(1) or real_init(self, *a)
+    )
+    tiny = FastRidgeCV(alphas=[1e-16, 1.0], alpha_per_target=True).fit(X, Y)
+    assert len(built) == 1  # tried, refused
+    monkeypatch.setattr(solve_module, "_use_dual_route", lambda *a: None)
+    ref = FastRidgeCV(alphas=[1e-16, 1.0], alpha_per_target=True).fit(X, Y)
+    assert_array_equal(tiny.alpha_, ref.alpha_)
+    assert_allclose(tiny.coef_, ref.coef_, rtol=1e-12, atol=1e-12)
 
 
 def test_integer_memmap_targets_are_converted_per_chunk(tmp_path):
