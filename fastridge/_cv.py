@@ -31,7 +31,7 @@ import torch
 from ._backend import addmm, cholesky_inverse, column_sq_sums, mm
 from ._chunks import available_memory
 from ._decompose import Decomposition, _reflect
-from ._kernels import _beats, gcv_sums
+from ._kernels import gcv_sums, update_best
 
 
 @dataclass
@@ -90,6 +90,14 @@ def shrinkage(decomp: Decomposition, alphas) -> torch.Tensor:
     """alpha / (eigvals + alpha) = 1 - phi, tensor of shape (n_alphas, rank), float64."""
     a = torch.as_tensor(alphas, dtype=torch.float64, device=decomp.device)
     return a[:, None] / (decomp.eigvals[None, :] + a[:, None])
+
+
+def _one_minus_h(decomp: Decomposition, shrink: torch.Tensor, U64: torch.Tensor):
+    """1 - h_i(alpha) = leverage_rest_i + sum_j U_ij^2 shrink_aj, float64, shape
+    (n_alphas, n_samples), from `shrinkage` and U in float64. It is > 0 for
+    alpha > 0 unless sample i is alone in the intercept's direction
+    (n_samples == 1), which validation rejects."""
+    return decomp.leverage_rest.to(torch.float64)[None, :] + shrink @ (U64 * U64).T
 
 
 PRECISIONS = ("highest", "high", "medium")
@@ -259,10 +267,7 @@ class LeaveOneOut:
         self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank), float64
         U64 = decomp.U.to(torch.float64)
-        one_minus_h = decomp.leverage_rest.to(torch.float64)[None, :] + shrink @ (U64 * U64).T
-        # 1 - h_i > 0 for alpha > 0 unless sample i is alone in the intercept's
-        # direction (n_samples == 1), which validation rejects.
-        inv_one_minus_h = 1.0 / one_minus_h  # (n_alphas, n_samples)
+        inv_one_minus_h = 1.0 / _one_minus_h(decomp, shrink, U64)  # (n_alphas, n_samples)
         self.inv_one_minus_h = inv_one_minus_h.to(decomp.dtype)
         self.shrink = shrink.to(decomp.dtype)
         # Without a remainder the leave-one-out residuals are ONE GEMM from UtY,
@@ -425,8 +430,7 @@ class DualRoute:
         if decomp.has_remainder:
             raise DualRouteUnavailable("the eigendecomposition has a remainder")
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank), float64
-        U64 = decomp.U.to(torch.float64)
-        one_minus_h = decomp.leverage_rest.to(torch.float64)[None, :] + shrink @ (U64 * U64).T
+        one_minus_h = _one_minus_h(decomp, shrink, decomp.U.to(torch.float64))
         root = torch.sqrt(shrink).to(decomp.dtype)
         self.makers = []
         for a in range(shrink.shape[0]):
@@ -447,13 +451,8 @@ class DualRoute:
         E = mm(self.makers[a], chunk.Yc, out=kept if a == 0 else scratch)
         sums = column_sq_sums(E, row_weights=self.row_weights[a], out=squares)
         score = -sums / E.shape[0]
-        if a == 0:
-            best_score.copy_(score)
-            best_index.fill_(0)
-        else:
-            better = _beats(score, best_score)
-            best_score.copy_(torch.where(better, score, best_score))
-            best_index.masked_fill_(better, a)
+        better = update_best(score, a, best_score, best_index)
+        if better is not None:  # (alpha 0 was computed into `kept` itself)
             torch.where(better[None, :], E, kept, out=kept)
         return score
 

@@ -129,6 +129,14 @@ class Decomposition:
         return self.x_offset.device
 
 
+def choose_form(n_samples: int, n_features: int, fit_intercept: bool, gcv_mode=None) -> str:
+    """ "gram" when the rotated sample count (n_samples - 1 with an intercept) is
+    <= n_features, else "covariance"; gcv_mode "gram" / "covariance" forces one."""
+    if gcv_mode in ("gram", "covariance"):
+        return gcv_mode
+    return "gram" if n_samples - int(fit_intercept) <= n_features else "covariance"
+
+
 def _householder_vector(q: torch.Tensor) -> torch.Tensor:
     """v such that (I - 2 v v^T / v^T v) maps the unit vector q to -sign(q_0) e_0."""
     v = q.clone()
@@ -199,11 +207,7 @@ def decompose(
     if sqrt_sw is not None:
         Xs.mul_(sqrt_sw[:, None])
 
-    form = None
-    if gcv_mode in ("gram", "covariance"):
-        form = gcv_mode
-    else:
-        form = "gram" if n_samples - int(fit_intercept) <= n_features else "covariance"
+    form = choose_form(n_samples, n_features, fit_intercept, gcv_mode)
     design = None
     if form == "gram":
         # kept (before the reflection below, which works in place) for coefficients

@@ -109,13 +109,7 @@ def loo_epilogue_reference(
     score = -column_sq_sums(resid, overwrite=overwrite) / n_samples
     if scores is not None:
         scores[a] = score
-    if a == 0:
-        best_score.copy_(score)
-        best_index.fill_(0)
-    else:
-        better = _beats(score, best_score)
-        best_score.copy_(torch.where(better, score, best_score))
-        best_index.masked_fill_(better, a)
+    update_best(score, a, best_score, best_index)
     if keep is not None:
         scale = torch.tensor(keep_scale, dtype=E.dtype, device=E.device)
         keep.copy_(torch.where((best_index == a)[None, :], E * scale, keep))
@@ -136,6 +130,21 @@ def gcv_sums_reference(UtY: torch.Tensor, shrink_sq: torch.Tensor) -> torch.Tens
     """
     _check_gcv(UtY, shrink_sq)
     return (shrink_sq @ (UtY * UtY)).to(torch.float64)
+
+
+def update_best(score: torch.Tensor, a: int, best_score: torch.Tensor, best_index: torch.Tensor):
+    """Fold alpha `a`'s scores (n_chunk,) into the running best per target, in place
+    (alphas visited in order 0, 1, ...; a == 0 initialises). A later alpha wins
+    only on a strictly better score and NaN never wins, as `_scoring.select`.
+    Returns the mask of targets whose best became `a` (None for a == 0: all)."""
+    if a == 0:
+        best_score.copy_(score)
+        best_index.fill_(0)
+        return None
+    better = _beats(score, best_score)
+    best_score.copy_(torch.where(better, score, best_score))
+    best_index.masked_fill_(better, a)
+    return better
 
 
 def _beats(score: torch.Tensor, best: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ from ._cv import (
     RefitPerFold,
     project,
 )
-from ._decompose import decompose
+from ._decompose import choose_form, decompose
 from ._kernels import loo_epilogue
 from ._progress import Progress
 from ._refit import coefficients, dual_coefficients, from_residuals
@@ -140,10 +140,7 @@ def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, 
     the Gram form, and its n_alphas n_samples x n_samples makers in a quarter of
     the free memory (with room for the float64 work of building one)."""
     n_samples, n_features = shape
-    if gcv_mode in ("gram", "covariance"):
-        gram = gcv_mode == "gram"
-    else:
-        gram = n_samples - int(fit_intercept) <= n_features
+    gram = choose_form(n_samples, n_features, fit_intercept, gcv_mode) == "gram"
     if not (_is_loo(cv) and alpha_per_target and scoring is None and gram):
         return None
     if store_cv_results or precision != "highest":
