@@ -301,6 +301,17 @@ def pivoted_cholesky_rank(A: torch.Tensor, tol: float) -> int:
     return int(rank)
 
 
+def reused_buffer(holder: dict, name: str, shape: tuple, dtype, device) -> torch.Tensor:
+    """holder[name], an uninitialised tensor reallocated only when its shape or dtype
+    changes: a fresh buffer per alpha or chunk costs its page faults every time."""
+    shape = tuple(shape)
+    buf = holder.get(name)
+    if buf is None or tuple(buf.shape) != shape or buf.dtype != dtype:
+        holder[name] = None  # free the old buffer before allocating
+        buf = holder[name] = torch.empty(shape, dtype=dtype, device=device)
+    return buf
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued device work (for timings and progress); no-op on CPU."""
     if device.type == "cuda":

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._backend import addmm, cholesky_inverse, column_sq_sums, mm
+from ._backend import addmm, cholesky_inverse, column_sq_sums, mm, reused_buffer
 from ._chunks import available_memory
 from ._decompose import Decomposition, _reflect
 from ._kernels import gcv_sums, update_best
@@ -153,15 +153,11 @@ class ScoringGemm:
         self.cuda = U.device.type == "cuda"
         self.round = _round_to_tf32 if precision == "high" else _round_to_bf16
         self.U = U if precision == "highest" else self._split(U)
-        self._scratch = None
+        self._work = {}
 
     def scale(self, UtY: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
-        """shrink[:, None] * UtY in a buffer reused across alphas and chunks: a fresh
-        (rank, n_chunk) allocation per alpha costs page faults on every call."""
-        buf = self._scratch
-        if buf is None or buf.shape != UtY.shape or buf.dtype != UtY.dtype:
-            self._scratch = buf = None  # free before allocating
-            buf = self._scratch = torch.empty_like(UtY)
+        """shrink[:, None] * UtY in a buffer reused across alphas and chunks."""
+        buf = reused_buffer(self._work, "scaled", UtY.shape, UtY.dtype, UtY.device)
         return torch.mul(UtY, shrink[:, None], out=buf)
 
     def _split(self, x: torch.Tensor):
@@ -544,16 +540,12 @@ class LeaveGroupOut:
             sizes = [inverses[0].shape[0] for inverses in self.inverses]
             ends = np.cumsum(sizes).tolist()
             self._bounds = list(zip([0, *ends[:-1]], ends, strict=True))
-        self._scratch = None
+        self._work = {}
 
     def _buffer(self, n_rows: int, like: torch.Tensor) -> torch.Tensor:
         """A (n_rows, n_chunk) scratch block, reused across folds, alphas and chunks."""
         shape = (n_rows, like.shape[1])
-        buf = self._scratch
-        if buf is None or buf.shape != shape or buf.dtype != like.dtype:
-            self._scratch = buf = None  # free before allocating
-            buf = self._scratch = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return buf
+        return reused_buffer(self._work, "held", shape, like.dtype, like.device)
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
         """Yield (rows, weighted held-out residuals (n_b, n_chunk), their sqrt weights)

@@ -24,6 +24,7 @@ from ._backend import (
     float_dtype_of,
     host_empty,
     resolve_device,
+    reused_buffer,
     synchronize,
     torch_dtype,
 )
@@ -489,15 +490,15 @@ def ridge_cv(
 
             t = time.perf_counter()
             width = sl.stop - sl.start
-            buf = _buffer(work, "buf", (n_samples, width), cdtype, dev)
+            buf = reused_buffer(work, "buf", (n_samples, width), cdtype, dev)
             block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64, device=dev)
             joint_sums = np.zeros((n_blocks, n_alphas))
             if fused:  # running best per target, kept by the epilogue
                 run_score = torch.empty(width, dtype=torch.float64, device=dev)
                 run_index = torch.zeros(width, dtype=torch.int64, device=dev)
             if dual_route is not None:  # the best alpha's residuals, and squares
-                kept = _buffer(work, "kept", (n_samples, width), cdtype, dev)
-                squares = _buffer(work, "squares", (n_samples, width), cdtype, dev)
+                kept = reused_buffer(work, "kept", (n_samples, width), cdtype, dev)
+                squares = reused_buffer(work, "squares", (n_samples, width), cdtype, dev)
             for a in range(n_alphas):
                 if dual_route is not None:
                     block_scores[0, a] = dual_route.score(
@@ -679,16 +680,6 @@ def _for_each_chunk(n_targets: int, chunk: int, process, progress, release) -> i
         progress.advance(sl.stop - sl.start)
         start = sl.stop
     return chunk
-
-
-def _buffer(work: dict, name: str, shape: tuple, dtype, device) -> torch.Tensor:
-    """work[name], reallocated only when the chunk's shape changes: a fresh buffer per
-    chunk costs its page faults each time."""
-    buf = work.get(name)
-    if buf is None or tuple(buf.shape) != shape:
-        work[name] = None  # free the old buffer before allocating
-        buf = work[name] = torch.empty(shape, dtype=dtype, device=device)
-    return buf
 
 
 class _Scratch:
