@@ -1054,13 +1054,17 @@ def cmd_info(args) -> int:
             )
     except ImportError:
         lines.append("threadpoolctl: not installed")
-    from ._backend import CPU_BLAS_ENV, cpu_blas
+    from ._backend import CPU_BLAS_ENV, blas_kernel_warning, cpu_blas, numpy_blas_architecture
     from ._report import have_matplotlib
 
     lines.append(f"fastridge CPU GEMMs and eigh: {cpu_blas()} ({CPU_BLAS_ENV} overrides)")
+    lines.append(f"numpy OpenBLAS kernels: {numpy_blas_architecture() or 'unknown'}")
+    warning = blas_kernel_warning()
+    if warning:
+        lines.append(f"warning: {warning}")
 
     lines.append(f"matplotlib (plots): {'yes' if have_matplotlib() else 'not installed'}")
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE"):
         if name in os.environ:
             lines.append(f"{name}={os.environ[name]}")
     print("\n".join(lines))

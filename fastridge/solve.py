@@ -20,6 +20,8 @@ import torch
 
 from ._backend import (
     as_tensor,
+    blas_kernel_warning,
+    cpu_blas,
     cpu_threads,
     float_dtype_of,
     host_empty,
@@ -339,6 +341,10 @@ def ridge_cv(
 
     with cpu_threads(n_threads, dev):
         t0 = time.perf_counter()
+        if verbose and dev.type == "cpu" and cpu_blas() == "numpy":
+            warning = blas_kernel_warning()
+            if warning:
+                progress.message(f"warning: {warning}")
         progress.message(
             f"decomposing X ({n_samples} x {n_features}) on {dev} in {str(ddtype)[6:]}"
         )

@@ -167,3 +167,44 @@ def test_fit_threads_torch_one_thread_beside_numpy_blas():
         B.set_cpu_blas(None)
         torch.set_num_threads(old)
     assert seen == {("numpy", None): 1, ("numpy", 3): 1, ("torch", None): 2, ("torch", 3): 3}
+
+
+_AVX512 = ["avx2", "fma", "avx512f", "avx512bw"]
+
+
+@pytest.mark.parametrize(
+    "architecture, flags, environ, warns",
+    [
+        ("Haswell", _AVX512, {"OPENBLAS_CORETYPE": "Haswell"}, True),
+        ("Zen", _AVX512, {"OPENBLAS_CORETYPE": "ZEN"}, True),
+        ("SkylakeX", _AVX512, {"OPENBLAS_CORETYPE": "SkylakeX"}, False),  # AVX-512 kernels
+        ("Haswell", ["avx2", "fma"], {"OPENBLAS_CORETYPE": "Haswell"}, False),  # no AVX-512
+        ("Haswell", _AVX512, {}, False),  # OpenBLAS's own choice: nothing to unset
+        ("", _AVX512, {"OPENBLAS_CORETYPE": "Haswell"}, False),  # not OpenBLAS
+    ],
+)
+def test_blas_kernel_warning(architecture, flags, environ, warns):
+    text = B.blas_kernel_warning(architecture, flags, environ)
+    assert (text is not None) == warns
+    if warns:
+        assert architecture in text and "OPENBLAS_CORETYPE" in text
+
+
+def test_blas_kernel_warning_in_verbose_fit_and_info(monkeypatch, capsys):
+    import fastridge.solve
+    from fastridge.cli import main
+
+    for module in (B, fastridge.solve):  # info reads it from _backend, fit from solve
+        monkeypatch.setattr(module, "blas_kernel_warning", lambda *a: "forced kernels (test)")
+    B.set_cpu_blas("numpy")
+    try:
+        X, Y = make_problem(20, 5, 3, seed=0)
+        FastRidgeCV(alphas=(1.0, 2.0), verbose=True).fit(X, Y)
+        assert "warning: forced kernels (test)" in capsys.readouterr().err
+        FastRidgeCV(alphas=(1.0, 2.0), verbose=False).fit(X, Y)
+        assert "forced kernels" not in capsys.readouterr().err
+    finally:
+        B.set_cpu_blas(None)
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "numpy OpenBLAS kernels:" in out and "warning: forced kernels (test)" in out
