@@ -19,7 +19,7 @@ since session 3) has no eigh, no projection and no M:
     Gram        Z Z^T                      N^2 P (syrk)    float64
     factor      rank (pivoted Cholesky)    N^3 / 3         float64
                 Cholesky inverse per alpha N^3 each        float64 (potrf + potri)
-                (above 4 alphas instead: the eigh, and U diag(.) U^T per alpha,
+                (above 8 alphas instead: the eigh, and U diag(.) U^T per alpha,
                 N^2 r each in the compute dtype)
     residuals   R_a Yc, per alpha          2 N^2 T each    compute dtype
     coef        Xs^T c                     2 P N T         primal only; dual: none
@@ -35,7 +35,7 @@ else cost anything: fraction of roofline = roofline / wall.
 
 from __future__ import annotations
 
-CHOLESKY_MAX_ALPHAS = 4  # as fastridge.solve.CHOLESKY_MAX_ALPHAS
+CHOLESKY_MAX_ALPHAS = 8  # as fastridge.solve.CHOLESKY_MAX_ALPHAS
 
 
 def flop_model(

@@ -335,8 +335,8 @@ def cholesky_inverse(A: torch.Tensor) -> torch.Tensor | None:
     inv, info = lapack.dpotri(c, lower=1, overwrite_c=1)
     if info != 0:
         return None
-    lower = torch.from_numpy(inv).tril_()  # potri fills the lower triangle only
-    return lower + lower.tril(-1).T
+    full = torch.from_numpy(inv).tril_()  # potri fills the lower triangle only
+    return full.add_(full.tril(-1).T)  # the strict lower triangle (a copy) mirrored up
 
 
 def pivoted_cholesky_rank(A: torch.Tensor, tol: float) -> int:

@@ -402,12 +402,15 @@ class DualRoute:
             del A
             if inv is None:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
-            inv *= alpha
             if v is None:
-                R = inv
+                R = inv.mul_(alpha)
             else:  # back from reflected coordinates: H [0, 0; 0, R_Z] H
-                R = torch.zeros((n, n), dtype=inv.dtype, device=inv.device)
-                R[1:, 1:] = inv
+                # (scaled while copied in, and only the border zeroed: at the headline
+                # size every n x n float64 pass is 630 MB)
+                R = torch.empty((n, n), dtype=inv.dtype, device=inv.device)
+                R[0].zero_()
+                R[1:, 0].zero_()
+                torch.mul(inv, alpha, out=R[1:, 1:])
                 del inv
                 _reflect(v.to(R.dtype), R)  # H R
                 _reflect(v.to(R.dtype), R.T)  # (H R) H, R symmetric

@@ -128,11 +128,15 @@ def _is_loo(cv) -> bool:
 
 
 # Up to this many alphas, the dual route builds its makers by Cholesky without any
-# eigendecomposition; above, from an eigh (see _cv.DualRoute). Measured here: at
-# n_samples=2000 and 6 alphas the eigh route took 1.0 s against 1.24 s; at the
-# headline size (n_samples=8,859) one Cholesky inverse took 12 s and the eigh
-# about 100 s, so with 3 alphas the Cholesky route saves about a minute.
-CHOLESKY_MAX_ALPHAS = 4
+# eigendecomposition; above, from an eigh plus one symmetric product per alpha
+# (see _cv.DualRoute). One float64 Cholesky inverse (potrf + potri) cost 1/7 to
+# 1/10 of an eigh of the same matrix, measured on the Zen 5 VM at n = 1000, 2000
+# and 4000 (e.g. 0.40 s against 3.56 s at 4000), and 1/8 at the headline size on
+# the Zen 4 VM (12 s against ~100 s). With 6 alphas the Cholesky route's whole
+# decomposition took 7.4-7.9 s against 9.4-9.7 s at n_samples=4000 (L) and the
+# same ~1.0 s at 2000 (M) on the Zen 5 VM (the Zen 4 VM had measured the eigh
+# route 20% faster at 2000). Break-even is near 10 alphas.
+CHOLESKY_MAX_ALPHAS = 8
 
 
 def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, shape,
