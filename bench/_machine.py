@@ -46,6 +46,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_family_model() -> str:
+    """'family 26, model 2' from /proc/cpuinfo (AMD Zen 4 is family 25, Zen 5 family 26)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip()
+                if key in ("cpu family", "model") and key not in fields:
+                    fields[key] = line.split(":", 1)[1].strip()
+                if len(fields) == 2:
+                    break
+    except OSError:
+        pass
+    return f"family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}"
+
+
 def cpu_flags() -> list[str]:
     try:
         with open("/proc/cpuinfo") as f:
@@ -102,7 +118,10 @@ def machine_info() -> dict:
 
     info = {
         "cpu_model": cpu_model(),
+        "cpu_family_model": cpu_family_model(),
         "cpu_flags": cpu_flags(),
+        # set on some machines for old OpenBLAS builds; they choose numpy's GEMM kernels
+        "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
         "logical_cpus": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)),
         "mem_total_gib": round(mem_total_bytes() / 2**30, 1),

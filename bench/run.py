@@ -447,12 +447,20 @@ def markdown(doc: dict) -> str:
     """The results table (measured numbers only) plus the context needed to read it."""
     m = doc["machine"]
     fr = m.get("fastridge") or {}
-    blas = ", ".join(f"{b['internal_api']} {b['version']}" for b in m["numpy_blas"])
+    blas = ", ".join(
+        " ".join(filter(None, (b["internal_api"], b["version"], b.get("architecture"))))
+        for b in m["numpy_blas"]
+    )
+    coretype = (m.get("openblas_env") or {}).get("OPENBLAS_CORETYPE")
+    if "openblas_env" in m:
+        blas += f"; OPENBLAS_CORETYPE={coretype}" if coretype else "; OPENBLAS_CORETYPE unset"
     lines = [
         f"Command: `{doc['command']}`  ",
         f"Started {doc['started_utc']}; load average at start {doc['load_start']}, "
         f"at end {doc.get('load_end')}  ",
-        f"Machine: {m['cpu_model']}, {m['affinity_cpus']} CPUs, {m['mem_total_gib']} GiB; "
+        f"Machine: {m['cpu_model']}"
+        + (f" ({m['cpu_family_model']})" if "cpu_family_model" in m else "")
+        + f", {m['affinity_cpus']} CPUs, {m['mem_total_gib']} GiB; "
         f"torch {m['versions']['torch']} ({m['torch_threads']} threads), "
         f"numpy {m['versions']['numpy']} ({blas}), "
         f"scikit-learn {m['versions']['sklearn']}, himalaya {m['versions']['himalaya']}  ",
