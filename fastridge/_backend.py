@@ -162,9 +162,10 @@ def cpu_threads(n_threads: int | None, device: torch.device | None = None):
 # --- CPU linear algebra -----------------------------------------------------
 # torch is the engine, but on CPU its BLAS is whatever the wheel links: MKL for
 # the official x86 builds, and MKL takes a slow path on non-Intel CPUs. Measured
-# side by side on a 2-core AMD EPYC: torch.mm ~112 GFLOP/s in float32 where
-# numpy's OpenBLAS reached ~182 on the same shapes; a 2000 x 2000 float64 eigh
-# took 1.5 s against 0.85 s. So there, the large CPU GEMMs and the eigh go to
+# side by side on a 2-core AMD EPYC Zen 4: torch.mm ~112 GFLOP/s in float32 where
+# numpy's OpenBLAS reached ~182 on the same shapes, a 2000 x 2000 float64 eigh
+# 1.5 s against 0.85 s; on a Zen 5: 190-215 against 442-478 GFLOP/s (OpenBLAS's
+# AVX-512 kernels), 0.59-0.67 s against 0.41 s. So there, the large CPU GEMMs and the eigh go to
 # numpy (torch.from_numpy / .numpy() share memory: nothing is copied). The rule
 # is fixed per machine, not timed, so results are bit-for-bit repeatable across
 # runs (a resumed solve must give the bits of an uninterrupted one).
