@@ -116,6 +116,20 @@ def as_tensor(a, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return t.to(device=device, dtype=dtype)
 
 
+def shares_memory(t: torch.Tensor, a) -> bool:
+    """Whether tensor `t` (e.g. from ``as_tensor(a, ...)``) may share memory with the
+    user's array `a`; False means `t` is a private copy that may be overwritten."""
+    kind = array_kind(a)
+    if kind == "numpy":
+        if t.device.type != "cpu":
+            return False
+        return bool(np.may_share_memory(t.detach().numpy(), np.asarray(a)))
+    src = a if kind == "torch" else torch.from_dlpack(a)
+    if src.device != t.device:
+        return False
+    return t.untyped_storage().data_ptr() == src.untyped_storage().data_ptr()
+
+
 def float_dtype_of(a) -> np.dtype:
     """The numpy float dtype the computation should use for input `a`:
     float32 stays float32, float16 computes in float32, everything else float64."""

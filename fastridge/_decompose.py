@@ -160,6 +160,7 @@ def decompose(
     compute_dtype: torch.dtype | None = None,
     gcv_mode: str | None = None,
     eigen: bool = True,
+    overwrite_x: bool = False,
 ) -> Decomposition:
     """Centre, weight and eigendecompose X once.
 
@@ -180,6 +181,10 @@ def decompose(
     eigen : bool
         False: Gram form only, stop at the Gram of the reflected design (and its
         rank) without eigendecomposing it; see `Decomposition.gram`.
+    overwrite_x : bool
+        Centre, weight and reflect X in place (for a private copy: at the
+        headline size one n_samples x n_features float64 array, 1.4 GB, less;
+        and fresh memory is slow to touch on some VMs). X is then no longer X.
 
     Returns
     -------
@@ -200,10 +205,10 @@ def decompose(
             x_offset = X.mean(dim=0)
         else:
             x_offset = weights @ X
-        Xs = X - x_offset
+        Xs = X.sub_(x_offset) if overwrite_x else X - x_offset
     else:
         x_offset = torch.zeros(n_features, dtype=work_dtype, device=device)
-        Xs = X.clone()
+        Xs = X if overwrite_x else X.clone()
     if sqrt_sw is not None:
         Xs.mul_(sqrt_sw[:, None])
 

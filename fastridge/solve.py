@@ -27,6 +27,7 @@ from ._backend import (
     host_empty,
     resolve_device,
     reused_buffer,
+    shares_memory,
     synchronize,
     torch_dtype,
 )
@@ -359,13 +360,21 @@ def ridge_cv(
             cv, alpha_per_target, scoring, store_cv_results, precision, tuple(Xt.shape),
             fit_intercept, gcv_mode, n_alphas, torch.finfo(cdtype).bits // 8, dev,
         )  # fmt: skip
+        # Leave-one-out and GCV need X only to decompose it (K-fold may refit per
+        # fold, dual intercepts take X @ x_offset afterwards): a private copy of X
+        # (e.g. float32 input solved in float64) is then centred in place.
+        x_later = not (_is_loo(cv) or (isinstance(cv, str) and cv == "gcv")) or (
+            solution == "dual" and fit_intercept
+        )
+        overwrite_x = not x_later and not shares_memory(Xt, X)
+
         decompose_x = functools.partial(
             decompose,
-            Xt,
             fit_intercept=fit_intercept,
             sample_weight=swt,
             compute_dtype=cdtype,
             gcv_mode=gcv_mode,
+            overwrite_x=overwrite_x,
         )
         scheme_of = functools.partial(
             _cv_scheme,
@@ -379,13 +388,15 @@ def ridge_cv(
             gcv_mode=gcv_mode,
             precision=precision,
         )
-        decomp = decompose_x(eigen=route != "cholesky")
+        decomp = decompose_x(Xt, eigen=route != "cholesky")
         try:
             scheme = scheme_of(decomp=decomp, dual_route=route is not None)
         except DualRouteUnavailable as exc:
             progress.message(f"leave-one-out dual route unavailable ({exc}): projecting")
             if decomp.U is None:
-                decomp = decompose_x(eigen=True)
+                if overwrite_x:  # the first decomposition centred its copy of X
+                    Xt = as_tensor(X, dev, ddtype)
+                decomp = decompose_x(Xt, eigen=True)
             scheme = scheme_of(decomp=decomp)
         dual_route = getattr(scheme, "dual_route", None)
         decomp = scheme.decomp if dual_route is not None else decomp  # without the Gram

@@ -554,3 +554,86 @@ def test_integer_memmap_targets_are_converted_per_chunk(tmp_path):
     ref = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X, Yi.astype(np.float64))
     assert_array_equal(got.alpha_, ref.alpha_)
     assert_allclose(got.coef_, ref.coef_, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize("cv", [None, "gcv", 3])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_private_copy_of_x_centred_in_place(monkeypatch, kind, cv, fit_intercept, weighted):
+    """A float32 X decomposed in float64 is a private copy, centred (and weighted,
+    reflected) in place for leave-one-out and GCV; a float64 X is the caller's and
+    is left alone. Results are bit for bit those without the in-place centring,
+    and the caller's X never changes."""
+    import fastridge.solve as solve_module
+
+    X, Y = make_problem(30, 45, 7, seed=21)
+    X = X.astype(np.float32) + 5.0
+    sw = np.random.default_rng(2).uniform(0.5, 2.0, 30) if weighted else None
+    kw = dict(alphas=(0.5, 5.0, 50.0), fit_intercept=fit_intercept, cv=cv, alpha_per_target=True)
+    Xin = torch.from_numpy(X.copy()) if kind == "torch" else X.copy()
+    seen = []
+    real = solve_module.decompose
+    monkeypatch.setattr(
+        solve_module, "decompose", lambda *a, **k: seen.append(k["overwrite_x"]) or real(*a, **k)
+    )
+    got = FastRidgeCV(**kw).fit(Xin, Y, sample_weight=sw)
+    assert seen == [cv in (None, "gcv")]  # K-fold may refit per fold: X is kept
+    assert_array_equal(np.asarray(Xin), X)
+    monkeypatch.setattr(solve_module, "shares_memory", lambda *a: True)
+    ref = FastRidgeCV(**kw).fit(Xin, Y, sample_weight=sw)
+    assert_array_equal(got.alpha_, ref.alpha_)
+    assert_array_equal(np.asarray(got.coef_), np.asarray(ref.coef_))
+    assert_array_equal(np.asarray(got.intercept_), np.asarray(ref.intercept_))
+    # the caller's float64 X is shared, never overwritten
+    monkeypatch.undo()
+    monkeypatch.setattr(
+        solve_module, "decompose", lambda *a, **k: seen.append(k["overwrite_x"]) or real(*a, **k)
+    )
+    seen.clear()
+    X64 = X.astype(np.float64)
+    X64in = torch.from_numpy(X64.copy()) if kind == "torch" else X64.copy()
+    FastRidgeCV(**kw).fit(X64in, Y, sample_weight=sw)
+    assert seen == [False]
+    assert_array_equal(np.asarray(X64in), X64)
+
+
+def test_private_copy_of_x_survives_the_dual_route_fallback(monkeypatch):
+    """An alpha below the dual route's floor falls back to the eigendecomposition,
+    which needs X again after the first decomposition centred its copy in place."""
+    import fastridge.solve as solve_module
+
+    X, Y = make_problem(25, 40, 5, seed=22)
+    X = X.astype(np.float32) + 2.0
+    kw = dict(alphas=(1e-9, 1.0, 10.0), alpha_per_target=True)
+    calls = []
+    real = solve_module.decompose
+    monkeypatch.setattr(
+        solve_module,
+        "decompose",
+        lambda *a, **k: calls.append((k["eigen"], k["overwrite_x"])) or real(*a, **k),
+    )
+    got = ridge_cv(X, Y, **kw)
+    assert calls == [(False, True), (True, True)]  # the dual route, then the fallback
+    monkeypatch.setattr(solve_module, "shares_memory", lambda *a: True)
+    ref = ridge_cv(X, Y, **kw)
+    assert_array_equal(got.alpha_index, ref.alpha_index)
+    assert_array_equal(got.coef, ref.coef)
+    skl = RidgeCV(alphas=kw["alphas"], alpha_per_target=True).fit(X.astype(np.float64), Y)
+    assert_allclose(got.coef, skl.coef_, rtol=2e-3, atol=2e-4)
+
+
+def test_shares_memory():
+    from fastridge._backend import as_tensor, shares_memory
+
+    cpu = torch.device("cpu")
+    a64 = np.ones((4, 3))
+    assert shares_memory(as_tensor(a64, cpu, torch.float64), a64)
+    assert not shares_memory(as_tensor(a64.astype(np.float32), cpu, torch.float64), a64)
+    t64 = torch.ones(4, 3, dtype=torch.float64)
+    assert shares_memory(as_tensor(t64, cpu, torch.float64), t64)
+    assert shares_memory(as_tensor(t64[1:], cpu, torch.float64), t64[1:])
+    assert not shares_memory(as_tensor(t64, cpu, torch.float32), t64)
+    readonly = a64.copy()
+    readonly.flags.writeable = False  # as a memmap opened with mode "r": copied
+    assert not shares_memory(as_tensor(readonly, cpu, torch.float64), readonly)
