@@ -403,8 +403,13 @@ def column_sq_sums(
     near-tied alphas, and torch's strided column reduction (vector_norm(dim=0))
     ran ~5x slower than this on CPU. `overwrite=True` squares E in place (for
     scratch buffers); `out`, a tensor like E, receives the squares instead.
+    `out` of shape (SUM_BLOCK, n_cols) instead takes the squares one row block at
+    a time, each block summed by a GEMV while it is still in cache: the same
+    block sums, without an (n_rows, n_cols) buffer.
     """
     n_rows = E.shape[0]
+    if out is not None and out.shape[0] < n_rows:
+        return _column_sq_sums_by_block(E, row_weights, out)
     if overwrite:
         sq = E.square_()
     else:
@@ -416,3 +421,17 @@ def column_sq_sums(
     if row_weights is not None:
         indicator *= row_weights.to(E.dtype)
     return mm(indicator, sq).to(torch.float64).sum(dim=0)
+
+
+def _column_sq_sums_by_block(E, row_weights, buf) -> torch.Tensor:
+    """`column_sq_sums` through a (SUM_BLOCK, n_cols) buffer `buf`."""
+    n_rows, n_cols = E.shape
+    total = torch.zeros(n_cols, dtype=torch.float64, device=E.device)
+    weights = torch.ones(n_rows, dtype=E.dtype, device=E.device)
+    if row_weights is not None:
+        weights = row_weights.to(E.dtype)
+    for start in range(0, n_rows, SUM_BLOCK):
+        stop = min(start + SUM_BLOCK, n_rows)
+        sq = torch.square(E[start:stop], out=buf[: stop - start])
+        total += mm(weights[None, start:stop], sq)[0]  # block sum in E's dtype, then float64
+    return total

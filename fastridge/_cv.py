@@ -442,7 +442,8 @@ class DualRoute:
         running best per target (score, index) and its residuals `kept`
         (n_samples, n_chunk) updated in place; alphas in order 0, 1, ...; ties
         keep the earlier alpha and NaN never wins, as `_scoring.select`.
-        `scratch` and `squares` are (n_samples, n_chunk) work buffers.
+        `scratch` is an (n_samples, n_chunk) work buffer, `squares` one of
+        (SUM_BLOCK, n_chunk) (the squares go through it a row block at a time).
 
         (Running the epilogue over cache-sized column blocks instead measured no
         different at n_samples=2000 within this machine's noise, so it is not done.)

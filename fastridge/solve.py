@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ._backend import (
+    SUM_BLOCK,
     as_tensor,
     blas_kernel_warning,
     cpu_blas,
@@ -519,7 +520,8 @@ def ridge_cv(
                 run_index = torch.zeros(width, dtype=torch.int64, device=dev)
             if dual_route is not None:  # the best alpha's residuals, and squares
                 kept = reused_buffer(work, "kept", (n_samples, width), cdtype, dev)
-                squares = reused_buffer(work, "squares", (n_samples, width), cdtype, dev)
+                sq_rows = min(SUM_BLOCK, n_samples)  # squares go through it a row block at a time
+                squares = reused_buffer(work, "squares", (sq_rows, width), cdtype, dev)
             for a in range(n_alphas):
                 if dual_route is not None:
                     block_scores[0, a] = dual_route.score(

@@ -208,3 +208,24 @@ def test_blas_kernel_warning_in_verbose_fit_and_info(monkeypatch, capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "numpy OpenBLAS kernels:" in out and "warning: forced kernels (test)" in out
+
+
+@pytest.mark.parametrize("n_rows", [1, 255, 256, 257, 700])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_column_sq_sums_by_row_block_matches(blas, n_rows, weighted, dtype):
+    """Squares through a (SUM_BLOCK, n_cols) buffer, one row block at a time: the
+    sums of the full-buffer form (block sums in E's dtype, then float64), and E
+    left as it was."""
+    g = torch.Generator().manual_seed(n_rows)
+    E = torch.randn(n_rows, 37, generator=g, dtype=dtype) * 3.0
+    w = torch.rand(n_rows, generator=g, dtype=dtype) + 0.5 if weighted else None
+    before = E.clone()
+    full = B.column_sq_sums(E, row_weights=w, out=torch.empty_like(E))
+    rows = min(B.SUM_BLOCK, n_rows)
+    by_block = B.column_sq_sums(E, row_weights=w, out=torch.empty(rows, 37, dtype=dtype))
+    assert torch.equal(E, before)
+    exact = ((E.double() ** 2) * (1.0 if w is None else w.double()[:, None])).sum(dim=0)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    np.testing.assert_allclose(by_block.numpy(), full.numpy(), rtol=tol)
+    np.testing.assert_allclose(by_block.numpy(), exact.numpy(), rtol=tol)
