@@ -56,8 +56,8 @@ def bytes_per_target(
     1 / (eigvals + alpha) factors. n_features-long, 2: the coefficient rows and a
     host copy of them. Plus the scores of every alpha and the best ones.
     The leave-one-out dual route (`_cv.DualRoute`, full rank, so rank >= n_samples
-    - 1) has no rank-long columns but two more n_samples-long ones (the kept
-    residuals and their squares): 7 n_samples, within this count.
+    - 1) has no rank-long columns but one more n_samples-long one (the kept
+    residuals) and a 256-row block of squares: within this count.
     """
     return itemsize * (5 * n_samples + 4 * rank + 2 * n_features + n_alphas + 2)
 
