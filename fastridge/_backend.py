@@ -427,8 +427,9 @@ def _column_sq_sums_by_block(E, row_weights, buf) -> torch.Tensor:
     """`column_sq_sums` through a (SUM_BLOCK, n_cols) buffer `buf`."""
     n_rows, n_cols = E.shape
     total = torch.zeros(n_cols, dtype=torch.float64, device=E.device)
-    weights = torch.ones(n_rows, dtype=E.dtype, device=E.device)
-    if row_weights is not None:
+    if row_weights is None:
+        weights = torch.ones(n_rows, dtype=E.dtype, device=E.device)
+    else:
         weights = row_weights.to(E.dtype)
     for start in range(0, n_rows, SUM_BLOCK):
         stop = min(start + SUM_BLOCK, n_rows)
