@@ -35,43 +35,31 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def cpu_model() -> str:
+def _cpuinfo(key: str) -> str | None:
+    """The first value of field `key` (an exact field name) in /proc/cpuinfo, or None."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                name, _, value = line.partition(":")
+                if name.strip() == key:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def cpu_family_model() -> str:
     """'family 26, model 2' from /proc/cpuinfo (AMD Zen 4 is family 25, Zen 5 family 26)."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key = line.split(":", 1)[0].strip()
-                if key in ("cpu family", "model") and key not in fields:
-                    fields[key] = line.split(":", 1)[1].strip()
-                if len(fields) == 2:
-                    break
-    except OSError:
-        pass
-    return f"family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}"
+    return f"family {_cpuinfo('cpu family') or '?'}, model {_cpuinfo('model') or '?'}"
 
 
 def cpu_flags() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    return sorted(f for f in flags if f.startswith(("avx", "fma")))
-    except OSError:
-        pass
-    return []
+    flags = (_cpuinfo("flags") or "").split()
+    return sorted(f for f in flags if f.startswith(("avx", "fma")))
 
 
 def mem_total_bytes() -> int:
