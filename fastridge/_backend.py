@@ -10,6 +10,7 @@ so ``import fastridge`` neither imports cupy nor initialises CUDA.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass
 
@@ -368,14 +369,43 @@ def pivoted_cholesky_rank(A: torch.Tensor, tol: float) -> int:
 
 
 def reused_buffer(holder: dict, name: str, shape: tuple, dtype, device) -> torch.Tensor:
-    """holder[name], an uninitialised tensor reallocated only when its shape or dtype
-    changes: a fresh buffer per alpha or chunk costs its page faults every time."""
+    """An uninitialised contiguous tensor of `shape` in holder[name]'s memory,
+    reallocated only when it needs more elements or another dtype: a fresh
+    buffer per alpha or chunk costs its page faults every time (and a smaller
+    last chunk reuses the larger buffer's pages)."""
     shape = tuple(shape)
+    numel = math.prod(shape)
     buf = holder.get(name)
-    if buf is None or tuple(buf.shape) != shape or buf.dtype != dtype:
+    if buf is None or buf.numel() < numel or buf.dtype != dtype:
         holder[name] = None  # free the old buffer before allocating
         buf = holder[name] = torch.empty(shape, dtype=dtype, device=device)
-    return buf
+    return buf if tuple(buf.shape) == shape else buf.view(-1)[:numel].view(shape)
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another C library)."""
+    try:
+        import ctypes
+
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_heap() -> None:
+    """Hand the host heap's free pages back to the operating system.
+
+    glibc serves allocations below its mmap threshold from the heap, and raises
+    that threshold (up to 32 MiB) each time a larger mapped block is freed: the
+    decomposition's n_samples x n_samples float64 temporaries then stay in the
+    heap once freed, and the process keeps their pages for the rest of the fit
+    (0.15 GiB of M's peak resident memory, measured). No-op without glibc.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def synchronize(device: torch.device) -> None:

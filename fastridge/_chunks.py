@@ -128,12 +128,18 @@ class TargetReader:
     ----------
     Y : array of shape (n_samples, *target_shape)
         numpy array or memmap, torch tensor or cupy array.
+    device, dtype : where and in which dtype chunks are returned
+    read_ahead : bool or None
+        Whether `prefetch` reads the next chunk early (None: on CUDA only, where
+        the copy overlaps queued GPU work; on the CPU reading early overlaps
+        nothing and would keep two chunks alive). Tests set it on the CPU.
     """
 
-    def __init__(self, Y, device: torch.device, dtype: torch.dtype):
+    def __init__(self, Y, device: torch.device, dtype: torch.dtype, read_ahead=None):
         self.Y = Y
         self.device = device
         self.dtype = dtype
+        self.read_ahead = device.type == "cuda" if read_ahead is None else bool(read_ahead)
         self.n_samples = Y.shape[0]
         self.target_shape = tuple(Y.shape[1:])
         self.n_targets = int(np.prod(self.target_shape, dtype=np.int64))
@@ -150,11 +156,13 @@ class TargetReader:
             if Y.ndim <= 2 or Y.flags.c_contiguous:
                 self._flat = Y.reshape(self.n_samples, self.n_targets)
 
-    def _host_block(self, sl: slice):
-        """Columns `sl` as a host array (numpy input) or a tensor/cupy view."""
+    def _host_block(self, sl: slice, copy: bool = True):
+        """Columns `sl` as a host array (numpy input; a strided view of Y when
+        `copy` is False and Y's layout allows it) or a tensor/cupy view."""
         if self._flat is not None:
             if self.kind == "numpy":
-                return np.ascontiguousarray(self._flat[:, sl])
+                view = self._flat[:, sl]
+                return np.ascontiguousarray(view) if copy else view
             return self._flat[:, sl]
         idx = np.unravel_index(np.arange(sl.start, sl.stop), self.target_shape)
         return np.ascontiguousarray(self.Y[(slice(None),) + idx])
@@ -165,10 +173,15 @@ class TargetReader:
         if self.kind == "numpy":
             drop_pages(self.Y)
 
-    def read(self, sl: slice) -> torch.Tensor:
+    def read(self, sl: slice, out: torch.Tensor | None = None) -> torch.Tensor:
         """Columns `sl` of the flattened targets -> tensor (n_samples, len) on device.
 
-        Returns the chunk started by `prefetch(sl)` when there is one.
+        Returns the chunk started by `prefetch(sl)` when there is one. Otherwise,
+        with `out` (a contiguous tensor of that shape, device and dtype) and host
+        data on the CPU, the columns are copied straight into `out`, which is
+        returned: a buffer reused by every chunk is touched once, where a fresh
+        chunk costs its page faults each time. Without `out` (or when it does not
+        apply) the result may be a view of Y: callers must not write into it.
         """
         pending, self._pending = self._pending, None
         if pending is not None and pending[0] == (sl.start, sl.stop):
@@ -177,6 +190,10 @@ class TargetReader:
                 torch.cuda.current_stream(self.device).wait_event(event)
                 tensor.record_stream(torch.cuda.current_stream(self.device))
             return tensor
+        if out is not None and self.kind == "numpy" and self.device.type == "cpu":
+            np.copyto(out.numpy(), self._host_block(sl, copy=False), casting="unsafe")
+            self._release()
+            return out
         tensor = as_tensor(self._host_block(sl), self.device, self.dtype)
         self._release()
         return tensor
@@ -186,11 +203,12 @@ class TargetReader:
 
         On CUDA with host data the block goes through a pinned staging buffer and
         is copied on a side stream: the disk read and the host-to-device copy of
-        chunk k+1 overlap the GPU work already queued for chunk k. On CPU the
-        block is simply read ahead (same code path, synchronous).
+        chunk k+1 overlap the GPU work already queued for chunk k. Otherwise
+        (`read_ahead` set on the CPU) the block is simply read now, synchronously.
+        Without `read_ahead` this does nothing.
         """
         self._pending = None
-        if sl is None or sl.start >= sl.stop:
+        if sl is None or sl.start >= sl.stop or not self.read_ahead:
             return
         if self.device.type != "cuda" or self.kind != "numpy":
             self._pending = ((sl.start, sl.stop), self.read(sl), None)

@@ -60,10 +60,18 @@ class ProjectedChunk:
 
 
 def project(
-    decomp: Decomposition, Y: torch.Tensor, keep_y: bool = False, on_basis: bool = True
+    decomp: Decomposition,
+    Y: torch.Tensor,
+    keep_y: bool = False,
+    on_basis: bool = True,
+    out: torch.Tensor | None = None,
 ) -> ProjectedChunk:
     """Centre/weight a chunk Y of shape (n_samples, n_chunk) and project it on U
-    (`on_basis=False`: centre/weight only, UtY is None; the dual-coefficient route)."""
+    (`on_basis=False`: centre/weight only, UtY is None; the dual-coefficient route).
+
+    The centred chunk goes into `out` when given (of Y's shape; it may be Y
+    itself, unless `keep_y`), else into a new tensor: Y may be a view of the
+    caller's array, so it is never written otherwise."""
     if decomp.fit_intercept:
         if decomp.sqrt_sw is None:
             y_offset = Y.mean(dim=0)
@@ -73,8 +81,9 @@ def project(
     else:
         y_offset = torch.zeros(Y.shape[1], dtype=Y.dtype, device=Y.device)
     y = Y if keep_y else None
-    # Never in place: Y may be a view of the caller's array.
-    Yc = Y - y_offset
+    if keep_y and out is not None and out.data_ptr() == Y.data_ptr():
+        raise ValueError("project: `out` may not be Y itself when the raw Y is kept")
+    Yc = torch.sub(Y, y_offset, out=out) if out is not None else Y - y_offset
     if decomp.sqrt_sw is not None:
         Yc.mul_(decomp.sqrt_sw[:, None])
     if not on_basis:

@@ -26,6 +26,7 @@ from ._backend import (
     cpu_threads,
     float_dtype_of,
     host_empty,
+    release_free_heap,
     resolve_device,
     reused_buffer,
     shares_memory,
@@ -407,6 +408,7 @@ def ridge_cv(
             x_off = decomp.x_offset.to(Xt.dtype)
             x_dot_offset = ((Xt @ x_off) - x_off @ x_off).to(cdtype)
         del Xt, decompose_x, scheme_of  # the float64 copy of X is not needed any more
+        release_free_heap()  # the decomposition's freed temporaries, off the peak
         folds = scheme.folds
         if folds is not None and scoring is None:
             scorer = Scoring("r2", score_params)  # scikit-learn's default with cv given
@@ -472,7 +474,8 @@ def ridge_cv(
         # The fused leave-one-out epilogue (a CUDA kernel with cupy, else its torch
         # twin, bit-identical to scoring + select) covers the default scoring.
         fused = scheme.name == "loo" and scoring is None and cv_results is None
-        work = {"buf": None, "cached": None}  # residual buffer; a single chunk's projection
+        # the centred targets, the residuals, a single chunk's projection
+        work = {"y": None, "buf": None, "cached": None}
         # Coefficients that cannot be written straight into `coef` (a file writer)
         # go through one buffer reused by every chunk: a fresh (n_chunk, n_coef)
         # tensor per chunk costs its page faults each time. CPU only: on CUDA the
@@ -481,16 +484,21 @@ def ridge_cv(
         if dev.type == "cpu" and not isinstance(coef, np.ndarray):
             coef_scratch = _Scratch((n_coef,), cdtype)
 
-        def read(sl):
+        def read(sl, out=None):
             t = time.perf_counter()
-            Yc = reader.read(sl)
+            Yc = reader.read(sl, out)
             check_finite_chunk(Yc, "y", sl.start, target_shape)
             timings["read"] += time.perf_counter() - t
             return Yc
 
+        def release_work():
+            """Drop the buffers reused from chunk to chunk."""
+            work["y"] = work["buf"] = work["kept"] = work["squares"] = None
+
         def release():
             """Drop this chunk's device buffers (before retrying a smaller chunk)."""
-            work["buf"] = work["cached"] = work["kept"] = work["squares"] = None
+            release_work()
+            work["cached"] = None
             reader.drop_prefetch()
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
@@ -506,12 +514,12 @@ def ridge_cv(
             if nxt is not None and skip_chunk is not None and skip_chunk(nxt):
                 nxt = None
             t = time.perf_counter()
-            proj = project(decomp, read(sl), keep_y=keep_y, on_basis=dual_route is None)
+            width = sl.stop - sl.start
+            proj = _project_into(work, decomp, read, sl, keep_y, on_basis=dual_route is None)
             synchronize(dev)
             timings["project"] += time.perf_counter() - t
 
             t = time.perf_counter()
-            width = sl.stop - sl.start
             buf = reused_buffer(work, "buf", (n_samples, width), cdtype, dev)
             block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64, device=dev)
             joint_sums = np.zeros((n_blocks, n_alphas))
@@ -565,6 +573,11 @@ def ridge_cv(
 
             if alpha_per_target:
                 t = time.perf_counter()
+                if nxt is None:
+                    # The last chunk: nothing reuses the CV's work buffers, and the
+                    # process's peak comes now, with every coefficient row written.
+                    work["y"] = work["buf"] = work["squares"] = proj.Yc = buf = squares = None
+                    release_free_heap()  # (freed into the heap, they would stay resident)
                 scores = block_scores.mean(dim=0)  # averaged over folds, (n_alphas, width)
                 if conservative:
                     best = _select_conservative(block_scores, alphas_t)
@@ -634,7 +647,7 @@ def ridge_cv(
             def refit(sl, nxt):
                 """Pass 2 for one chunk: coefficients of the shared alpha."""
                 cached = work["cached"]
-                proj = cached if cached is not None else project(decomp, read(sl))
+                proj = cached if cached is not None else _project_into(work, decomp, read, sl)
                 if cached is None:
                     reader.prefetch(nxt)
                 width = sl.stop - sl.start
@@ -675,6 +688,16 @@ def ridge_cv(
         solution=solution,
         x_offset=decomp.x_offset.cpu().numpy(),
     )
+
+
+def _project_into(work: dict, decomp, read, sl: slice, keep_y=False, on_basis=True):
+    """`project` of chunk `sl`, read and centred in one buffer, work["y"], reused by
+    every chunk (a separate centred copy when the raw targets are kept)."""
+    if keep_y:
+        return project(decomp, read(sl), keep_y=True, on_basis=on_basis)
+    n_samples = decomp.n_samples
+    ybuf = reused_buffer(work, "y", (n_samples, sl.stop - sl.start), decomp.dtype, decomp.device)
+    return project(decomp, read(sl, ybuf), on_basis=on_basis, out=ybuf)
 
 
 def _for_each_chunk(n_targets: int, chunk: int, process, progress, release) -> int:
