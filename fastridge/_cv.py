@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._backend import addmm, cholesky_inverse, column_sq_sums, mm, reused_buffer
+from ._backend import addmm, cholesky_inverse, column_sq_sums, mirror_lower, mm, reused_buffer
 from ._chunks import available_memory
-from ._decompose import Decomposition, _reflect
+from ._decompose import Decomposition, _reflect_both_sides
 from ._kernels import gcv_sums, update_best
 
 
@@ -404,28 +404,26 @@ class DualRoute:
             )
         self.makers = []  # [alpha] -> (n_samples, n_samples), compute dtype
         one_minus_h = []
+        # Two float64 buffers for all alphas (at the headline size each n x n
+        # float64 array is 630 MB, and fresh memory is slow to touch on some VMs):
+        # the factorised Gram + alpha I, and R in sample coordinates.
+        A = torch.empty_like(G)
+        R = torch.empty((n, n), dtype=G.dtype, device=G.device)
+        inner = R if v is None else R[1:, 1:]
         for alpha in alphas:
-            A = G.clone()
+            A.copy_(G)
             A.diagonal().add_(alpha)
-            inv = cholesky_inverse(A)
-            del A
+            inv = cholesky_inverse(A, full=False)  # its lower triangle
             if inv is None:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
-            if v is None:
-                R = inv.mul_(alpha)
-            else:  # back from reflected coordinates: H [0, 0; 0, R_Z] H
-                # (scaled while copied in, and only the border zeroed: at the headline
-                # size every n x n float64 pass is 630 MB)
-                R = torch.empty((n, n), dtype=inv.dtype, device=inv.device)
+            mirror_lower(inv, inner, scale=alpha)  # R_Z = alpha (K_Z + alpha I)^-1
+            if v is not None:  # back from reflected coordinates: H [0, 0; 0, R_Z] H
                 R[0].zero_()
                 R[1:, 0].zero_()
-                torch.mul(inv, alpha, out=R[1:, 1:])
-                del inv
-                _reflect(v.to(R.dtype), R)  # H R
-                _reflect(v.to(R.dtype), R.T)  # (H R) H, R symmetric
+                _reflect_both_sides(v.to(R.dtype), R)
             one_minus_h.append(R.diagonal().clone())
-            self.makers.append(R.to(decomp.dtype).contiguous())
-            del R
+            self.makers.append(R.to(decomp.dtype, copy=True))
+        del A, R, inner
         # 1 - h_i > 0 for alpha > 0 (validation rejects a single sample)
         self.row_weights = (1.0 / torch.stack(one_minus_h) ** 2).to(decomp.dtype)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_problem
+from numpy.testing import assert_allclose
 
 from fastridge import FastRidgeCV
 from fastridge import _backend as B
@@ -229,3 +230,45 @@ def test_column_sq_sums_by_row_block_matches(blas, n_rows, weighted, dtype):
     tol = 1e-6 if dtype == torch.float32 else 1e-13
     np.testing.assert_allclose(by_block.numpy(), full.numpy(), rtol=tol)
     np.testing.assert_allclose(by_block.numpy(), exact.numpy(), rtol=tol)
+
+
+@pytest.mark.parametrize("n", [1, 5, 255, 256, 257, 600])
+def test_cholesky_inverse_lower_and_mirror(n, blas):
+    numpy_blas = blas == "numpy"
+    rng = np.random.default_rng(n)
+    F = rng.standard_normal((n, n + 3))
+    A = torch.from_numpy(F @ F.T + np.eye(n))
+    ref = np.linalg.inv(A.numpy())
+    full = B.cholesky_inverse(A.clone())
+    assert_allclose(full.numpy(), ref, rtol=1e-9, atol=1e-12)
+    work = A.clone()
+    lower = B.cholesky_inverse(work, full=False)
+    assert_allclose(np.tril(lower.numpy()), np.tril(ref), rtol=1e-9, atol=1e-12)
+    if numpy_blas:
+        assert lower.data_ptr() == work.data_ptr()  # LAPACK worked in A's memory
+    # the upper triangle is never read: poison it
+    poisoned = lower.clone()
+    poisoned[np.triu_indices(n, 1)] = np.nan
+    big = torch.full((n + 1, n + 1), np.nan, dtype=torch.float64)
+    out = B.mirror_lower(poisoned, big[1:, 1:], scale=2.5)
+    assert_allclose(out.numpy(), 2.5 * ref, rtol=1e-9, atol=1e-12)
+    assert np.isnan(big[0].numpy()).all() and np.isnan(big[:, 0].numpy()).all()
+
+
+def test_not_positive_definite_gives_none(blas):
+    A = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)
+    assert B.cholesky_inverse(A.clone()) is None
+    assert B.cholesky_inverse(A.clone(), full=False) is None
+
+
+@pytest.mark.parametrize("n", [2, 7, 300])
+def test_reflect_both_sides_is_h_s_h(n):
+    from fastridge._decompose import _reflect_both_sides
+
+    rng = np.random.default_rng(n)
+    B = rng.standard_normal((n, n))
+    S = B + B.T
+    v = rng.standard_normal(n)
+    H = np.eye(n) - 2.0 * np.outer(v, v) / (v @ v)
+    got = _reflect_both_sides(torch.from_numpy(v), torch.from_numpy(S.copy()))
+    assert_allclose(got.numpy(), H @ S @ H, rtol=1e-10, atol=1e-10 * np.abs(S).max())
