@@ -50,11 +50,12 @@ def bytes_per_target(
 ) -> int:
     """Memory one target column costs inside a chunk, counted generously.
 
-    n_samples-long columns, 5: the raw Y chunk and its centred copy (both alive
-    while projecting), the prefetched next chunk, the alpha-free remainder and
-    the residual buffer. rank-long, 4: Ũ, its scaled copy and the float64
-    1 / (eigvals + alpha) factors. n_features-long, 2: the coefficient rows and a
-    host copy of them. Plus the scores of every alpha and the best ones.
+    n_samples-long columns, at most 5: the raw Y chunk and its centred copy (one
+    buffer unless a score needs the raw targets), the next chunk read ahead (on
+    CUDA only), the alpha-free remainder and the residual buffer. rank-long, 4:
+    Ũ, its scaled copy and the float64 1 / (eigvals + alpha) factors.
+    n_features-long, 2: the coefficient rows and a host copy of them. Plus the
+    scores of every alpha and the best ones.
     The leave-one-out dual route (`_cv.DualRoute`, full rank, so rank >= n_samples
     - 1) has no rank-long columns but one more n_samples-long one (the kept
     residuals) and a 256-row block of squares: within this count.
