@@ -88,6 +88,13 @@ class Scoring:
         """Whether scoring needs the raw targets (not only residuals)."""
         return not self.builtin or self.scoring in _NEEDS_Y
 
+    @property
+    def shift_invariant(self) -> bool:
+        """Whether the targets enter the score only through their deviations from
+        their (weighted) mean over the scored rows, so that y + c scores as y for
+        any constant c per target (r2, explained_variance, correlation)."""
+        return self.builtin and self.scoring in _NEEDS_Y
+
     def __call__(
         self,
         resid: torch.Tensor,

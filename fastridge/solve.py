@@ -419,9 +419,12 @@ def ridge_cv(
         itemsize = torch.finfo(cdtype).bits // 8
         per_target = bytes_per_target(n_samples, decomp.rank, n_features, n_alphas, itemsize)
         # The raw targets are kept when a score or the per-fold refit needs them,
-        # or to store held-out predictions.
+        # or to store held-out predictions. Unweighted, y - mean(y over any rows) =
+        # Yc - mean(Yc over them): r2 and its kin (K-fold's default) take the
+        # centred chunk instead, and no second chunk-sized buffer is needed.
+        y_from_centred = scorer.shift_invariant and sw is None and scheme.name != "refit"
         keep_y = (
-            scorer.needs_y
+            (scorer.needs_y and not y_from_centred)
             or scheme.name == "refit"
             or (store_cv_results and scoring is not None and folds is None)
         )
@@ -555,7 +558,8 @@ def ridge_cv(
                     )
                     continue
                 for i, (rows, resid, sqrt_sw) in enumerate(scheme.blocks(proj, a, buf)):
-                    y = proj.y if proj.y is None or rows is None else proj.y[rows]
+                    y = proj.Yc if y_from_centred else proj.y
+                    y = y if y is None or rows is None else y[rows]
                     block_scores[i, a] = scorer(resid, y, sqrt_sw, rows)
                     if joint:
                         joint_sums[i, a] = scorer.joint(resid, y, sqrt_sw, Y.ndim == 1, rows)

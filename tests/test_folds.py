@@ -185,3 +185,43 @@ def test_himalaya_selects_the_same_alphas():
         assert_allclose(got.best_score_, np.asarray(ref.cv_scores_).ravel(), rtol=1e-6)
         assert_allclose(got.coef_, np.asarray(ref.coef_).T, rtol=1e-6, atol=1e-10)
     del himalaya
+
+
+@pytest.mark.parametrize(
+    "cv, scoring",
+    [(5, None), (5, "explained_variance"), (GroupKFold(4), "correlation"), (None, "r2")],
+)
+def test_shift_invariant_scores_use_the_centred_targets(monkeypatch, cv, scoring):
+    """r2 and its kin score the centred chunk (no copy of the raw targets is kept)
+    exactly as they score the raw targets, even far from zero."""
+    import fastridge.solve as solve_module
+    from fastridge._scoring import Scoring
+
+    X, Y = make_problem(40, 30, 9, seed=21)
+    Y = Y + 1e3  # a large common offset
+    groups = _groups(40)
+    kept = []
+    real = solve_module.project
+
+    def spy(decomp, Yc, **kw):
+        kept.append(kw.get("keep_y", False))
+        return real(decomp, Yc, **kw)
+
+    monkeypatch.setattr(solve_module, "project", spy)
+    kw = dict(cv=cv, scoring=scoring, alpha_per_target=True, target_chunk=4)
+    if isinstance(cv, GroupKFold):
+        kw["groups"] = groups
+    got = ridge_cv(X, Y, ALPHAS, store_cv_results=cv is not None, **kw)
+    assert kept and not any(kept)
+    kept.clear()
+    monkeypatch.setattr(Scoring, "shift_invariant", property(lambda self: False))
+    ref = ridge_cv(X, Y, ALPHAS, store_cv_results=cv is not None, **kw)
+    assert all(kept)  # the raw targets were kept for the reference
+    assert_array_equal(got.alpha_index, ref.alpha_index)
+    assert_allclose(got.best_score, ref.best_score, rtol=1e-9, atol=1e-12)
+    if cv is not None:
+        assert_allclose(got.cv_results, ref.cv_results, rtol=1e-9, atol=1e-12)
+    # with sample weights the raw targets are still kept
+    kept.clear()
+    ridge_cv(X, Y, ALPHAS, sample_weight=np.linspace(0.5, 2.0, 40), **kw)
+    assert all(kept)
