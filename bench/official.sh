@@ -1,5 +1,5 @@
 #!/bin/sh
-# The measurement sequence behind bench/RESULTS.md (session 4, 2026-12-01), from the
+# The measurement sequence behind bench/RESULTS.md (sessions 4 and 5, 2026-12-01), from the
 # repository root: FASTRIDGE=/path/to/a/checkout sh bench/official.sh
 # Benchmark a frozen checkout (a git worktree): editing the measured code while
 # the runner works mixes versions. Takes ~75 min on the 2-core machine.

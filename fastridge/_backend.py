@@ -371,10 +371,10 @@ def mirror_lower(lower: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> 
     """
     n = lower.shape[0]
     b = MIRROR_BLOCK
-    # On the CPU through numpy, one thread: right after LAPACK, OpenBLAS's
-    # threads still spin for a while, and torch's two-thread elementwise ops on a
-    # 2-core machine then wait for the core they share (3 ms against up to 100 ms
-    # per call at n = 2000, measured).
+    # On the CPU through numpy, on the calling thread whatever torch's thread
+    # count: right after LAPACK, OpenBLAS's threads still spin for a while, and
+    # torch ops on two threads on a 2-core machine then wait for the core they
+    # share (measured at n = 2000: 4-100 ms a call that way, 7 ms in numpy).
     cpu = lower.device.type == "cpu" and out.device.type == "cpu"
     src, dst = (lower.numpy(), out.numpy()) if cpu else (lower, out)
     mul, tril = (np.multiply, np.tril) if cpu else (torch.mul, torch.tril)
