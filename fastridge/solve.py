@@ -382,7 +382,7 @@ def ridge_cv(
             _cv_scheme,
             cv,
             alphas=alphas,
-            X=Xt,
+            X=Xt if x_later else None,  # (leave-one-out and GCV take the decomposition only)
             groups=groups,
             sample_weight=swt,
             fit_intercept=fit_intercept,
@@ -391,12 +391,16 @@ def ridge_cv(
             precision=precision,
         )
         decomp = decompose_x(Xt, eigen=route != "cholesky")
+        if not x_later:
+            # Freed before the leave-one-out makers are built, the process's peak at
+            # the headline size (its float64 copy of X is 1.3 GiB there).
+            Xt = None
         try:
             scheme = scheme_of(decomp=decomp, dual_route=route is not None)
         except DualRouteUnavailable as exc:
             progress.message(f"leave-one-out dual route unavailable ({exc}): projecting")
             if decomp.U is None:
-                if overwrite_x:  # the first decomposition centred its copy of X
+                if Xt is None or overwrite_x:  # freed, or centred by the first decomposition
                     Xt = as_tensor(X, dev, ddtype)
                 decomp = decompose_x(Xt, eigen=True)
             scheme = scheme_of(decomp=decomp)

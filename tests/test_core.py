@@ -623,6 +623,36 @@ def test_private_copy_of_x_survives_the_dual_route_fallback(monkeypatch):
     assert_allclose(got.coef, skl.coef_, rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.parametrize("cv, kept", [(None, False), ("gcv", False), (3, True)])
+def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, kept):
+    """Leave-one-out and GCV need X only to decompose it: its float64 copy is freed
+    before the scheme (with the leave-one-out makers, the headline's peak) is built;
+    K-fold keeps it (it may refit per fold)."""
+    import gc
+    import weakref
+
+    import fastridge.solve as solve_module
+
+    X, Y = make_problem(30, 45, 4, seed=23)
+    copies, alive = [], []
+    real_decompose, real_scheme = solve_module.decompose, solve_module._cv_scheme
+
+    def decompose(Xt, **k):
+        copies.append(weakref.ref(Xt))
+        return real_decompose(Xt, **k)
+
+    def scheme(*a, **k):
+        gc.collect()
+        alive.append(copies[-1]() is not None)
+        return real_scheme(*a, **k)
+
+    monkeypatch.setattr(solve_module, "decompose", decompose)
+    monkeypatch.setattr(solve_module, "_cv_scheme", scheme)
+    got = ridge_cv(X.astype(np.float32), Y, (1.0, 10.0), alpha_per_target=True, cv=cv)
+    assert alive == [kept]
+    assert got.coef.shape == (4, 45)
+
+
 def test_shares_memory():
     from fastridge._backend import as_tensor, shares_memory
 
