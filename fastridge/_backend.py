@@ -334,13 +334,13 @@ def eigh(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(w), torch.from_numpy(v)
 
 
-def cholesky_inverse(A: torch.Tensor, full: bool = True) -> torch.Tensor | None:
+def cholesky_inverse(A: torch.Tensor) -> torch.Tensor | None:
     """Inverse of a symmetric positive definite float64 matrix by Cholesky (LAPACK
     potrf + potri), or None when A is not numerically positive definite. A is
     overwritten. On the numpy path (see `cpu_blas`) LAPACK comes from scipy
-    (OpenBLAS), in A's memory, else from torch. With `full=False` only the lower
-    triangle of the result is the inverse's (the rest is left as it was); see
-    `mirror_lower` for the whole matrix without a second n x n buffer."""
+    (OpenBLAS), in A's memory, else from torch. Only the lower triangle of the
+    result is sure to be the inverse's (on the numpy path the rest is left as it
+    was): `mirror_lower` makes the whole matrix without a second n x n buffer."""
     if not _numpy_path(A):
         L, info = torch.linalg.cholesky_ex(A)
         return None if int(info) != 0 else torch.cholesky_inverse(L)
@@ -353,8 +353,7 @@ def cholesky_inverse(A: torch.Tensor, full: bool = True) -> torch.Tensor | None:
     inv, info = lapack.dpotri(c, lower=1, overwrite_c=1)
     if info != 0:
         return None
-    lower = torch.from_numpy(inv)  # potri fills the lower triangle only
-    return mirror_lower(lower, lower.clone()) if full else lower
+    return torch.from_numpy(inv)  # potri fills the lower triangle only
 
 
 MIRROR_BLOCK = 256  # rows and columns per block of `mirror_lower`

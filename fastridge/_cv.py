@@ -413,7 +413,7 @@ class DualRoute:
         for alpha in alphas:
             A.copy_(G)
             A.diagonal().add_(alpha)
-            inv = cholesky_inverse(A, full=False)  # its lower triangle
+            inv = cholesky_inverse(A)  # its lower triangle
             if inv is None:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
             mirror_lower(inv, inner, scale=alpha)  # R_Z = alpha (K_Z + alpha I)^-1
