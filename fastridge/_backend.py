@@ -477,13 +477,51 @@ def column_sq_sums(
         sq = E.square_()
     else:
         sq = E.square() if out is None else torch.square(E, out=out)
-    n_blocks = max(1, -(-n_rows // SUM_BLOCK))
-    block_of_row = torch.arange(n_rows, device=E.device) // SUM_BLOCK
-    blocks = torch.arange(n_blocks, device=E.device)[:, None]
-    indicator = (block_of_row[None, :] == blocks).to(E.dtype)  # (n_blocks, n_rows)
-    if row_weights is not None:
-        indicator *= row_weights.to(E.dtype)
-    return mm(indicator, sq).to(torch.float64).sum(dim=0)
+    indicator = block_indicator(n_rows, row_weights, E.dtype, E.device)
+    return mm(indicator.T, sq).to(torch.float64).sum(dim=0)
+
+
+def block_indicator(n: int, weights, dtype, device) -> torch.Tensor:
+    """The (n, n_blocks) matrix whose column j is 1 (or `weights`, shape (n,)) on
+    entries j * SUM_BLOCK .. (j + 1) * SUM_BLOCK - 1 and 0 elsewhere: one GEMM with
+    it sums squares in blocks of SUM_BLOCK (`column_sq_sums`, `row_sq_sums`)."""
+    n_blocks = max(1, -(-n // SUM_BLOCK))
+    block_of = torch.arange(n, device=device) // SUM_BLOCK
+    indicator = (block_of[:, None] == torch.arange(n_blocks, device=device)[None, :]).to(dtype)
+    if weights is not None:
+        indicator *= weights.to(dtype)[:, None]
+    return indicator
+
+
+def row_sq_sums(E: torch.Tensor, indicator: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+    """sum_j w_j E[t, j]^2 for every row t, float64, shape (n_rows,): `column_sq_sums`
+    for E stored one target per row, with the same precision (each row's squares
+    summed in blocks of SUM_BLOCK columns in E's dtype, the block sums in float64).
+
+    E has shape (n_rows, n_cols); `indicator` is ``block_indicator(n_cols, w, ...)``;
+    the squares go through `buf`, of shape (n_buf, n_cols), n_buf rows at a time,
+    each block summed by one thin GEMM while it is still in cache.
+    """
+    n_rows = E.shape[0]
+    step = buf.shape[0]
+    total = torch.empty(n_rows, dtype=torch.float64, device=E.device)
+    for start in range(0, n_rows, step):
+        stop = min(start + step, n_rows)
+        sq = torch.square(E[start:stop], out=buf[: stop - start])
+        total[start:stop] = mm(sq, indicator).to(torch.float64).sum(dim=1)
+    return total
+
+
+def copy_rows(src: torch.Tensor, dst: torch.Tensor, index: torch.Tensor, buf: torch.Tensor):
+    """dst[index] = src[index] for a 1-D int64 `index` of rows, both (n_rows, n_cols),
+    through `buf` (n_buf, n_cols) n_buf rows at a time (a gather into a cache-sized
+    buffer, then a scatter: no temporary the size of the selection)."""
+    step = buf.shape[0]
+    for start in range(0, index.numel(), step):
+        rows = index[start : start + step]
+        block = torch.index_select(src, 0, rows, out=buf[: rows.numel()])
+        dst.index_copy_(0, rows, block)
+    return dst
 
 
 def _column_sq_sums_by_block(E, row_weights, buf) -> torch.Tensor:

@@ -125,16 +125,16 @@ def from_residuals(
     Gram-form leave-one-out route, `_cv.DualRoute`), with c = E / alpha the dual
     coefficients in the weighted space (MATH.md):
 
-        primal: coef[t] = Xs^T c[:, t],  intercept[t] = y_offset[t] - (Xs x_offset) . c[:, t]
-        dual:   dual[t] = sqrt(w) * c[:, t],  intercept[t] = y_offset[t] - x_dot_offset . dual[t]
+        primal: coef[t] = Xs^T c[t],  intercept[t] = y_offset[t] - (Xs x_offset) . c[t]
+        dual:   dual[t] = sqrt(w) * c[t],  intercept[t] = y_offset[t] - x_dot_offset . dual[t]
 
     Parameters
     ----------
     decomp : Decomposition in Gram form (with `design`)
     chunk : ProjectedChunk with n_chunk targets
     alpha_per_target : tensor of shape (n_chunk,)
-    residuals : tensor of shape (n_samples, n_chunk)
-        E of each target's alpha; overwritten with c.
+    residuals : tensor of shape (n_chunk, n_samples)
+        E of each target's alpha, one target per row; overwritten with c.
     solution : {"primal", "dual"}
     x_dot_offset : tensor of shape (n_samples,) or None
         See `dual_coefficients` (dual only).
@@ -146,18 +146,18 @@ def from_residuals(
     intercept : tensor of shape (n_chunk,)
     """
     alphas = alpha_per_target.to(device=decomp.device, dtype=decomp.dtype)
-    c = residuals.div_(alphas[None, :])
+    c = residuals.div_(alphas[:, None])  # (n_chunk, n_samples)
     if solution == "dual":
         if out is None:
-            out = torch.empty((c.shape[1], c.shape[0]), dtype=c.dtype, device=c.device)
+            out = torch.empty_like(c)  # (c is a buffer the next chunk reuses)
         if decomp.sqrt_sw is None:
-            dual = out.copy_(c.T)
+            dual = out.copy_(c)
         else:
-            dual = torch.mul(c.T, decomp.sqrt_sw[None, :], out=out)
+            dual = torch.mul(c, decomp.sqrt_sw[None, :], out=out)
         if x_dot_offset is None:
             return dual, torch.zeros_like(chunk.y_offset)
         return dual, chunk.y_offset - dual @ x_dot_offset.to(dual.dtype)
-    coef = mm(c.T, decomp.design, out=out)  # (n_chunk, n_features)
+    coef = mm(c, decomp.design, out=out)  # (n_chunk, n_features)
     if not decomp.fit_intercept:
         return coef, torch.zeros_like(chunk.y_offset)
-    return coef, chunk.y_offset - decomp.design_offset @ c
+    return coef, chunk.y_offset - c @ decomp.design_offset

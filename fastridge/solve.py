@@ -527,21 +527,26 @@ def ridge_cv(
             timings["project"] += time.perf_counter() - t
 
             t = time.perf_counter()
-            buf = reused_buffer(work, "buf", (n_samples, width), cdtype, dev)
+            # (the dual route stores residuals one target per row: see DualRoute.score)
+            rows_first = dual_route is not None
+            buf_shape = (width, n_samples) if rows_first else (n_samples, width)
+            buf = reused_buffer(work, "buf", buf_shape, cdtype, dev)
             block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64, device=dev)
             joint_sums = np.zeros((n_blocks, n_alphas))
             if fused:  # running best per target, kept by the epilogue
                 run_score = torch.empty(width, dtype=torch.float64, device=dev)
                 run_index = torch.zeros(width, dtype=torch.int64, device=dev)
             if dual_route is not None:  # the best alpha's residuals, and squares
-                kept = reused_buffer(work, "kept", (n_samples, width), cdtype, dev)
-                sq_rows = min(SUM_BLOCK, n_samples)  # squares go through it a row block at a time
-                squares = reused_buffer(work, "squares", (sq_rows, width), cdtype, dev)
+                kept = reused_buffer(work, "kept", buf_shape, cdtype, dev)
+                sq_rows = min(SUM_BLOCK, width)  # squares go through it a row block at a time
+                squares = reused_buffer(work, "squares", (sq_rows, n_samples), cdtype, dev)
             for a in range(n_alphas):
                 if dual_route is not None:
-                    block_scores[0, a] = dual_route.score(
+                    score, kept, buf = dual_route.score(
                         proj, a, kept, buf, squares, run_score, run_index
                     )
+                    block_scores[0, a] = score
+                    work["kept"], work["buf"] = kept, buf  # (they may have traded places)
                     continue
                 if gcv_fast:  # no GEMM: O(rank * width) per alpha
                     if a == 0:

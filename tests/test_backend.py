@@ -232,6 +232,43 @@ def test_column_sq_sums_by_row_block_matches(blas, n_rows, weighted, dtype):
     np.testing.assert_allclose(by_block.numpy(), exact.numpy(), rtol=tol)
 
 
+@pytest.mark.parametrize("n_cols", [1, 255, 256, 257, 700])
+@pytest.mark.parametrize("buf_rows", [1, 3, 40])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_sq_sums_is_column_sq_sums_of_the_transpose(blas, n_cols, buf_rows, weighted, dtype):
+    """One target per row: the same sums as column_sq_sums of E^T (block sums of
+    SUM_BLOCK in E's dtype, then float64), through a buffer of fewer rows, E left
+    as it was."""
+    g = torch.Generator().manual_seed(n_cols + buf_rows)
+    E = torch.randn(40, n_cols, generator=g, dtype=dtype) * 3.0
+    w = torch.rand(n_cols, generator=g, dtype=dtype) + 0.5 if weighted else None
+    before = E.clone()
+    indicator = B.block_indicator(n_cols, w, dtype, E.device)
+    assert indicator.shape == (n_cols, -(-n_cols // B.SUM_BLOCK))
+    got = B.row_sq_sums(E, indicator, torch.empty(buf_rows, n_cols, dtype=dtype))
+    assert torch.equal(E, before)
+    by_column = B.column_sq_sums(E.T.contiguous(), row_weights=w)
+    exact = ((E.double() ** 2) * (1.0 if w is None else w.double()[None, :])).sum(dim=1)
+    # (float32: the two sum each block of 256 squares in their own order)
+    tol = 4e-6 if dtype == torch.float32 else 1e-13
+    np.testing.assert_allclose(got.numpy(), by_column.numpy(), rtol=tol)
+    np.testing.assert_allclose(got.numpy(), exact.numpy(), rtol=tol)
+
+
+@pytest.mark.parametrize("n_index", [0, 1, 7, 30])
+@pytest.mark.parametrize("buf_rows", [1, 4, 64])
+def test_copy_rows(n_index, buf_rows):
+    """dst[index] = src[index] through a small buffer; other rows untouched."""
+    g = torch.Generator().manual_seed(n_index * 100 + buf_rows)
+    src, dst = torch.randn(30, 9, generator=g), torch.randn(30, 9, generator=g)
+    index = torch.randperm(30, generator=g)[:n_index]
+    want = dst.clone()
+    want[index] = src[index]
+    B.copy_rows(src, dst, index, torch.empty(buf_rows, 9))
+    assert torch.equal(dst, want)
+
+
 @pytest.mark.parametrize("n", [1, 5, 255, 256, 257, 600])
 def test_cholesky_inverse_lower_and_mirror(n, blas):
     numpy_blas = blas == "numpy"

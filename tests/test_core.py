@@ -464,13 +464,21 @@ def test_dual_route_equals_the_projection_route(
     sw = np.random.default_rng(1).uniform(0.2, 2.0, 30) if weighted else None
     alphas = np.logspace(-1, 3, 5)
     kw = dict(fit_intercept=fit_intercept, alpha_per_target=True, solution=solution)
-    calls = []
+    calls = []  # per call: whether `kept` and `scratch` traded places
     real_score = cv_module.DualRoute.score
-    monkeypatch.setattr(
-        cv_module.DualRoute, "score", lambda self, *a: calls.append(1) or real_score(self, *a)
-    )
+
+    def score(self, chunk, a, kept, scratch, *rest):
+        result = real_score(self, chunk, a, kept, scratch, *rest)
+        calls.append((a, result[1] is not kept))
+        return result
+
+    monkeypatch.setattr(cv_module.DualRoute, "score", score)
     got = ridge_cv(X, Y, alphas, sample_weight=sw, target_chunk=16, **kw)
     assert len(calls) == 3 * len(alphas)  # 3 chunks, every alpha through the route
+    # both ways of keeping each target's best residuals ran: copying the improved
+    # rows, and (most targets improved) copying the others and trading buffers
+    traded = [t for a, t in calls if a > 0]
+    assert any(traded) and not all(traded)
     monkeypatch.setattr(solve_module, "_use_dual_route", lambda *a: None)
     ref = ridge_cv(X, Y, alphas, sample_weight=sw, target_chunk=16, **kw)
     assert len(calls) == 3 * len(alphas)
