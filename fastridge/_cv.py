@@ -34,13 +34,14 @@ from ._backend import (
     cholesky_inverse,
     column_sq_sums,
     copy_rows,
+    lower_symv,
     mirror_lower,
     mm,
     reused_buffer,
     row_sq_sums,
 )
 from ._chunks import available_memory
-from ._decompose import Decomposition, _reflect_both_sides
+from ._decompose import Decomposition
 from ._kernels import gcv_sums, update_best
 
 
@@ -414,28 +415,47 @@ class DualRoute:
             )
         self.makers = []  # [alpha] -> (n_samples, n_samples), compute dtype
         one_minus_h = []
-        # Two float64 buffers for all alphas (at the headline size each n x n
-        # float64 array is 630 MB, and fresh memory is slow to touch on some VMs):
-        # the factorised Gram + alpha I, and R in sample coordinates.
+        # One float64 buffer for all alphas, the factorised Gram + alpha I (at the
+        # headline size an n x n float64 array is 630 MB, and fresh memory is slow
+        # to touch on some VMs); each maker is written in one pass from its lower
+        # triangle, mirrored, reflected and rounded together.
         A = torch.empty_like(G)
-        R = torch.empty((n, n), dtype=G.dtype, device=G.device)
-        inner = R if v is None else R[1:, 1:]
         for alpha in alphas:
             A.copy_(G)
             A.diagonal().add_(alpha)
-            inv = cholesky_inverse(A)  # its lower triangle
+            inv = cholesky_inverse(A)  # its lower triangle: (K_Z + alpha I)^-1
             if inv is None:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
-            mirror_lower(inv, inner, scale=alpha)  # R_Z = alpha (K_Z + alpha I)^-1
-            if v is not None:  # back from reflected coordinates: H [0, 0; 0, R_Z] H
-                R[0].zero_()
-                R[1:, 0].zero_()
-                _reflect_both_sides(v.to(R.dtype), R)
-            one_minus_h.append(R.diagonal().clone())
-            self.makers.append(R.to(decomp.dtype, copy=True))
-        del A, R, inner
+            maker = torch.empty((n, n), dtype=decomp.dtype, device=G.device)
+            if v is None:  # R = alpha (K + alpha I)^-1
+                mirror_lower(inv, maker, scale=alpha)
+                one_minus_h.append(alpha * inv.diagonal())
+            else:
+                one_minus_h.append(self._reflected(inv, alpha, v.to(G.dtype), maker))
+            self.makers.append(maker)
+        del A
         # 1 - h_i > 0 for alpha > 0 (validation rejects a single sample)
         self._set_weights(1.0 / torch.stack(one_minus_h) ** 2, decomp.dtype)
+
+    @staticmethod
+    def _reflected(inv: torch.Tensor, alpha: float, v: torch.Tensor, out: torch.Tensor):
+        """R = H [0, 0; 0, alpha inv] H into `out` (n_samples, n_samples), back from
+        reflected coordinates, H = I - beta v v^T the Householder reflection, and
+        diag(R) (float64). With S = [0, 0; 0, alpha inv], u = S v and
+        a = beta u - (beta^2 v^T u / 2) v, H S H = S - v a^T - a v^T
+        (H S H as one rank-2 update: one pass over S), written from inv's lower triangle in
+        one pass (`mirror_lower`): the inner block is alpha inv - v' a'^T - a' v'^T,
+        and row and column 0 are -(v_0 a + a_0 v)."""
+        beta = 2.0 / float(v @ v)
+        u = torch.zeros_like(v)
+        u[1:] = alpha * lower_symv(inv, v[1:])
+        a = beta * u - (0.5 * beta * beta * float(v @ u)) * v
+        mirror_lower(inv, out[1:, 1:], scale=alpha, minus_outer=(v[1:], a[1:]))
+        edge = -(v[0] * a + a[0] * v)  # S's row 0 is zero
+        out[0] = edge.to(out.dtype)
+        out[1:, 0] = edge[1:].to(out.dtype)
+        diag = alpha * inv.diagonal() - 2.0 * v[1:] * a[1:]
+        return torch.cat([edge[:1], diag])
 
     def _set_weights(self, weights: torch.Tensor, dtype: torch.dtype):
         """Per alpha, the weights 1 / (1 - h)^2 of the squared residuals, (n_samples,),

@@ -152,17 +152,6 @@ def _reflect(v: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return A
 
 
-def _reflect_both_sides(v: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-    """H S H for a symmetric S of shape (n, n), in place, H = I - beta v v^T the
-    Householder reflection (beta = 2 / v^T v): with u = S v and
-    a = beta u - (beta^2 v^T u / 2) v, H S H = S - v a^T - a v^T, one rank-2
-    update (one pass over S, where two one-sided reflections take four)."""
-    beta = 2.0 / float(v @ v)
-    u = S @ v
-    a = beta * u - (0.5 * beta * beta * float(v @ u)) * v
-    return S.addmm_(torch.stack([v, a], dim=1), torch.stack([a, v], dim=0), alpha=-1.0)
-
-
 def decompose(
     X: torch.Tensor,
     *,

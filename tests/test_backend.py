@@ -297,14 +297,61 @@ def test_not_positive_definite_gives_none(blas):
     assert B.cholesky_inverse(A.clone()) is None
 
 
-@pytest.mark.parametrize("n", [2, 7, 300])
-def test_reflect_both_sides_is_h_s_h(n):
-    from fastridge._decompose import _reflect_both_sides
+@pytest.mark.parametrize("n", [1, 2, 7, 255, 256, 257, 600])
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.float64])
+def test_reflected_maker_is_h_s_h(n, out_dtype, blas):
+    """DualRoute's maker in sample coordinates, written in one pass from the lower
+    triangle of the reflected-coordinate inverse (upper triangle poisoned):
+    H [0, 0; 0, alpha inv] H, rounded to `out`'s dtype, and its float64
+    diagonal; `lower_symv` and `mirror_lower(minus_outer=...)` on their own."""
+    from fastridge._cv import DualRoute
 
     rng = np.random.default_rng(n)
-    B = rng.standard_normal((n, n))
-    S = B + B.T
-    v = rng.standard_normal(n)
-    H = np.eye(n) - 2.0 * np.outer(v, v) / (v @ v)
-    got = _reflect_both_sides(torch.from_numpy(v), torch.from_numpy(S.copy()))
-    assert_allclose(got.numpy(), H @ S @ H, rtol=1e-10, atol=1e-10 * np.abs(S).max())
+    F = rng.standard_normal((n, n + 2))
+    inv = F @ F.T / n + np.eye(n)
+    v = rng.standard_normal(n + 1)
+    alpha = 3.5
+    S = np.zeros((n + 1, n + 1))
+    S[1:, 1:] = alpha * inv
+    H = np.eye(n + 1) - 2.0 * np.outer(v, v) / (v @ v)
+    want = H @ S @ H
+    poisoned = torch.from_numpy(inv.copy())
+    poisoned[np.triu_indices(n, 1)] = np.nan
+    x, a = rng.standard_normal(n), rng.standard_normal(n)
+    assert_allclose(B.lower_symv(poisoned, torch.from_numpy(x)).numpy(), inv @ x, rtol=1e-12)
+    pair = (torch.from_numpy(x), torch.from_numpy(a))
+    got = B.mirror_lower(poisoned, torch.empty(n, n), scale=2.0, minus_outer=pair)
+    ref = 2.0 * inv - np.outer(x, a) - np.outer(a, x)
+    assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    out = torch.full((n + 1, n + 1), np.nan, dtype=out_dtype)
+    diag = DualRoute._reflected(poisoned, alpha, torch.from_numpy(v), out)
+    tol = 1e-6 if out_dtype == torch.float32 else 1e-12
+    assert_allclose(out.numpy(), want, rtol=tol, atol=tol * np.abs(want).max())
+    assert diag.dtype == torch.float64
+    assert_allclose(diag.numpy(), np.diag(want), rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("n", [1, 6, 300])
+@pytest.mark.parametrize("deficit", [0, 1, 5])
+def test_pivoted_cholesky_rank(n, deficit):
+    """Full rank (settled by the plain Cholesky of A - tol I) and rank-deficient
+    (the pivoted Cholesky) Gram matrices: numpy's matrix_rank with the same
+    tolerance; a zero matrix has rank 0."""
+    rank = max(n - deficit, 0)
+    rng = np.random.default_rng(n + deficit)
+    Z = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, n + 4))
+    G = Z @ Z.T
+    if rank == 0:
+        G = np.zeros((n, n))
+        assert B.pivoted_cholesky_rank(torch.from_numpy(G), 1e-12) == 0
+        return
+    tol = (n + 4) * np.finfo(np.float64).eps * G.diagonal().max()
+    assert np.linalg.matrix_rank(G, tol=tol) == rank
+    assert B.pivoted_cholesky_rank(torch.from_numpy(G), tol) == rank
+    # exact eigenvalues just above and below tol (a diagonal matrix: no rounding)
+    d = np.linspace(1.0, 2.0, n)
+    d[: min(deficit, n)] = 0.25e-9
+    if n > deficit:
+        d[deficit] = 4e-9
+    want = n - min(deficit, n)
+    assert B.pivoted_cholesky_rank(torch.from_numpy(np.diag(d[::-1].copy())), 1e-9) == want
