@@ -305,13 +305,84 @@ def mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> tor
     if not _numpy_path(a, b) or (out is not None and out.dtype != a.dtype):
         return torch.mm(a, b, out=out)
     an, bn = _blas_view(a), _blas_view(b)
-    if out is None:
-        return torch.from_numpy(np.matmul(an, bn))
-    if out.dim() == 2 and out.stride(1) == 1 and out.shape[0] > 0:
-        np.matmul(an, bn, out=out.numpy())  # row-major out: BLAS writes it directly
-    else:
-        out.copy_(torch.from_numpy(np.matmul(an, bn)))
+    if out is not None and out.dim() == 2 and out.is_contiguous() and out.shape[0] > 0:
+        _host_gemm(an, bn, out.numpy())  # row-major out: BLAS writes it directly
+        return out
+    res = torch.from_numpy(_host_gemm(an, bn, host_empty((a.shape[0], b.shape[1]), an.dtype)))
+    return res if out is None else out.copy_(res)
+
+
+# --- one BLAS thread pool -----------------------------------------------------
+# numpy and scipy each bring their own OpenBLAS, each with its own worker threads,
+# and a pool's workers spin for a while after each call. A GEMM in one library
+# right after LAPACK in the other then shares the cores with the spinning
+# workers: measured on the 2-core machine, a float32 GEMM at (8000 x 1000) @
+# (1000 x 1000) ran at 183-199 GFLOP/s right after scipy's Cholesky inverse
+# through numpy, 367-383 through scipy; the Cholesky inverse right after a numpy
+# GEMM took 39-112 ms against 13-17 ms. So every host GEMM, like every LAPACK
+# call, goes to scipy's BLAS, and no numpy BLAS call runs inside a fit.
+
+
+def _fortran_operand(m: np.ndarray) -> tuple[np.ndarray, int]:
+    """(f, trans) with op(f) = m^T and f in Fortran order (no copy when m is row-
+    or column-major; f2py copies anything else)."""
+    if m.flags.f_contiguous and not m.flags.c_contiguous:
+        return m, 1
+    return m.T, 0
+
+
+def _host_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a @ b through scipy's BLAS (gemm; syrk, mirrored, when b is a^T), for
+    float32 / float64 arrays, out row-major (n_rows_a, n_cols_b)."""
+    from scipy.linalg import blas
+
+    if out.size == 0:
+        return out
+    if a.shape[1] == 0:
+        out[...] = 0
+        return out
+    single = a.dtype == np.float32
+    # row-major out is out^T in column-major order, and out^T = b^T a^T
+    if _is_transpose_of(b, a):
+        syrk = blas.ssyrk if single else blas.dsyrk
+        f, trans = _fortran_operand(a)  # op(f) = a^T, so a a^T = op(f)^T op(f)
+        res = syrk(1.0, f, trans=1 - trans, c=out.T, lower=0, overwrite_c=1)
+        _copy_into(res, out)
+        _mirror_lower_in_place(out)  # (out^T's upper triangle is out's lower)
+        return out
+    gemm = blas.sgemm if single else blas.dgemm
+    x, tx = _fortran_operand(b)
+    y, ty = _fortran_operand(a)
+    res = gemm(1.0, x, y, trans_a=tx, trans_b=ty, c=out.T, overwrite_c=1)
+    _copy_into(res, out)
     return out
+
+
+def _is_transpose_of(b: np.ndarray, a: np.ndarray) -> bool:
+    """b is a view of a transposed (same memory, same numbers): a @ b is a Gram."""
+    return (
+        b.shape == a.shape[::-1]
+        and b.strides == a.strides[::-1]
+        and b.__array_interface__["data"][0] == a.__array_interface__["data"][0]
+    )
+
+
+def _copy_into(res: np.ndarray, out: np.ndarray) -> None:
+    """BLAS wrote `res`, out^T in Fortran order: a copy only if f2py could not
+    write into out's memory."""
+    if res.__array_interface__["data"][0] != out.__array_interface__["data"][0]:
+        out[...] = res.T
+
+
+def _mirror_lower_in_place(m: np.ndarray) -> None:
+    """Fill m's upper triangle from its lower one, block by block (see `mirror_lower`)."""
+    n = m.shape[0]
+    b = MIRROR_BLOCK
+    for i in range(0, n, b):
+        for j in range(0, i, b):
+            m[j : j + b, i : i + b] = m[i : i + b, j : j + b].T
+        d = m[i : i + b, i : i + b]
+        d[...] = np.tril(d) + np.tril(d, -1).T
 
 
 def addmm(add: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0, out=None):
@@ -330,7 +401,9 @@ def eigh(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (ascending) and eigenvectors of a symmetric matrix, as torch.linalg.eigh."""
     if not _numpy_path(A):
         return torch.linalg.eigh(A)
-    w, v = np.linalg.eigh(_blas_view(A))
+    from scipy.linalg import eigh as scipy_eigh  # (scipy's BLAS: see `_host_gemm`)
+
+    w, v = scipy_eigh(_blas_view(A), driver="evd", check_finite=False)
     return torch.from_numpy(w), torch.from_numpy(v)
 
 
@@ -392,25 +465,27 @@ def mirror_lower(
     n = lower.shape[0]
     b = MIRROR_BLOCK
     (src, dst), xp = _host_or_device(lower, out)
+    # Read the upper triangle of the transpose (the same numbers): LAPACK's
+    # output is in Fortran order, so there its blocks are contiguous rows.
+    up = src.T
     if minus_outer is not None:
-        # P_I Q_J = v_I a_J^T + a_I v_J^T: one thin product per block
         v, a = (t.to(lower.dtype) for t in minus_outer)
         if xp is np:
             v, a = v.numpy(), a.numpy()
-        P, Q = xp.stack([v, a], 1), xp.stack([a, v], 0)  # (n, 2), (2, n)
     tmp = xp.empty((b, b), dtype=src.dtype) if xp is np else None
     for i in range(0, n, b):
         for j in range(0, i + 1, b):
-            block = src[i : i + b, j : j + b]
-            if i == j:  # the diagonal block from its lower triangle (a small copy)
-                block = xp.tril(block) + xp.tril(block, -1).T
+            block = up[j : j + b, i : i + b]  # = S[i, j]^T = S[j, i]
+            if i == j:  # the diagonal block from its upper triangle (a small copy)
+                block = xp.triu(block) + xp.triu(block, 1).T
             t = tmp[: block.shape[0], : block.shape[1]] if xp is np else None
             t = xp.multiply(block, scale, out=t)
-            if minus_outer is not None:
-                t -= P[i : i + b] @ Q[:, j : j + b]
-            dst[i : i + b, j : j + b] = t
+            if minus_outer is not None:  # (outer products: no BLAS call, see `_host_gemm`)
+                t -= xp.outer(v[j : j + b], a[i : i + b])
+                t -= xp.outer(a[j : j + b], v[i : i + b])
+            dst[j : j + b, i : i + b] = t
             if i != j:
-                dst[j : j + b, i : i + b] = t.T
+                dst[i : i + b, j : j + b] = t.T
     return out
 
 
@@ -421,7 +496,15 @@ def lower_symv(lower: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     b = MIRROR_BLOCK
     (src, _), xp = _host_or_device(lower)
     x = x.to(lower.dtype)
-    xv = x.numpy() if xp is np else x
+    if xp is np:  # one symv in scipy's BLAS (see `_host_gemm`); LAPACK output needs no copy
+        from scipy.linalg import blas
+
+        symv = blas.ssymv if src.dtype == np.float32 else blas.dsymv
+        if src.flags.f_contiguous:
+            return torch.from_numpy(symv(1.0, src, x.numpy(), lower=1))
+        # (row-major: the transpose, in Fortran order, holds the triangle as its upper one)
+        return torch.from_numpy(symv(1.0, src.T, x.numpy(), lower=0))
+    xv = x
     y = xp.zeros_like(xv)
     for i in range(0, n, b):
         for j in range(0, i, b):
@@ -430,7 +513,7 @@ def lower_symv(lower: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             y[j : j + b] += block.T @ xv[i : i + b]
         d = src[i : i + b, i : i + b]
         y[i : i + b] += xp.tril(d) @ xv[i : i + b] + xp.tril(d, -1).T @ xv[i : i + b]
-    return torch.from_numpy(y) if xp is np else y
+    return y
 
 
 def pivoted_cholesky_rank(A: torch.Tensor, tol: float) -> int:

@@ -57,6 +57,23 @@ def test_mm_matches_torch(blas, dtype, layout):
     torch.testing.assert_close(out_t, expected, **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_rows", [1, 7, 300, 513])
+@pytest.mark.parametrize("sliced", [False, True])
+def test_mm_gram_is_whole_and_symmetric(blas, dtype, n_rows, sliced):
+    """Z @ Z.T (a symmetric product, syrk on the host, mirrored): the whole matrix,
+    exactly symmetric on the host, into a fresh tensor or `out`; Z a row slice too."""
+    g = torch.Generator().manual_seed(n_rows)
+    big = torch.randn(n_rows + 2, 37, generator=g, dtype=dtype)
+    Z = big[2:] if sliced else big[:n_rows].clone()
+    expected = Z.double() @ Z.double().T
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-11)
+    for got in (B.mm(Z, Z.T), B.mm(Z, Z.T, out=torch.full((n_rows, n_rows), np.nan, dtype=dtype))):
+        torch.testing.assert_close(got.double(), expected, **tol)
+        if blas == "numpy":
+            assert torch.equal(got, got.T)
+
+
 @pytest.mark.parametrize("alpha", [1.0, -1.0])
 def test_addmm_matches_torch_and_may_alias(blas, alpha):
     a, b = _operands(torch.float64)["contiguous"]
