@@ -146,10 +146,10 @@ def float_dtype_of(a) -> np.dtype:
 
 @contextlib.contextmanager
 def cpu_threads(n_threads: int | None, device: torch.device | None = None):
-    """Temporarily set torch's intra-op CPU threads and numpy's BLAS threads.
+    """Temporarily set torch's intra-op CPU threads and the BLAS threads.
 
     `n_threads` None leaves the BLAS threads as they are. When the CPU GEMMs run
-    in numpy's BLAS (`cpu_blas()`), torch only does the elementwise passes and
+    in scipy's BLAS (`cpu_blas()` "numpy"), torch only does the elementwise passes and
     gets ONE thread: a second torch OpenMP thread competes with OpenBLAS's
     spinning worker for the cores. Measured on the 2-core AMD machine: 87 ms of
     overhead per target chunk with 2 torch threads, 1.9 ms with 1 (n=1000,
@@ -181,7 +181,8 @@ def cpu_threads(n_threads: int | None, device: torch.device | None = None):
 # numpy's OpenBLAS reached ~182 on the same shapes, a 2000 x 2000 float64 eigh
 # 1.5 s against 0.85 s; on a Zen 5: 190-215 against 442-478 GFLOP/s (OpenBLAS's
 # AVX-512 kernels), 0.59-0.67 s against 0.41 s. So there, the large CPU GEMMs and the eigh go to
-# numpy (torch.from_numpy / .numpy() share memory: nothing is copied). The rule
+# OpenBLAS through numpy arrays (torch.from_numpy / .numpy() share memory: nothing
+# is copied), in scipy's copy of OpenBLAS, where LAPACK runs too (see `_host_gemm`). The rule
 # is fixed per machine, not timed, so results are bit-for-bit repeatable across
 # runs (a resumed solve must give the bits of an uninterrupted one).
 # On CUDA, and for anything else, torch runs. FASTRIDGE_CPU_BLAS=torch|numpy
@@ -239,14 +240,14 @@ _AVX512_CORETYPES = {"skylakex", "cooperlake", "sapphirerapids"}
 
 
 def blas_kernel_warning(architecture=None, cpu_flags=None, environ=None) -> str | None:
-    """Why numpy's BLAS may run below this CPU's speed, or None.
+    """Why the host BLAS (scipy's OpenBLAS) may run below this CPU's speed, or None.
 
     OPENBLAS_CORETYPE forces OpenBLAS's kernels (some machines set it for old
     OpenBLAS builds that misdetect new CPUs); forced to an AVX2 type such as
     Haswell on a CPU with AVX-512, a current OpenBLAS runs its GEMMs at about
     half speed. Measured on this project's 2-core AMD EPYC (Zen 5), float32 GEMM
     at (2000 x 2000) @ (2000 x 2048): 237 GFLOP/s with OPENBLAS_CORETYPE=Haswell,
-    478 without. Arguments default to this process: numpy's OpenBLAS core type
+    478 without. Arguments default to this process: scipy's OpenBLAS core type
     (threadpoolctl), /proc/cpuinfo's flags and os.environ.
     """
     environ = os.environ if environ is None else environ
@@ -258,25 +259,26 @@ def blas_kernel_warning(architecture=None, cpu_flags=None, environ=None) -> str 
     if "avx512f" not in cpu_flags:
         return None
     if architecture is None:
-        architecture = numpy_blas_architecture()
+        architecture = host_blas_architecture()
     if not architecture or architecture.lower() in _AVX512_CORETYPES:
         return None
     return (
-        f"numpy's OpenBLAS runs its {architecture} kernels (OPENBLAS_CORETYPE={forced}) "
+        f"OpenBLAS runs its {architecture} kernels (OPENBLAS_CORETYPE={forced}) "
         "on a CPU with AVX-512: its GEMMs may run at about half speed. If this "
         "OpenBLAS build supports the CPU, unset OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE)."
     )
 
 
-def numpy_blas_architecture() -> str:
-    """The core type numpy's OpenBLAS runs ("" if not OpenBLAS or unknown)."""
+def host_blas_architecture() -> str:
+    """The core type of the OpenBLAS fastridge's host GEMMs and LAPACK run in,
+    scipy's ("" if not OpenBLAS or unknown)."""
     try:
         from threadpoolctl import threadpool_info  # a scikit-learn dependency
     except ImportError:
         return ""
     pools = [p for p in threadpool_info() if p.get("internal_api") == "openblas"]
-    # numpy's own OpenBLAS first (scipy may bring another copy)
-    pools.sort(key=lambda p: "numpy" not in p.get("filepath", ""))
+    # scipy's own OpenBLAS first (numpy brings another copy): see `_host_gemm`
+    pools.sort(key=lambda p: "scipy" not in p.get("filepath", ""))
     return (pools[0].get("architecture") or "") if pools else ""
 
 

@@ -1054,11 +1054,11 @@ def cmd_info(args) -> int:
             )
     except ImportError:
         lines.append("threadpoolctl: not installed")
-    from ._backend import CPU_BLAS_ENV, blas_kernel_warning, cpu_blas, numpy_blas_architecture
+    from ._backend import CPU_BLAS_ENV, blas_kernel_warning, cpu_blas, host_blas_architecture
     from ._report import have_matplotlib
 
     lines.append(f"fastridge CPU GEMMs and eigh: {cpu_blas()} ({CPU_BLAS_ENV} overrides)")
-    lines.append(f"numpy OpenBLAS kernels: {numpy_blas_architecture() or 'unknown'}")
+    lines.append(f"host OpenBLAS kernels (scipy's): {host_blas_architecture() or 'unknown'}")
     warning = blas_kernel_warning()
     if warning:
         lines.append(f"warning: {warning}")

@@ -98,7 +98,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         dtype of the Gram/covariance eigendecomposition (None: compute dtype).
     n_threads : int or None, default=None
         BLAS CPU threads during fit (None: unchanged, one per core). See the
-        README, "CPU threads": beside numpy's BLAS, torch runs on one thread.
+        README, "CPU threads": beside the host BLAS, torch runs on one thread.
     precision : {"highest", "high", "medium"}, default="highest"
         Precision of the cross-validation scoring GEMMs for float32 data:
         float32, TF32 ("high", tensor cores on CUDA) or bfloat16 ("medium").

@@ -225,7 +225,7 @@ def test_blas_kernel_warning_in_verbose_fit_and_info(monkeypatch, capsys):
         B.set_cpu_blas(None)
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "numpy OpenBLAS kernels:" in out and "warning: forced kernels (test)" in out
+    assert "host OpenBLAS kernels (scipy's):" in out and "warning: forced kernels (test)" in out
 
 
 @pytest.mark.parametrize("n_rows", [1, 255, 256, 257, 700])
