@@ -175,9 +175,11 @@ def _best_time(fn, repeats: int, torch_threads: int | None = None) -> tuple[floa
 
 def gemm_rate(m: int, k: int, n: int, dtype: str, repeats: int = 5) -> dict:
     """GFLOP/s of a CPU (m, k) @ (k, n) GEMM in `dtype` (fastest of `repeats`), in
-    torch and in numpy; the machine's rate is the faster library (fastridge
-    routes CPU GEMMs to numpy where torch's BLAS is slower, see the README)."""
+    torch, numpy and scipy (each may bring its own BLAS); the machine's rate is
+    the fastest library (fastridge routes CPU GEMMs to scipy's OpenBLAS where
+    torch's BLAS is slower, see the README)."""
     import torch
+    from scipy.linalg import blas
 
     tdtype = getattr(torch, dtype)
     gen = torch.Generator().manual_seed(0)
@@ -186,16 +188,19 @@ def gemm_rate(m: int, k: int, n: int, dtype: str, repeats: int = 5) -> dict:
     C = torch.empty(m, n, dtype=tdtype)
     An, Bn, Cn = A.numpy(), B.numpy(), C.numpy()
     flops = 2.0 * m * k * n
+    gemm = blas.sgemm if dtype == "float32" else blas.dgemm
     by_library = {}
     for lib, f in (
         ("torch", lambda: torch.mm(A, B, out=C)),
         ("numpy", lambda: np.matmul(An, Bn, out=Cn)),
+        # row-major C = A B is column-major C^T = B^T A^T, written in place
+        ("scipy", lambda: gemm(1.0, Bn.T, An.T, c=Cn.T, overwrite_c=1)),
     ):
         # numpy's BLAS is timed with torch on one thread, as fastridge runs it
         # (fastridge._backend.cpu_threads): torch's idle OpenMP workers keep
         # spinning after its own GEMMs and took cores from OpenBLAS here (S-size
         # calibrations read 96-120 GFLOP/s float32 instead of ~190).
-        seconds, median = _best_time(f, repeats, torch_threads=1 if lib == "numpy" else None)
+        seconds, median = _best_time(f, repeats, torch_threads=1 if lib != "torch" else None)
         by_library[lib] = {
             "seconds": seconds,
             "median_seconds": median,
@@ -208,11 +213,13 @@ def gemm_rate(m: int, k: int, n: int, dtype: str, repeats: int = 5) -> dict:
 
 def eigh_time(size: int, dtype: str, repeats: int = 2) -> dict:
     """Seconds of a symmetric eigendecomposition with vectors of a (size, size) SPD
-    matrix in `dtype`: torch.linalg.eigh and numpy.linalg.eigh, the faster one.
+    matrix in `dtype`: torch.linalg.eigh, numpy.linalg.eigh and scipy.linalg.eigh
+    (divide and conquer, as fastridge), the fastest.
 
     The rate is reported as 9 size**3 flops / seconds, the usual operation
     count for tridiagonal reduction + divide and conquer with vectors.
     """
+    import scipy.linalg
     import torch
 
     tdtype = getattr(torch, dtype)
@@ -221,9 +228,13 @@ def eigh_time(size: int, dtype: str, repeats: int = 2) -> dict:
     S = A @ A.T
     Sn = S.numpy()
     by_library = {}
-    for lib, f in (("torch", lambda: torch.linalg.eigh(S)), ("numpy", lambda: np.linalg.eigh(Sn))):
-        # numpy with torch on one thread, as in gemm_rate
-        seconds, median = _best_time(f, repeats, torch_threads=1 if lib == "numpy" else None)
+    for lib, f in (
+        ("torch", lambda: torch.linalg.eigh(S)),
+        ("numpy", lambda: np.linalg.eigh(Sn)),
+        ("scipy", lambda: scipy.linalg.eigh(Sn, driver="evd", check_finite=False)),
+    ):
+        # numpy and scipy with torch on one thread, as in gemm_rate
+        seconds, median = _best_time(f, repeats, torch_threads=1 if lib != "torch" else None)
         by_library[lib] = {"seconds": seconds, "median_seconds": median,
                            "gflops": 9.0 * size**3 / seconds / 1e9}  # fmt: skip
     best = min(by_library, key=lambda lib: by_library[lib]["seconds"])
