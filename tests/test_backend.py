@@ -316,12 +316,17 @@ def test_not_positive_definite_gives_none(blas):
 
 @pytest.mark.parametrize("n", [1, 2, 7, 255, 256, 257, 600])
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.float64])
-def test_reflected_maker_is_h_s_h(n, out_dtype, blas):
+@pytest.mark.parametrize("ops", ["host", "device"])
+def test_reflected_maker_is_h_s_h(n, out_dtype, ops, blas, monkeypatch):
     """DualRoute's maker in sample coordinates, written in one pass from the lower
     triangle of the reflected-coordinate inverse (upper triangle poisoned):
     H [0, 0; 0, alpha inv] H, rounded to `out`'s dtype, and its float64
-    diagonal; `lower_symv` and `mirror_lower(minus_outer=...)` on their own."""
+    diagonal; `lower_symv` and `mirror_lower(minus_outer=...)` on their own.
+    ops="device" runs the torch ops used on CUDA, here on the CPU."""
     from fastridge._cv import DualRoute
+
+    if ops == "device":
+        monkeypatch.setattr(B, "_host_or_device", lambda lower, out=None: ((lower, out), torch))
 
     rng = np.random.default_rng(n)
     F = rng.standard_normal((n, n + 2))
