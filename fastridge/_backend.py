@@ -350,7 +350,8 @@ def _host_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         f, trans = _fortran_operand(a)  # op(f) = a^T, so a a^T = op(f)^T op(f)
         res = syrk(1.0, f, trans=1 - trans, c=out.T, lower=0, overwrite_c=1)
         _copy_into(res, out)
-        _mirror_lower_in_place(out)  # (out^T's upper triangle is out's lower)
+        whole = torch.from_numpy(out)  # (out^T's upper triangle is out's lower)
+        mirror_lower(whole, whole)
         return out
     gemm = blas.sgemm if single else blas.dgemm
     x, tx = _fortran_operand(b)
@@ -374,17 +375,6 @@ def _copy_into(res: np.ndarray, out: np.ndarray) -> None:
     write into out's memory."""
     if res.__array_interface__["data"][0] != out.__array_interface__["data"][0]:
         out[...] = res.T
-
-
-def _mirror_lower_in_place(m: np.ndarray) -> None:
-    """Fill m's upper triangle from its lower one, block by block (see `mirror_lower`)."""
-    n = m.shape[0]
-    b = MIRROR_BLOCK
-    for i in range(0, n, b):
-        for j in range(0, i, b):
-            m[j : j + b, i : i + b] = m[i : i + b, j : j + b].T
-        d = m[i : i + b, i : i + b]
-        d[...] = np.tril(d) + np.tril(d, -1).T
 
 
 def addmm(add: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0, out=None):
@@ -456,10 +446,10 @@ def mirror_lower(
     """out = scale * S (- v a^T - a v^T with minus_outer=(v, a), vectors of
     shape (n,)), S the symmetric matrix whose lower triangle is `lower`'s (its
     upper triangle is not read), all (n, n); `out` may be any (n, n) view (e.g.
-    a block of a larger buffer), of another dtype (cast on the way), but not
-    `lower` itself. The symmetric rank-2 term is a Householder reflection on
-    both sides (`_cv.DualRoute._reflected`), here folded into the one
-    pass that writes `out`.
+    a block of a larger buffer), of another dtype (cast on the way), or `lower`
+    itself (each lower block is read before it is written). The symmetric
+    rank-2 term is a Householder reflection on both sides
+    (`_cv.DualRoute._reflected`), here folded into the one pass that writes `out`.
 
     Block by block, so that the transposed half is read from cache: a plain
     transposed copy of an n x n float64 matrix runs at a fraction of the

@@ -442,10 +442,10 @@ class DualRoute:
         """R = H [0, 0; 0, alpha inv] H into `out` (n_samples, n_samples), back from
         reflected coordinates, H = I - beta v v^T the Householder reflection, and
         diag(R) (float64). With S = [0, 0; 0, alpha inv], u = S v and
-        a = beta u - (beta^2 v^T u / 2) v, H S H = S - v a^T - a v^T
-        (H S H as one rank-2 update: one pass over S), written from inv's lower triangle in
-        one pass (`mirror_lower`): the inner block is alpha inv - v' a'^T - a' v'^T,
-        and row and column 0 are -(v_0 a + a_0 v)."""
+        a = beta u - (beta^2 v^T u / 2) v, H S H = S - v a^T - a v^T, a rank-2
+        update written from inv's lower triangle in one pass (`mirror_lower`): the
+        inner block is alpha inv - v' a'^T - a' v'^T, and row and column 0 are
+        -(v_0 a + a_0 v)."""
         beta = 2.0 / float(v @ v)
         u = torch.zeros_like(v)
         u[1:] = alpha * lower_symv(inv, v[1:])

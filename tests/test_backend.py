@@ -307,6 +307,9 @@ def test_cholesky_inverse_lower_and_mirror(n, blas):
     out = B.mirror_lower(poisoned, big[1:, 1:], scale=2.5)
     assert_allclose(out.numpy(), 2.5 * ref, rtol=1e-9, atol=1e-12)
     assert np.isnan(big[0].numpy()).all() and np.isnan(big[:, 0].numpy()).all()
+    # in place, over its own poisoned upper triangle
+    B.mirror_lower(poisoned, poisoned, scale=2.5)
+    assert_allclose(poisoned.numpy(), 2.5 * ref, rtol=1e-9, atol=1e-12)
 
 
 def test_not_positive_definite_gives_none(blas):
