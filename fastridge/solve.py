@@ -528,8 +528,7 @@ def ridge_cv(
 
             t = time.perf_counter()
             # (the dual route stores residuals one target per row: see DualRoute.score)
-            rows_first = dual_route is not None
-            buf_shape = (width, n_samples) if rows_first else (n_samples, width)
+            buf_shape = (width, n_samples) if dual_route is not None else (n_samples, width)
             buf = reused_buffer(work, "buf", buf_shape, cdtype, dev)
             block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64, device=dev)
             joint_sums = np.zeros((n_blocks, n_alphas))
