@@ -586,34 +586,19 @@ def synchronize(device: torch.device) -> None:
 SUM_BLOCK = 256  # rows per partial sum in column_sq_sums
 
 
-def column_sq_sums(
-    E: torch.Tensor,
-    overwrite: bool = False,
-    row_weights: torch.Tensor | None = None,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """sum_i E[i, t]^2 (times row_weights[i] if given) for every column t, float64,
-    shape (n_cols,).
+def column_sq_sums(E: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+    """sum_i E[i, t]^2 for every column t, float64, shape (n_cols,).
 
     E has shape (n_rows, n_cols). Squares are taken in E's dtype and summed in
-    blocks of SUM_BLOCK rows by one thin GEMM with a block-indicator matrix (whose
-    entries are the row weights, if any), and the block sums in float64. Why: a
-    plain float32 sum over thousands of rows loses ~1e-6 relative, enough to flip
-    near-tied alphas, and torch's strided column reduction (vector_norm(dim=0))
-    ran ~5x slower than this on CPU. `overwrite=True` squares E in place (for
-    scratch buffers); `out`, a tensor like E, receives the squares instead.
-    `out` of shape (SUM_BLOCK, n_cols) instead takes the squares one row block at
-    a time, each block summed by a GEMV while it is still in cache: the same
-    block sums, without an (n_rows, n_cols) buffer.
+    blocks of SUM_BLOCK rows by one thin GEMM with a block-indicator matrix, and
+    the block sums in float64. Why: a plain float32 sum over thousands of rows
+    loses ~1e-6 relative, enough to flip near-tied alphas, and torch's strided
+    column reduction (vector_norm(dim=0)) ran ~5x slower than this on CPU.
+    `overwrite=True` squares E in place (for scratch buffers). `row_sq_sums` is
+    the twin for one target per row, with weights.
     """
-    n_rows = E.shape[0]
-    if out is not None and out.shape[0] < n_rows:
-        return _column_sq_sums_by_block(E, row_weights, out)
-    if overwrite:
-        sq = E.square_()
-    else:
-        sq = E.square() if out is None else torch.square(E, out=out)
-    indicator = block_indicator(n_rows, row_weights, E.dtype, E.device)
+    sq = E.square_() if overwrite else E.square()
+    indicator = block_indicator(E.shape[0], None, E.dtype, E.device)
     return mm(indicator.T, sq).to(torch.float64).sum(dim=0)
 
 
@@ -658,18 +643,3 @@ def copy_rows(src: torch.Tensor, dst: torch.Tensor, index: torch.Tensor, buf: to
         block = torch.index_select(src, 0, rows, out=buf[: rows.numel()])
         dst.index_copy_(0, rows, block)
     return dst
-
-
-def _column_sq_sums_by_block(E, row_weights, buf) -> torch.Tensor:
-    """`column_sq_sums` through a (SUM_BLOCK, n_cols) buffer `buf`."""
-    n_rows, n_cols = E.shape
-    total = torch.zeros(n_cols, dtype=torch.float64, device=E.device)
-    if row_weights is None:
-        weights = torch.ones(n_rows, dtype=E.dtype, device=E.device)
-    else:
-        weights = row_weights.to(E.dtype)
-    for start in range(0, n_rows, SUM_BLOCK):
-        stop = min(start + SUM_BLOCK, n_rows)
-        sq = torch.square(E[start:stop], out=buf[: stop - start])
-        total += mm(weights[None, start:stop], sq)[0]  # block sum in E's dtype, then float64
-    return total
