@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import mmap
 import os
 import shutil
 from pathlib import Path
@@ -237,7 +238,13 @@ class RowWriter:
 
     Looks like an array to the solver (`shape`, `dtype`, `w[rows] = block`), but
     nothing is mapped: rows go to the page cache with pwrite, so writing a
-    coefficient file of many GB costs no resident memory.
+    coefficient file of many GB costs no resident memory. Once `sync` has made
+    them durable, their pages leave the page cache too (`drop_file_cache`): a
+    write-once file of many GB would otherwise push everything else out of the
+    cache, and each chunk would take fresh pages instead of the last chunk's
+    (measured on this project's VM while its fresh memory was slow to touch: 2.1
+    GB in 179 MB chunks took 8.4-25.9 s of pwrite keeping the pages, 0.4 s
+    dropping them after each fdatasync).
 
     Parameters
     ----------
@@ -255,6 +262,7 @@ class RowWriter:
         self.path = Path(path)
         self._row_bytes = self.shape[1] * self.dtype.itemsize
         self._fd = os.open(path, os.O_WRONLY)
+        self._unsynced = None  # (first, end) byte offsets written since the last sync
 
     def __setitem__(self, rows, value) -> None:
         if not isinstance(rows, slice) or rows.step not in (None, 1):
@@ -265,6 +273,10 @@ class RowWriter:
             raise ValueError(f"block of shape {block.shape} for rows {start}:{stop}")
         data = memoryview(block.reshape(-1)).cast("B")
         pos = self.offset + start * self._row_bytes
+        first, end = pos, pos + len(data)
+        if self._unsynced is not None:
+            first, end = min(first, self._unsynced[0]), max(end, self._unsynced[1])
+        self._unsynced = (first, end)
         while len(data):
             n = os.pwrite(self._fd, data, pos)
             data, pos = data[n:], pos + n
@@ -273,8 +285,16 @@ class RowWriter:
         return self.shape[0]
 
     def sync(self) -> None:
-        """Make the rows written so far durable (before a chunk is recorded as done)."""
+        """Make the rows written so far durable (before a chunk is recorded as done),
+        then drop their pages from the page cache."""
         os.fdatasync(self._fd)
+        if self._unsynced is not None:
+            # whole pages, the partial ones at either end included: fdatasync has
+            # made every page of the file clean, and the kernel keeps partial ones
+            first, end = self._unsynced
+            first -= first % mmap.PAGESIZE
+            drop_file_cache(self._fd, first, -(-end // mmap.PAGESIZE) * mmap.PAGESIZE - first)
+            self._unsynced = None
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -283,6 +303,19 @@ class RowWriter:
 
     def __del__(self):
         self.close()
+
+
+def drop_file_cache(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Ask the kernel to drop a file range's pages from the page cache (length 0:
+    to the end of the file). Only clean pages go, so call it after an fsync; the
+    data stays on disk. Best effort: a no-op where posix_fadvise is missing or
+    refused."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
 
 
 def read_rows(path, rows: slice) -> np.ndarray:

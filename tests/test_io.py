@@ -1,6 +1,9 @@
-"""New output files: disk blocks reserved up front (fastridge._io.preallocate)."""
+"""New output files: disk blocks reserved up front (fastridge._io.preallocate), and
+written coefficient rows dropped from the page cache once durable (RowWriter.sync)."""
 
+import ctypes
 import errno
+import mmap
 import os
 
 import numpy as np
@@ -66,3 +69,57 @@ def test_full_disk_at_reservation_fails_cleanly(data, tmp_path, capsys, monkeypa
     line = one_error_line(capsys.readouterr().err)
     assert "out of disk space" in line and "coef.npy" in line
     assert not list(tmp_path.iterdir())
+
+
+def _resident_pages(path) -> int:
+    """How many of the file's pages are in the page cache (mincore on a mapping)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as m:
+        mapped = np.frombuffer(m, dtype=np.uint8)
+        vec = np.zeros(-(-size // mmap.PAGESIZE), dtype=np.uint8)
+        addr, out = ctypes.c_void_p(mapped.ctypes.data), ctypes.c_void_p(vec.ctypes.data)
+        rc = libc.mincore(addr, ctypes.c_size_t(size), out)
+        if rc != 0:
+            raise OSError(ctypes.get_errno(), "mincore")
+        del mapped
+        return int((vec & 1).sum())
+
+
+def _cache_drop_works(directory) -> bool:
+    """Whether this file system drops a synced file's pages on POSIX_FADV_DONTNEED
+    (tmpfs, for one, keeps them: they are the file)."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    probe = directory / "probe"
+    probe.write_bytes(b"x" * (1 << 20))
+    fd = os.open(probe, os.O_RDWR)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return _resident_pages(probe) == 0
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+def test_row_writer_drops_synced_rows_from_the_page_cache(tmp_path):
+    """Rows written in any order read back exactly; after sync their pages have left
+    the page cache, while rows written after the sync stay until the next one."""
+    if not _cache_drop_works(tmp_path):
+        pytest.skip("this file system keeps synced pages on POSIX_FADV_DONTNEED")
+    path = tmp_path / "coef.npy"
+    shape = (600, 1000)  # 4000-byte rows, so row blocks do not end on page boundaries
+    _io.create_npy(path, shape, np.float32)
+    rows = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    w = _io.RowWriter(path)
+    w[300:600] = rows[300:600]
+    w[0:100] = rows[0:100]
+    w.sync()
+    assert _resident_pages(path) == 0
+    w[100:300] = rows[100:300]
+    assert _resident_pages(path) >= 200 * 4000 // mmap.PAGESIZE
+    w.sync()
+    assert _resident_pages(path) == 0
+    w.close()
+    np.testing.assert_array_equal(np.load(path), rows)
