@@ -237,22 +237,26 @@ class RowWriter:
     """Writes row blocks of a C-ordered 2-D .npy file at their byte offsets.
 
     Looks like an array to the solver (`shape`, `dtype`, `w[rows] = block`), but
-    nothing is mapped: rows go to the page cache with pwrite, so writing a
-    coefficient file of many GB costs no resident memory. Once `sync` has made
-    them durable, their pages leave the page cache too (`drop_file_cache`): a
-    write-once file of many GB would otherwise push everything else out of the
-    cache, and each chunk would take fresh pages instead of the last chunk's
-    (measured on this project's VM while its fresh memory was slow to touch: 2.1
-    GB in 179 MB chunks took 8.4-25.9 s of pwrite keeping the pages, 0.4 s
-    dropping them after each fdatasync).
+    nothing is mapped: rows go out with pwrite, so writing a coefficient file of
+    many GB costs no resident memory. They are written `piece_bytes` at a time,
+    each piece made durable (fdatasync) and its pages dropped from the page cache
+    (`drop_file_cache`) before the next: a write-once file of many GB does not
+    push everything else out of the cache, and each piece reuses the pages the
+    last one just gave back. Why pieces: on this project's VM, memory the host
+    has not backed for a few seconds is slow to touch, so pages dropped once per
+    179 MB chunk (a few seconds of GEMM apart) came back slow. Measured there,
+    8 chunks of 179 MB 3 s apart: pwrite + fdatasync 1.79 s a chunk keeping the
+    pages, 1.19 s dropping them after each chunk, 0.14 s in 16 MiB pieces.
 
     Parameters
     ----------
     path : str or Path
         An existing .npy file of shape (n_rows, n_cols) (see `create_npy`).
+    piece_bytes : int
+        Bytes written, synced and dropped at a time.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, piece_bytes: int = 16 << 20):
         header, self.offset = _npy_header(path)
         if header["fortran_order"] or len(header["shape"]) != 2:
             raise ValueError(f"{path}: RowWriter needs a C-ordered 2-D .npy file")
@@ -261,8 +265,8 @@ class RowWriter:
         self.ndim = 2
         self.path = Path(path)
         self._row_bytes = self.shape[1] * self.dtype.itemsize
+        self._piece = max(int(piece_bytes), 1)
         self._fd = os.open(path, os.O_WRONLY)
-        self._unsynced = None  # (first, end) byte offsets written since the last sync
 
     def __setitem__(self, rows, value) -> None:
         if not isinstance(rows, slice) or rows.step not in (None, 1):
@@ -273,28 +277,25 @@ class RowWriter:
             raise ValueError(f"block of shape {block.shape} for rows {start}:{stop}")
         data = memoryview(block.reshape(-1)).cast("B")
         pos = self.offset + start * self._row_bytes
-        first, end = pos, pos + len(data)
-        if self._unsynced is not None:
-            first, end = min(first, self._unsynced[0]), max(end, self._unsynced[1])
-        self._unsynced = (first, end)
         while len(data):
-            n = os.pwrite(self._fd, data, pos)
-            data, pos = data[n:], pos + n
+            first = pos
+            piece, data = data[: self._piece], data[self._piece :]
+            while len(piece):
+                n = os.pwrite(self._fd, piece, pos)
+                piece, pos = piece[n:], pos + n
+            os.fdatasync(self._fd)
+            # whole pages, the partial ones at either end included: fdatasync has
+            # made every page of the file clean, and the kernel keeps partial ones
+            first -= first % mmap.PAGESIZE
+            drop_file_cache(self._fd, first, -(-pos // mmap.PAGESIZE) * mmap.PAGESIZE - first)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def sync(self) -> None:
-        """Make the rows written so far durable (before a chunk is recorded as done),
-        then drop their pages from the page cache."""
+        """Make the rows written so far durable (before a chunk is recorded as done;
+        each piece already is)."""
         os.fdatasync(self._fd)
-        if self._unsynced is not None:
-            # whole pages, the partial ones at either end included: fdatasync has
-            # made every page of the file clean, and the kernel keeps partial ones
-            first, end = self._unsynced
-            first -= first % mmap.PAGESIZE
-            drop_file_cache(self._fd, first, -(-end // mmap.PAGESIZE) * mmap.PAGESIZE - first)
-            self._unsynced = None
 
     def close(self) -> None:
         if self._fd >= 0:
