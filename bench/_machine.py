@@ -242,6 +242,26 @@ def eigh_time(size: int, dtype: str, repeats: int = 2) -> dict:
             "by_library": by_library}  # fmt: skip
 
 
+def first_touch_rate(n_bytes: int = 256 << 20) -> dict:
+    """GB/s of writing one byte per page into `n_bytes` of new memory, once fresh
+    and once more right after freeing it (memory the process just gave back).
+
+    Why: on this project's VMs the first touch of memory the host has not backed
+    recently cost from ~0.1 to ~14 s per GB, changing from hour to hour, while
+    memory freed a moment ago came back at several GB/s. Every solver pays it for
+    its fresh arrays (coefficients, copies), so a run records the state it met.
+    """
+    page = 4096
+    rates = {}
+    for name in ("fresh", "just_freed"):
+        t = time.perf_counter()
+        a = np.empty(n_bytes, dtype=np.uint8)
+        a[::page] = 1
+        rates[name] = n_bytes / (time.perf_counter() - t) / 1e9
+        del a
+    return {"bytes": n_bytes, "gb_per_s": rates}
+
+
 def calibrate(n_samples: int, n_features: int, eigh_size: int, eigh_max: int = 4000) -> dict:
     """GEMM rates at the shapes the solver runs and the eigh time at its size.
 
@@ -252,7 +272,7 @@ def calibrate(n_samples: int, n_features: int, eigh_size: int, eigh_max: int = 4
     """
     k = min(n_samples, 4096)
     chunk = 2048
-    out = {"load_before": load_average()}
+    out = {"load_before": load_average(), "first_touch": first_touch_rate()}
     out["gemm"] = {
         "float32": gemm_rate(k, k, chunk, "float32"),
         "float64": gemm_rate(k, k, chunk, "float64"),

@@ -87,6 +87,18 @@ REFERENCE = {
 DEFAULT_SOLVERS = list(CONFIGS)
 
 
+def _first_touch(cal: dict) -> str:
+    """The calibration's first-touch rates of new memory, as a sentence part."""
+    ft = cal.get("first_touch")
+    if not ft:
+        return ""
+    r = ft["gb_per_s"]
+    return (
+        f"; first touch of {ft['bytes'] / 2**30:.2f} GiB of new memory {r['fresh']:.2f} GB/s "
+        f"({r['just_freed']:.1f} GB/s right after freeing it)"
+    )
+
+
 def _by_library(rec: dict, key: str = "gflops", unit: str = "") -> str:
     """'torch 112, numpy 182' from a calibration record (the faster one is used)."""
     libs = rec.get("by_library")
@@ -474,7 +486,7 @@ def markdown(doc: dict) -> str:
             f"Calibration at {key}: GEMM {g['float32']['gflops']:.0f} GFLOP/s float32, "
             f"{g['float64']['gflops']:.0f} float64 (shape {g['float32']['shape']}; "
             f"{_by_library(g['float32'])}); eigh float64 n={e['size']} {e['seconds']:.2f}s "
-            f"({_by_library(e, 'seconds', 's')})  "
+            f"({_by_library(e, 'seconds', 's')}){_first_touch(cal)}  "
         )
     lines += [
         "",

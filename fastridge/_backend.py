@@ -509,10 +509,12 @@ def lower_symv(lower: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def pivoted_cholesky_rank(A: torch.Tensor, tol: float) -> int:
+def pivoted_cholesky_rank(A: torch.Tensor, tol: float, overwrite: bool = False) -> int:
     """Numerical rank of a symmetric positive semidefinite float64 matrix: the
     number of steps of LAPACK's pivoted Cholesky (dpstrf, n^3/3 flops) before the
-    largest remaining pivot falls below `tol`. On the host (a copy).
+    largest remaining pivot falls below `tol`. On the host: in a copy, or with
+    `overwrite` in A's own memory when A is a contiguous host tensor (A is then
+    destroyed; at the headline size the copy is 0.63 GB of fresh memory).
 
     A plain Cholesky of A - tol I (dpotrf, the same flops at about twice the
     speed: 23 against 40 ms at n = 2000, 150 against 276 ms at n = 4000,
@@ -523,15 +525,20 @@ def pivoted_cholesky_rank(A: torch.Tensor, tol: float) -> int:
     from scipy.linalg import lapack
 
     n = A.shape[0]
+    in_place = overwrite and A.device.type == "cpu" and A.is_contiguous()
     host = A.detach().cpu().numpy()
-    # A is symmetric: its transpose is the same matrix in Fortran order
-    a = np.array(host.T, dtype=np.float64, order="F")
+    # A is symmetric: its transpose is the same matrix in Fortran order. dpotrf
+    # with lower=1 writes only that lower triangle and the diagonal, so after a
+    # failure the strict upper triangle still holds A, and dpstrf can read it
+    # (lower=0) once the diagonal is put back.
+    a = host.T if in_place or A.device.type != "cpu" else np.array(host.T, order="F")
+    diagonal = a.diagonal().copy()
     a.flat[:: n + 1] -= tol
     _, info = lapack.dpotrf(a, lower=1, clean=0, overwrite_a=1)
     if info == 0:
         return n
-    a = np.array(host.T, dtype=np.float64, order="F")
-    _, _, rank, info = lapack.dpstrf(a, tol=tol, lower=1, overwrite_a=1)
+    a.flat[:: n + 1] = diagonal
+    _, _, rank, info = lapack.dpstrf(a, tol=tol, lower=0, overwrite_a=1)
     if info < 0:
         raise ValueError(f"dpstrf: illegal argument {-info}")
     return int(rank)

@@ -41,7 +41,7 @@ from ._backend import (
     row_sq_sums,
 )
 from ._chunks import available_memory
-from ._decompose import Decomposition
+from ._decompose import Decomposition, gram_rank
 from ._kernels import gcv_sums, update_best
 
 
@@ -277,7 +277,11 @@ class LeaveOneOut:
             if precision != "highest":
                 raise ValueError("the leave-one-out dual route runs at precision='highest'")
             self.dual_route = DualRoute(decomp, alphas)
-            self.decomp = dataclasses.replace(decomp, gram=None)  # free the Gram
+            rank = self.dual_route.rank
+            n_rows = decomp.n_samples - int(decomp.fit_intercept)
+            self.decomp = dataclasses.replace(  # the Gram freed (and destroyed by then)
+                decomp, gram=None, gram_rank=rank, has_remainder=rank < n_rows
+            )
             return
         self.decomp = decomp
         self.gemm = ScoringGemm(decomp.U, precision)
@@ -434,6 +438,8 @@ class DualRoute:
                 one_minus_h.append(self._reflected(inv, alpha, v.to(G.dtype), maker))
             self.makers.append(maker)
         del A
+        # The Gram is not needed any more: its rank is found in its own memory.
+        self.rank = gram_rank(G, n, decomp.n_features, overwrite=True)
         # 1 - h_i > 0 for alpha > 0 (validation rejects a single sample)
         self._set_weights(1.0 / torch.stack(one_minus_h) ** 2, decomp.dtype)
 
@@ -472,6 +478,7 @@ class DualRoute:
         (measured at n_samples=2000, 6 alphas: 1.0 s against 1.24 s)."""
         if decomp.has_remainder:
             raise DualRouteUnavailable("the eigendecomposition has a remainder")
+        self.rank = decomp.rank
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank), float64
         one_minus_h = _one_minus_h(decomp, shrink, decomp.U.to(torch.float64))
         root = torch.sqrt(shrink).to(decomp.dtype)

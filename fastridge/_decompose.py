@@ -60,18 +60,21 @@ class Decomposition:
     leverage_rest : tensor of shape (n_samples,), compute dtype
         1 - q_i**2 - ||U_i||**2 >= 0: the part of each sample's leverage outside
         the kept span (0 when X has full row rank).
-    has_remainder : bool
+    has_remainder : bool or None
         True when (I - qq^T - UU^T) Y can be nonzero, i.e. the kept span does
-        not cover every sample direction (n_samples > rank + intercept).
+        not cover every sample direction (n_samples > rank + intercept). None,
+        like gram_rank, until the Gram's rank is known (see below).
     form : str
         "gram" (eigh of n_samples x n_samples) or "covariance" (n_features^2).
     gram, householder, gram_rank
         Set instead of U, eigvals, M and leverage_rest by ``decompose(...,
         eigen=False)``: the float64 Gram of the reflected design Z (n_rows x
-        n_rows; n_rows = n_samples - 1 with an intercept), the Householder vector
-        of the reflection (None without an intercept) and the numerical rank of
-        the Gram (pivoted Cholesky). The leave-one-out dual route needs only
-        these (`_cv.DualRoute`): no eigendecomposition.
+        n_rows; n_rows = n_samples - 1 with an intercept) and the Householder
+        vector of the reflection (None without an intercept). The leave-one-out
+        dual route needs only these (`_cv.DualRoute`): no eigendecomposition.
+        gram_rank, the numerical rank of the Gram (`gram_rank`), is left None:
+        the dual route finds it in the Gram's own memory once it has built its
+        makers from it, rather than in an n_rows x n_rows copy.
     """
 
     U: torch.Tensor | None
@@ -82,7 +85,7 @@ class Decomposition:
     sqrt_sw: torch.Tensor | None
     q: torch.Tensor | None
     leverage_rest: torch.Tensor
-    has_remainder: bool
+    has_remainder: bool | None
     form: str
     n_samples: int
     n_features: int
@@ -135,6 +138,14 @@ def choose_form(n_samples: int, n_features: int, fit_intercept: bool, gcv_mode=N
     if gcv_mode in ("gram", "covariance"):
         return gcv_mode
     return "gram" if n_samples - int(fit_intercept) <= n_features else "covariance"
+
+
+def gram_rank(G: torch.Tensor, n_samples: int, n_features: int, overwrite: bool = False) -> int:
+    """Numerical rank of the Gram G (n_rows x n_rows, float64) by pivoted Cholesky,
+    with this module's tolerance; `overwrite` lets it destroy G (no copy)."""
+    top = float(G.diagonal().max()) if G.shape[0] else 0.0
+    tol = max(n_samples, n_features) * torch.finfo(G.dtype).eps * top
+    return pivoted_cholesky_rank(G, tol, overwrite=overwrite) if top > 0.0 else 0
 
 
 def _householder_vector(q: torch.Tensor) -> torch.Tensor:
@@ -234,9 +245,6 @@ def decompose(
         if form != "gram":
             raise ValueError("decompose(eigen=False) needs the Gram form")
         G = mm(Z, Z.T)  # (n_rows, n_rows), the work dtype
-        top = float(G.diagonal().max()) if n_rows else 0.0
-        tol = max(n_samples, n_features) * torch.finfo(work_dtype).eps * top
-        rank = pivoted_cholesky_rank(G, tol) if top > 0.0 else 0
         return Decomposition(
             U=None,
             eigvals=None,
@@ -246,14 +254,13 @@ def decompose(
             sqrt_sw=None if sqrt_sw is None else sqrt_sw.to(compute_dtype),
             q=None if q is None else q.to(compute_dtype),
             leverage_rest=None,
-            has_remainder=rank < n_rows,
+            has_remainder=None,  # with the rank, from `gram_rank`
             form=form,
             n_samples=n_samples,
             n_features=n_features,
             fit_intercept=fit_intercept,
             gram=G,
             householder=v if fit_intercept else None,
-            gram_rank=rank,
         )
 
     if form == "gram":

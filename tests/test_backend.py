@@ -338,25 +338,39 @@ def test_reflected_maker_is_h_s_h(n, out_dtype, ops, blas, monkeypatch):
 
 @pytest.mark.parametrize("n", [1, 6, 300])
 @pytest.mark.parametrize("deficit", [0, 1, 5])
-def test_pivoted_cholesky_rank(n, deficit):
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_pivoted_cholesky_rank(n, deficit, overwrite):
     """Full rank (settled by the plain Cholesky of A - tol I) and rank-deficient
-    (the pivoted Cholesky) Gram matrices: numpy's matrix_rank with the same
-    tolerance; a zero matrix has rank 0."""
+    (the pivoted Cholesky, after that Cholesky failed part-way in the same
+    memory when overwriting) Gram matrices: numpy's matrix_rank with the same
+    tolerance; a zero matrix has rank 0. Without `overwrite`, A is left as it was."""
+
+    def rank_of(G, tol):
+        A = torch.from_numpy(G.copy())
+        got = B.pivoted_cholesky_rank(A, tol, overwrite=overwrite)
+        if not overwrite:
+            np.testing.assert_array_equal(A.numpy(), G)
+        return got
+
     rank = max(n - deficit, 0)
     rng = np.random.default_rng(n + deficit)
     Z = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, n + 4))
     G = Z @ Z.T
     if rank == 0:
-        G = np.zeros((n, n))
-        assert B.pivoted_cholesky_rank(torch.from_numpy(G), 1e-12) == 0
+        assert rank_of(np.zeros((n, n)), 1e-12) == 0
         return
     tol = (n + 4) * np.finfo(np.float64).eps * G.diagonal().max()
     assert np.linalg.matrix_rank(G, tol=tol) == rank
-    assert B.pivoted_cholesky_rank(torch.from_numpy(G), tol) == rank
+    assert rank_of(G, tol) == rank
     # exact eigenvalues just above and below tol (a diagonal matrix: no rounding)
     d = np.linspace(1.0, 2.0, n)
     d[: min(deficit, n)] = 0.25e-9
     if n > deficit:
         d[deficit] = 4e-9
     want = n - min(deficit, n)
-    assert B.pivoted_cholesky_rank(torch.from_numpy(np.diag(d[::-1].copy())), 1e-9) == want
+    assert rank_of(np.diag(d[::-1].copy()), 1e-9) == want
+    # a full matrix whose plain Cholesky fails late, at the last pivots
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    e = np.linspace(2.0, 1.0, n)
+    e[n - min(deficit, n) :] = 1e-13
+    assert rank_of((Q * e) @ Q.T, 1e-9) == want
