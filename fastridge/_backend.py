@@ -544,6 +544,46 @@ def pivoted_cholesky_rank(A: torch.Tensor, tol: float, overwrite: bool = False) 
     return int(rank)
 
 
+class Workspace:
+    """New arrays carved out of a buffer nobody needs any more, before fresh memory.
+
+    A buffer that was just written (e.g. the private float64 copy of X, once the
+    Gram is made from it) has its pages touched already; arrays placed in it
+    cost no page faults. Fresh memory costs them, and on this project's VMs
+    memory freed a few seconds earlier came back slow to touch (0.1-14 s per GB,
+    against several GB/s for pages still held). The pieces are consecutive and
+    page-aligned, handed out until the buffer is used up; after that `empty`
+    allocates as usual. The buffer's memory is released when every piece is.
+
+    Parameters
+    ----------
+    buffer : tensor or None
+        Contiguous; its contents are overwritten. None: plain allocations only.
+    """
+
+    ALIGN = 4096  # bytes; pieces start on page boundaries (addresses, not offsets)
+
+    def __init__(self, buffer: torch.Tensor | None):
+        self._bytes = None
+        if buffer is not None and buffer.is_contiguous():
+            self._bytes = buffer.detach().reshape(-1).view(torch.uint8)
+        self._used = 0
+
+    def empty(self, shape: tuple, dtype: torch.dtype, device) -> torch.Tensor:
+        """An uninitialised contiguous tensor, in the buffer while it has room."""
+        shape = tuple(shape)
+        n_bytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        b = self._bytes
+        if b is None or b.device != torch.device(device):
+            return torch.empty(shape, dtype=dtype, device=device)
+        base = b.data_ptr()
+        start = -(-(base + self._used) // self.ALIGN) * self.ALIGN - base
+        if start + n_bytes > b.numel():
+            return torch.empty(shape, dtype=dtype, device=device)
+        self._used = start + n_bytes
+        return b[start : self._used].view(dtype).view(shape)
+
+
 def reused_buffer(holder: dict, name: str, shape: tuple, dtype, device) -> torch.Tensor:
     """An uninitialised contiguous tensor of `shape` in holder[name]'s memory,
     reallocated only when it needs more elements or another dtype: a fresh

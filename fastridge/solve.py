@@ -174,10 +174,12 @@ def _cv_scheme(
     gcv_mode,
     precision="highest",
     dual_route=False,
+    workspace=None,
 ):
-    """The held-out residual scheme for `cv` (see fastridge._cv)."""
+    """The held-out residual scheme for `cv` (see fastridge._cv); `workspace`, a
+    buffer no longer needed, may hold the leave-one-out dual route's makers."""
     if _is_loo(cv):
-        return LeaveOneOut(decomp, alphas, precision, dual_route=dual_route)
+        return LeaveOneOut(decomp, alphas, precision, dual_route=dual_route, workspace=workspace)
     if isinstance(cv, str):
         if cv == "gcv":
             return GeneralizedCV(decomp, alphas, precision)
@@ -391,14 +393,19 @@ def ridge_cv(
             precision=precision,
         )
         decomp = decompose_x(Xt, eigen=route != "cholesky")
+        workspace = None
         if not x_later:
-            # Freed before the leave-one-out makers are built, the process's peak at
-            # the headline size (its float64 copy of X is 1.3 GiB there).
+            # Not needed any more. A private copy, centred in place, becomes the
+            # workspace of the leave-one-out makers (its pages are touched already);
+            # anything else is freed before they are built, the process's peak at
+            # the headline size (the float64 copy of X is 1.3 GiB there).
+            workspace = Xt if overwrite_x and route is not None else None
             Xt = None
         try:
-            scheme = scheme_of(decomp=decomp, dual_route=route is not None)
+            scheme = scheme_of(decomp=decomp, dual_route=route is not None, workspace=workspace)
         except DualRouteUnavailable as exc:
             progress.message(f"leave-one-out dual route unavailable ({exc}): projecting")
+            workspace = None
             if decomp.U is None:
                 if Xt is None or overwrite_x:  # freed, or centred by the first decomposition
                     Xt = as_tensor(X, dev, ddtype)
@@ -411,7 +418,8 @@ def ridge_cv(
         if solution == "dual" and fit_intercept:
             x_off = decomp.x_offset.to(Xt.dtype)
             x_dot_offset = ((Xt @ x_off) - x_off @ x_off).to(cdtype)
-        del Xt, decompose_x, scheme_of  # the float64 copy of X is not needed any more
+        # the float64 copy of X is not needed any more (but for the makers in it)
+        del Xt, workspace, decompose_x, scheme_of
         release_free_heap()  # the decomposition's freed temporaries, off the peak
         folds = scheme.folds
         if folds is not None and scoring is None:

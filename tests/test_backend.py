@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_problem
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 
 from fastridge import FastRidgeCV
 from fastridge import _backend as B
@@ -374,3 +374,49 @@ def test_pivoted_cholesky_rank(n, deficit, overwrite):
     e = np.linspace(2.0, 1.0, n)
     e[n - min(deficit, n) :] = 1e-13
     assert rank_of((Q * e) @ Q.T, 1e-9) == want
+
+
+def test_workspace_pieces():
+    """Pieces are page-aligned, consecutive and disjoint views of the buffer, in any
+    dtype, while they fit; then (and with no buffer) plain new tensors."""
+    buf = torch.zeros(1000, 1000, dtype=torch.float64)  # 8,000,000 bytes
+    space = B.Workspace(buf)
+    base = -(-buf.data_ptr() // 4096) * 4096  # the buffer's first page boundary
+    a = space.empty((500, 500), torch.float64, "cpu")  # 2,000,000 bytes
+    b = space.empty((700, 700), torch.float32, "cpu")  # 1,960,000 bytes
+    c = space.empty((2, 3), torch.int64, "cpu")
+    big = space.empty((1200, 1000), torch.float32, "cpu")  # 4.8 MB: does not fit any more
+    assert a.data_ptr() == base
+    assert b.data_ptr() == base + 2002944  # 2,000,000 rounded up to pages
+    assert c.data_ptr() == base + 2002944 + 1961984
+    for t, dtype in ((a, torch.float64), (b, torch.float32), (c, torch.int64)):
+        assert t.dtype == dtype and t.is_contiguous() and t.data_ptr() % 4096 == 0
+        assert t.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
+    assert big.untyped_storage().data_ptr() != buf.untyped_storage().data_ptr()
+    a.fill_(1.0)
+    b.fill_(2.0)
+    c.fill_(3)
+    assert float(a.sum()) == 250000 and float(b.sum()) == 980000 and int(c.sum()) == 18
+    assert B.Workspace(None).empty((3,), torch.float32, "cpu").shape == (3,)
+
+
+def test_dual_route_makers_in_a_workspace_are_the_same():
+    """DualRoute with a workspace (the makers in it) gives bit-identical makers,
+    weights and rank to one with fresh memory; the workspace's contents do not
+    matter (filled with NaN)."""
+    from fastridge._cv import DualRoute
+    from fastridge._decompose import decompose
+
+    rng = np.random.default_rng(5)
+    X = torch.from_numpy(rng.standard_normal((40, 70)))
+    alphas = [0.5, 5.0, 50.0]
+    fresh = DualRoute(decompose(X.clone(), eigen=False), alphas)
+    space = torch.full((40, 140), float("nan"), dtype=torch.float64)
+    placed = DualRoute(decompose(X.clone(), eigen=False), alphas, workspace=space)
+    assert placed.rank == fresh.rank == 39
+    ptr = space.untyped_storage().data_ptr()
+    inside = [m.untyped_storage().data_ptr() == ptr for m in placed.makers]
+    assert inside == [True, True, False]  # A (39^2) + 2 makers (40^2), in pages, fit in 40 x 140
+    for got, want in zip(placed.makers, fresh.makers, strict=True):
+        assert_array_equal(got.numpy(), want.numpy())
+    assert_array_equal(placed.row_weights.numpy(), fresh.row_weights.numpy())

@@ -631,18 +631,20 @@ def test_private_copy_of_x_survives_the_dual_route_fallback(monkeypatch):
     assert_allclose(got.coef, skl.coef_, rtol=2e-3, atol=2e-4)
 
 
-@pytest.mark.parametrize("cv, kept", [(None, False), ("gcv", False), (3, True)])
+@pytest.mark.parametrize("cv, kept", [(None, "workspace"), ("gcv", False), (3, True)])
 def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, kept):
-    """Leave-one-out and GCV need X only to decompose it: its float64 copy is freed
-    before the scheme (with the leave-one-out makers, the headline's peak) is built;
-    K-fold keeps it (it may refit per fold)."""
+    """Leave-one-out and GCV need X only to decompose it: GCV frees its float64
+    copy before the scheme is built; leave-one-out hands it over as the dual
+    route's workspace, and the makers (with the factorised Gram, the headline's
+    peak) are placed in its memory instead of fresh memory; K-fold keeps it (it
+    may refit per fold)."""
     import gc
     import weakref
 
     import fastridge.solve as solve_module
 
-    X, Y = make_problem(30, 45, 4, seed=23)
-    copies, alive = [], []
+    X, Y = make_problem(30, 400, 4, seed=23)
+    copies, alive, schemes = [], [], []
     real_decompose, real_scheme = solve_module.decompose, solve_module._cv_scheme
 
     def decompose(Xt, **k):
@@ -651,14 +653,26 @@ def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, kept):
 
     def scheme(*a, **k):
         gc.collect()
-        alive.append(copies[-1]() is not None)
-        return real_scheme(*a, **k)
+        copy = copies[-1]()
+        alive.append(copy is not None)
+        if copy is not None and k.get("workspace") is copy:
+            alive[-1] = "workspace"
+        del copy
+        schemes.append(real_scheme(*a, **k))
+        return schemes[-1]
 
     monkeypatch.setattr(solve_module, "decompose", decompose)
     monkeypatch.setattr(solve_module, "_cv_scheme", scheme)
     got = ridge_cv(X.astype(np.float32), Y, (1.0, 10.0), alpha_per_target=True, cv=cv)
     assert alive == [kept]
-    assert got.coef.shape == (4, 45)
+    assert got.coef.shape == (4, 400)
+    if kept == "workspace":  # the factorised Gram and both makers fit in the 30 x 400 copy
+        makers = schemes[-1].dual_route.makers
+        assert len({m.untyped_storage().data_ptr() for m in makers}) == 1
+        del makers
+    schemes.clear()
+    gc.collect()
+    assert copies[-1]() is None  # and released with the scheme
 
 
 def test_shares_memory():
