@@ -75,6 +75,10 @@ class Decomposition:
         gram_rank, the numerical rank of the Gram (`gram_rank`), is left None:
         the dual route finds it in the Gram's own memory once it has built its
         makers from it, rather than in an n_rows x n_rows copy.
+    x_dot_offset : tensor of shape (n_samples,) or None, compute dtype
+        (X - x_offset) @ x_offset, for the intercepts of dual coefficients; set
+        by ``decompose(..., x_dot_offset=True)`` (from X before it is centred, so
+        that X is not needed afterwards).
     """
 
     U: torch.Tensor | None
@@ -93,6 +97,7 @@ class Decomposition:
     gram: torch.Tensor | None = None
     householder: torch.Tensor | None = None
     gram_rank: int | None = None
+    x_dot_offset: torch.Tensor | None = None
 
     @functools.cached_property
     def M(self) -> torch.Tensor:
@@ -172,6 +177,7 @@ def decompose(
     gcv_mode: str | None = None,
     eigen: bool = True,
     overwrite_x: bool = False,
+    x_dot_offset: bool = False,
 ) -> Decomposition:
     """Centre, weight and eigendecompose X once.
 
@@ -196,6 +202,8 @@ def decompose(
         Centre, weight and reflect X in place (for a private copy: at the
         headline size one n_samples x n_features float64 array, 1.4 GB, less;
         and fresh memory is slow to touch on some VMs). X is then no longer X.
+    x_dot_offset : bool
+        Also compute `Decomposition.x_dot_offset` (needs fit_intercept).
 
     Returns
     -------
@@ -216,8 +224,16 @@ def decompose(
             x_offset = X.mean(dim=0)
         else:
             x_offset = weights @ X
+        x_dot = None
+        if x_dot_offset:
+            # with x_offset as the model stores it (the compute dtype), from X itself
+            x_off = x_offset.to(compute_dtype).to(work_dtype)
+            x_dot = ((X @ x_off) - x_off @ x_off).to(compute_dtype)
         Xs = X.sub_(x_offset) if overwrite_x else X - x_offset
     else:
+        if x_dot_offset:
+            raise ValueError("x_dot_offset needs fit_intercept=True")
+        x_dot = None
         x_offset = torch.zeros(n_features, dtype=work_dtype, device=device)
         Xs = X if overwrite_x else X.clone()
     if sqrt_sw is not None:
@@ -261,6 +277,7 @@ def decompose(
             fit_intercept=fit_intercept,
             gram=G,
             householder=v if fit_intercept else None,
+            x_dot_offset=x_dot,
         )
 
     if form == "gram":
@@ -313,4 +330,5 @@ def decompose(
         n_samples=n_samples,
         n_features=n_features,
         fit_intercept=fit_intercept,
+        x_dot_offset=x_dot,
     )

@@ -365,11 +365,10 @@ def ridge_cv(
             fit_intercept, gcv_mode, n_alphas, torch.finfo(cdtype).bits // 8, dev,
         )  # fmt: skip
         # Leave-one-out and GCV need X only to decompose it (K-fold may refit per
-        # fold, dual intercepts take X @ x_offset afterwards): a private copy of X
-        # (e.g. float32 input solved in float64) is then centred in place.
-        x_later = not (_is_loo(cv) or (isinstance(cv, str) and cv == "gcv")) or (
-            solution == "dual" and fit_intercept
-        )
+        # fold; dual intercepts take (X - x_offset) @ x_offset, from the
+        # decomposition): a private copy of X (e.g. float32 input solved in
+        # float64) is then centred in place.
+        x_later = not (_is_loo(cv) or (isinstance(cv, str) and cv == "gcv"))
         overwrite_x = not x_later and not shares_memory(Xt, X)
 
         decompose_x = functools.partial(
@@ -379,6 +378,7 @@ def ridge_cv(
             compute_dtype=cdtype,
             gcv_mode=gcv_mode,
             overwrite_x=overwrite_x,
+            x_dot_offset=solution == "dual" and fit_intercept,
         )
         scheme_of = functools.partial(
             _cv_scheme,
@@ -413,11 +413,7 @@ def ridge_cv(
             scheme = scheme_of(decomp=decomp)
         dual_route = getattr(scheme, "dual_route", None)
         decomp = scheme.decomp if dual_route is not None else decomp  # without the Gram
-        # dual intercepts need (X - x_offset) @ x_offset, one GEMV while X is here
-        x_dot_offset = None
-        if solution == "dual" and fit_intercept:
-            x_off = decomp.x_offset.to(Xt.dtype)
-            x_dot_offset = ((Xt @ x_off) - x_off @ x_off).to(cdtype)
+        x_dot_offset = decomp.x_dot_offset  # for dual intercepts (None otherwise)
         # the float64 copy of X is not needed any more (but for the makers in it)
         del Xt, workspace, decompose_x, scheme_of
         release_free_heap()  # the decomposition's freed temporaries, off the peak

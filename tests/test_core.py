@@ -631,13 +631,18 @@ def test_private_copy_of_x_survives_the_dual_route_fallback(monkeypatch):
     assert_allclose(got.coef, skl.coef_, rtol=2e-3, atol=2e-4)
 
 
-@pytest.mark.parametrize("cv, kept", [(None, "workspace"), ("gcv", False), (3, True)])
-def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, kept):
-    """Leave-one-out and GCV need X only to decompose it: GCV frees its float64
-    copy before the scheme is built; leave-one-out hands it over as the dual
-    route's workspace, and the makers (with the factorised Gram, the headline's
-    peak) are placed in its memory instead of fresh memory; K-fold keeps it (it
-    may refit per fold)."""
+@pytest.mark.parametrize(
+    "cv, solution, kept",
+    [(None, "primal", "workspace"), (None, "dual", "workspace"), ("gcv", "primal", False),
+     (3, "primal", True)],
+)  # fmt: skip
+def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution, kept):
+    """Leave-one-out and GCV need X only to decompose it (dual intercepts too: the
+    decomposition computes (X - x_offset) @ x_offset first): GCV frees its
+    float64 copy before the scheme is built; leave-one-out hands it over as the
+    dual route's workspace, and the makers (with the factorised Gram, the
+    headline's peak) are placed in its memory instead of fresh memory; K-fold
+    keeps it (it may refit per fold)."""
     import gc
     import weakref
 
@@ -663,9 +668,10 @@ def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, kept):
 
     monkeypatch.setattr(solve_module, "decompose", decompose)
     monkeypatch.setattr(solve_module, "_cv_scheme", scheme)
-    got = ridge_cv(X.astype(np.float32), Y, (1.0, 10.0), alpha_per_target=True, cv=cv)
+    kw = dict(alpha_per_target=True, cv=cv, solution=solution)
+    got = ridge_cv(X.astype(np.float32), Y, (1.0, 10.0), **kw)
     assert alive == [kept]
-    assert got.coef.shape == (4, 400)
+    assert got.coef.shape == ((4, 400) if solution == "primal" else (4, 30))
     if kept == "workspace":  # the factorised Gram and both makers fit in the 30 x 400 copy
         makers = schemes[-1].dual_route.makers
         assert len({m.untyped_storage().data_ptr() for m in makers}) == 1
