@@ -6,7 +6,9 @@ SPEC keys: solver ("fastridge", "sklearn", "himalaya_ridge", "himalaya_kernel"),
 params (solver options), X / Y (paths of .npy files in the solver's dtype),
 alphas, repeats, warmup ("subset", "full" or "none"), sample_targets (target
 indices whose coefficients are saved for the agreement check), prefix (path
-prefix of the saved alpha / coefficient arrays).
+prefix of the saved alpha / coefficient arrays), gemm_probe ([m, k, n]: time a
+scipy float32 and float64 GEMM of that shape before the warm-up, between the
+repeats and after them, for the roofline; absent: no probes).
 
 The result records every repeat's wall time, the median, the peak RSS of this
 process (ru_maxrss, so it includes X and Y themselves: `rss_inputs` says how
@@ -123,6 +125,29 @@ class Solver:
         return alpha, coef
 
 
+def gemm_probe(shape, repeats: int = 3) -> dict:
+    """GFLOP/s of scipy's float32 and float64 GEMM at `shape` ([m, k, n]), fastest of
+    `repeats` after one warm-up call: the machine's rate at this moment, taken
+    next to the fits because this VM's rate swings within minutes."""
+    from scipy.linalg import blas
+
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    rates = {}
+    for dtype, gemm in (("float32", blas.sgemm), ("float64", blas.dgemm)):
+        A = np.asfortranarray(rng.standard_normal((m, k)).astype(dtype))
+        B = np.asfortranarray(rng.standard_normal((k, n)).astype(dtype))
+        C = np.zeros((m, n), dtype=dtype, order="F")
+        best = np.inf
+        for _ in range(repeats + 1):
+            t = time.perf_counter()
+            gemm(1.0, A, B, c=C, overwrite_c=1)
+            best = min(best, time.perf_counter() - t)
+        rates[dtype] = 2.0 * m * k * n / best / 1e9
+        del A, B, C
+    return rates
+
+
 def run(spec: dict) -> dict:
     import torch
 
@@ -131,6 +156,10 @@ def run(spec: dict) -> dict:
     Y = np.load(spec["Y"])
     result["rss_inputs"] = current_rss_bytes()
     solver = Solver(spec["solver"], spec.get("params", {}), spec["alphas"])
+    probe = spec.get("gemm_probe")
+    samples = result["gemm_samples"] = []
+    if probe:
+        samples.append(gemm_probe(probe))
 
     warmup = spec.get("warmup", "subset")
     if warmup != "none":
@@ -147,6 +176,8 @@ def run(spec: dict) -> dict:
         solver.fit(X, Y)
         walls.append(time.perf_counter() - t)
         stage_timings.append(solver.timings)
+        if probe:
+            samples.append(gemm_probe(probe))
     result["walls"] = walls
     result["wall"] = statistics.median(walls)
     # The stage timings of the repeat closest to the median.
