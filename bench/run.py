@@ -120,10 +120,7 @@ def with_probes(cal: dict, rec: dict) -> dict:
     cal = copy.deepcopy(cal)
     for dtype in ("float32", "float64"):
         g = cal["gemm"][dtype]
-        probed = max(s[dtype] for s in samples)
-        g["suite_gflops"] = g["gflops"]
-        g["probe_gflops"] = probed
-        g["gflops"] = max(g["gflops"], probed)
+        g["gflops"] = max(g["gflops"], max(s[dtype] for s in samples))
     return cal
 
 

@@ -396,10 +396,11 @@ def ridge_cv(
         workspace = None
         if not x_later:
             # Not needed any more. A private copy, centred in place, becomes the
-            # workspace of the leave-one-out makers (its pages are touched already);
-            # anything else is freed before they are built, the process's peak at
-            # the headline size (the float64 copy of X is 1.3 GiB there).
-            workspace = Xt if overwrite_x and route is not None else None
+            # workspace of the leave-one-out makers by Cholesky (its pages are
+            # touched already); anything else is freed before the scheme is built,
+            # the process's peak at the headline size (the float64 copy of X is
+            # 1.3 GiB there).
+            workspace = Xt if overwrite_x and route == "cholesky" else None
             Xt = None
         try:
             scheme = scheme_of(decomp=decomp, dual_route=route is not None, workspace=workspace)

@@ -632,15 +632,16 @@ def test_private_copy_of_x_survives_the_dual_route_fallback(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "cv, solution, kept",
-    [(None, "primal", "workspace"), (None, "dual", "workspace"), ("gcv", "primal", False),
-     (3, "primal", True)],
+    "cv, solution, n_alphas, kept",
+    [(None, "primal", 2, "workspace"), (None, "dual", 2, "workspace"), (None, "primal", 10, False),
+     ("gcv", "primal", 2, False), (3, "primal", 2, True)],
 )  # fmt: skip
-def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution, kept):
+def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution, n_alphas, kept):
     """Leave-one-out and GCV need X only to decompose it (dual intercepts too: the
-    decomposition computes (X - x_offset) @ x_offset first): GCV frees its
-    float64 copy before the scheme is built; leave-one-out hands it over as the
-    dual route's workspace, and the makers (with the factorised Gram, the
+    decomposition computes (X - x_offset) @ x_offset first): GCV, and the dual
+    route with makers from the eigendecomposition (many alphas), free the
+    float64 copy before the scheme is built; the dual route by Cholesky takes
+    it as its workspace, and the makers (with the factorised Gram, the
     headline's peak) are placed in its memory instead of fresh memory; K-fold
     keeps it (it may refit per fold)."""
     import gc
@@ -669,7 +670,7 @@ def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution,
     monkeypatch.setattr(solve_module, "decompose", decompose)
     monkeypatch.setattr(solve_module, "_cv_scheme", scheme)
     kw = dict(alpha_per_target=True, cv=cv, solution=solution)
-    got = ridge_cv(X.astype(np.float32), Y, (1.0, 10.0), **kw)
+    got = ridge_cv(X.astype(np.float32), Y, np.logspace(0, 1, n_alphas), **kw)
     assert alive == [kept]
     assert got.coef.shape == ((4, 400) if solution == "primal" else (4, 30))
     if kept == "workspace":  # the factorised Gram and both makers fit in the 30 x 400 copy
