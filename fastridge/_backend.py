@@ -497,15 +497,14 @@ def lower_symv(lower: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(symv(1.0, src, x.numpy(), lower=1))
         # (row-major: the transpose, in Fortran order, holds the triangle as its upper one)
         return torch.from_numpy(symv(1.0, src.T, x.numpy(), lower=0))
-    xv = x
-    y = xp.zeros_like(xv)
+    y = torch.zeros_like(x)
     for i in range(0, n, b):
         for j in range(0, i, b):
             block = src[i : i + b, j : j + b]
-            y[i : i + b] += block @ xv[j : j + b]
-            y[j : j + b] += block.T @ xv[i : i + b]
+            y[i : i + b] += block @ x[j : j + b]
+            y[j : j + b] += block.T @ x[i : i + b]
         d = src[i : i + b, i : i + b]
-        y[i : i + b] += xp.tril(d) @ xv[i : i + b] + xp.tril(d, -1).T @ xv[i : i + b]
+        y[i : i + b] += torch.tril(d) @ x[i : i + b] + torch.tril(d, -1).T @ x[i : i + b]
     return y
 
 
@@ -572,7 +571,7 @@ class Workspace:
     def empty(self, shape: tuple, dtype: torch.dtype, device) -> torch.Tensor:
         """An uninitialised contiguous tensor, in the buffer while it has room."""
         shape = tuple(shape)
-        n_bytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        n_bytes = math.prod(shape) * dtype.itemsize
         b = self._bytes
         if b is None or b.device != torch.device(device):
             return torch.empty(shape, dtype=dtype, device=device)
