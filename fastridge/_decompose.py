@@ -47,8 +47,9 @@ class Decomposition:
     eigvals : tensor of shape (rank,), float64
         Squared singular values of the scaled, centred X, descending.
     design : tensor of shape (n_samples, n_features) or None, compute dtype
-        Xs itself (Gram form only): primal coefficients are Xs^T c from the dual
-        coefficients c, and M is computed from it on first use.
+        Xs itself (Gram form only, and not with ``decompose(..., keep_design=False)``):
+        primal coefficients are Xs^T c from the dual coefficients c, and M is
+        computed from it on first use.
     covariance_basis : tensor of shape (n_features, rank) or None, compute dtype
         V diag(s) from the covariance form's eigenvectors (None in Gram form).
     x_offset : tensor of shape (n_features,), compute dtype
@@ -107,13 +108,18 @@ class Decomposition:
         """
         if self.covariance_basis is not None:
             return self.covariance_basis
-        return mm(self.design.T, self.U)
+        return mm(self._design().T, self.U)
 
     @functools.cached_property
     def design_offset(self) -> torch.Tensor:
         """Xs @ x_offset, shape (n_samples,), compute dtype (Gram form): x_offset @ coef[t]
         equals design_offset @ c[:, t] for primal coefficients Xs^T c."""
-        return self.design @ self.x_offset
+        return self._design() @ self.x_offset
+
+    def _design(self) -> torch.Tensor:
+        if self.design is None:
+            raise RuntimeError("this decomposition was made without its design (keep_design=False)")
+        return self.design
 
     @functools.cached_property
     def offset_projection(self) -> torch.Tensor:
@@ -178,6 +184,7 @@ def decompose(
     eigen: bool = True,
     overwrite_x: bool = False,
     x_dot_offset: bool = False,
+    keep_design: bool = True,
 ) -> Decomposition:
     """Centre, weight and eigendecompose X once.
 
@@ -204,6 +211,11 @@ def decompose(
         and fresh memory is slow to touch on some VMs). X is then no longer X.
     x_dot_offset : bool
         Also compute `Decomposition.x_dot_offset` (needs fit_intercept).
+    keep_design : bool
+        False: no `Decomposition.design` in Gram form. Only primal coefficients
+        (and M) are made from it; dual coefficients never need it, and it is an
+        n_samples x n_features array of the compute dtype (at the headline size
+        0.71 GB of fresh memory, kept to the end).
 
     Returns
     -------
@@ -241,9 +253,9 @@ def decompose(
 
     form = choose_form(n_samples, n_features, fit_intercept, gcv_mode)
     design = None
-    if form == "gram":
-        # kept (before the reflection below, which works in place) for coefficients
-        # from dual coefficients and for M
+    if form == "gram" and keep_design:
+        # kept (before the reflection below, which works in place) for primal
+        # coefficients from dual coefficients and for M
         design = Xs.to(compute_dtype, copy=True)
 
     q = None

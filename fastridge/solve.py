@@ -379,6 +379,7 @@ def ridge_cv(
             gcv_mode=gcv_mode,
             overwrite_x=overwrite_x,
             x_dot_offset=solution == "dual" and fit_intercept,
+            keep_design=solution == "primal",  # (dual coefficients never read it)
         )
         scheme_of = functools.partial(
             _cv_scheme,

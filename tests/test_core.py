@@ -682,6 +682,36 @@ def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution,
     assert copies[-1]() is None  # and released with the scheme
 
 
+@pytest.mark.parametrize("cv", [None, "gcv", 3])
+@pytest.mark.parametrize("n_alphas", [2, 12])  # leave-one-out makers by Cholesky / from eigh
+def test_dual_solution_makes_no_design(monkeypatch, cv, n_alphas):
+    """The design (Xs in the compute dtype, n_samples x n_features) only feeds primal
+    coefficients: solution="dual" does not make it, and gets the primal model's
+    predictions all the same."""
+    import fastridge.solve as solve_module
+
+    X, Y = make_problem(30, 400, 4, seed=29)
+    made = []
+    real_decompose = solve_module.decompose
+
+    def decompose(Xt, **k):
+        made.append(real_decompose(Xt, **k))
+        return made[-1]
+
+    monkeypatch.setattr(solve_module, "decompose", decompose)
+    alphas = np.logspace(0, 1, n_alphas)
+    fits = {}
+    for solution in ("primal", "dual"):
+        made.clear()
+        est = FastRidgeCV(alphas, alpha_per_target=True, cv=cv, solution=solution)
+        fits[solution] = est.fit(X, Y)
+        assert all((d.design is None) == (solution == "dual") for d in made), solution
+    assert_array_equal(fits["dual"].alpha_, fits["primal"].alpha_)
+    assert_allclose(fits["dual"].predict(X), fits["primal"].predict(X), rtol=1e-9, atol=1e-9)
+    with pytest.raises(RuntimeError, match="without its design"):
+        _ = made[-1].design_offset
+
+
 def test_shares_memory():
     from fastridge._backend import as_tensor, shares_memory
 
