@@ -82,16 +82,44 @@ def torch_dtype(dtype) -> torch.dtype:
 
 
 def host_empty(shape, dtype) -> np.ndarray:
-    """An uninitialised host array for a large output (float32 / float64), as np.empty.
+    """An uninitialised host array for a large output, as np.empty (any dtype torch
+    has: float32 / float64 outputs, and e.g. int64 or bool; numpy's otherwise).
 
     Allocated by torch rather than numpy: numpy asks the kernel for transparent
-    huge pages on large arrays, and where the kernel then compacts memory on the
-    first write (the common THP "defrag=madvise" setting) that first touch
-    stalls. Measured on this project's VM, filling a fresh 640 MB float32 array
-    took 0.09-1.95 s (mean 0.82 s, 6 fills in 3 fresh processes) with numpy's hint and
-    0.30-0.39 s with plain pages.
+    huge pages on large arrays (madvise; NUMPY_MADVISE_HUGEPAGE), and a huge page
+    must come from a free 2 MiB block. On this project's VMs those are the blocks
+    the guest has handed back to the host (free page reporting), and each one
+    costs the host's faults again: measured, 256 MiB touched one byte per page
+    took 2.4-3.4 s in numpy's memory and 0.07-0.14 s in torch's (plain pages,
+    which the kernel takes from smaller free blocks first). Where the kernel
+    compacts memory for a huge page (THP "defrag=madvise") the first touch
+    stalls too: filling a fresh 640 MB float32 array took 0.09-1.95 s with
+    numpy's hint and 0.30-0.39 s with plain pages.
     """
-    return torch.empty(tuple(shape), dtype=torch_dtype(dtype)).numpy()
+    dt = np.dtype(dtype) if not isinstance(dtype, torch.dtype) else dtype
+    tdt = dt if isinstance(dt, torch.dtype) else _torch_of_numpy(dt)
+    if tdt is None:
+        return np.empty(shape, dtype=dt)
+    return torch.empty(tuple(shape), dtype=tdt).numpy()
+
+
+def _torch_of_numpy(dt: np.dtype) -> torch.dtype | None:
+    """The torch dtype with numpy dtype `dt`'s layout, or None (e.g. byte-swapped)."""
+    try:
+        return torch.from_numpy(np.empty(0, dtype=dt)).dtype
+    except (TypeError, ValueError):
+        return None
+
+
+def host_copy(a, dtype=None) -> np.ndarray:
+    """A C-contiguous host copy of array `a`, converted to `dtype` (default: a's), in
+    memory from torch's allocator (plain pages: see `host_empty`). Measured on this
+    project's VM: the float64 copy of a memory-mapped 8,859 x 20,000 float32 X (the
+    headline size) took 10.7-12.2 s through np.array and 0.55-0.82 s this way."""
+    a = np.asarray(a)
+    out = host_empty(a.shape, a.dtype if dtype is None else dtype)
+    np.copyto(out, a, casting="unsafe")
+    return out
 
 
 def as_tensor(a, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -108,11 +136,11 @@ def as_tensor(a, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     else:
         a = np.asarray(a)
         if a.dtype.kind == "f" and a.dtype.itemsize < 4:
-            a = a.astype(np.float32)  # float16 storage: torch on CPU computes poorly in half
+            a = host_copy(a, np.float32)  # float16 storage: torch on CPU computes poorly in half
         if not a.flags.writeable:
             # torch warns on read-only buffers (memmaps opened with mode "r"); the
             # chunk is converted to the compute dtype right after, so copy here.
-            a = np.array(a, dtype=np.dtype(str(dtype).replace("torch.", "")))
+            a = host_copy(a, np.dtype(str(dtype).replace("torch.", "")))
         t = torch.from_numpy(a)
     return t.to(device=device, dtype=dtype)
 
@@ -530,7 +558,7 @@ def pivoted_cholesky_rank(A: torch.Tensor, tol: float, overwrite: bool = False) 
     # with lower=1 writes only that lower triangle and the diagonal, so after a
     # failure the strict upper triangle still holds A, and dpstrf can read it
     # (lower=0) once the diagonal is put back.
-    a = host.T if in_place or A.device.type != "cpu" else np.array(host.T, order="F")
+    a = host.T if in_place or A.device.type != "cpu" else host_copy(host).T  # (Fortran order)
     diagonal = a.diagonal().copy()
     a.flat[:: n + 1] -= tol
     _, info = lapack.dpotrf(a, lower=1, clean=0, overwrite_a=1)

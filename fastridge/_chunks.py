@@ -15,7 +15,7 @@ import os
 import numpy as np
 import torch
 
-from ._backend import array_kind, as_tensor
+from ._backend import array_kind, as_tensor, host_copy
 
 # Bytes per target of everything one chunk allocates, per element of these sizes:
 # the Y chunk, the projected Ũ, the residual work buffer, the alpha-free
@@ -163,10 +163,10 @@ class TargetReader:
         if self._flat is not None:
             if self.kind == "numpy":
                 view = self._flat[:, sl]
-                return np.ascontiguousarray(view) if copy else view
+                return host_copy(view) if copy else view
             return self._flat[:, sl]
         idx = np.unravel_index(np.arange(sl.start, sl.stop), self.target_shape)
-        return np.ascontiguousarray(self.Y[(slice(None),) + idx])
+        return host_copy(self.Y[(slice(None),) + idx])
 
     def _release(self) -> None:
         """A chunk of a memmapped Y touches pages across every row: give them back

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._backend import host_copy, host_empty
 from ._chunks import drop_pages
 
 
@@ -87,7 +88,7 @@ def open_npy(path, name: str) -> np.ndarray:
 def as_float(arr: np.ndarray, name: str) -> np.ndarray:
     """Integer/bool arrays -> float64 in memory (floats are returned untouched)."""
     if arr.dtype.kind in "iub":
-        return np.asarray(arr, dtype=np.float64)
+        return host_copy(arr, np.float64)
     return arr
 
 
@@ -333,7 +334,7 @@ def read_rows(path, rows: slice) -> np.ndarray:
     n_rows, n_cols = header["shape"]
     start, stop, _ = rows.indices(n_rows)
     dtype = np.dtype(header["dtype"])
-    out = np.empty((stop - start, n_cols), dtype=dtype)
+    out = host_empty((stop - start, n_cols), dtype)  # (plain pages: see host_empty)
     with open(path, "rb", buffering=0) as f:
         f.seek(offset + start * n_cols * dtype.itemsize)
         view = memoryview(out.reshape(-1)).cast("B")

@@ -810,10 +810,10 @@ def _predictions(files, X, chunk, args, progress=None):
 
     if getattr(args, "threads", None):
         torch.set_num_threads(int(args.threads))
-    from ._backend import mm
+    from ._backend import host_copy, mm
 
     dtype = files.coef.dtype
-    Xt = torch.from_numpy(np.array(X, dtype=dtype))
+    Xt = torch.from_numpy(host_copy(X, dtype))
     _io.drop_pages(X)
     if files.solution == "dual":
         # kernel with the training samples, centred on their mean: (n_rows, n_samples)
@@ -821,7 +821,7 @@ def _predictions(files, X, chunk, args, progress=None):
         K = torch.empty((Xt.shape[0], files.n_coef), dtype=Xt.dtype)
         step = max(1, _XFIT_BLOCK_BYTES // max(1, files.n_features * Xt.element_size()))
         for start in range(0, files.n_coef, step):  # x_fit.npy a block of rows at a time
-            block = torch.from_numpy(np.array(files.x_fit[start : start + step], dtype=dtype))
+            block = torch.from_numpy(host_copy(files.x_fit[start : start + step], dtype))
             mm(Xt, block.T, out=K[:, start : start + step])
             _io.drop_pages(files.x_fit)
         Xt = K.sub_((Xt @ mean)[:, None])

@@ -423,3 +423,72 @@ def test_dual_route_makers_in_a_workspace_are_the_same():
     for got, want in zip(placed.makers, fresh.makers, strict=True):
         assert_array_equal(got.numpy(), want.numpy())
     assert_array_equal(placed.row_weights.numpy(), fresh.row_weights.numpy())
+
+
+def _vm_flags(a: np.ndarray) -> list[str] | None:
+    """VmFlags of the mapping that holds the middle of array `a` (Linux
+    /proc/self/smaps), or None. (numpy advises from the first whole page on, so
+    the mapping that holds the array's first byte may not carry the flag.)"""
+    try:
+        lines = open("/proc/self/smaps").read().splitlines()
+    except OSError:
+        return None
+    addr, inside = a.__array_interface__["data"][0] + a.nbytes // 2, False
+    for line in lines:
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= addr < hi
+        elif inside and line.startswith("VmFlags:"):
+            return line.split()[1:]
+    return None
+
+
+def test_large_host_arrays_are_not_huge_page_advised(tmp_path):
+    """fastridge's own large host arrays come from torch's allocator: numpy's would be
+    madvise(MADV_HUGEPAGE)'d ("hg" in VmFlags), whose first touch is 20-40x slower
+    on this project's VMs (see `host_empty`). The control, a plain numpy array of
+    the same size, must carry the flag, or the check says nothing."""
+    from fastridge import _io
+    from fastridge._chunks import TargetReader
+
+    # float32: 40 MiB, above numpy's 4 MiB threshold for the hint, and above glibc's
+    # largest mmap threshold (32 MiB): smaller blocks may come from heap memory
+    # that numpy advised earlier (the flag stays with the memory, whoever reuses it)
+    n = 10 << 20
+    control = np.empty(n, dtype=np.float32)
+    flags = _vm_flags(control)
+    if flags is None or "hg" not in flags:
+        pytest.skip("numpy does not ask for huge pages here (no /proc, or its hint is off)")
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(n, dtype=np.float32).reshape(1024, -1))
+    mapped = np.load(path, mmap_mode="r")  # read-only, as the command line opens X
+    made = {
+        "host_empty": B.host_empty((n,), np.float32),
+        "host_empty int64": B.host_empty((n,), np.int64),
+        "host_copy": B.host_copy(mapped, np.float64),
+        "as_tensor of a read-only memmap": B.as_tensor(
+            mapped, torch.device("cpu"), torch.float64
+        ).numpy(),
+        "as_float of int32": _io.as_float(np.ones((1024, n // 1024), np.int32), "X"),
+        "read_rows": _io.read_rows(path, slice(0, 1024)),
+        "a chunk of strided Y": TargetReader(
+            np.asarray(mapped), torch.device("cpu"), torch.float32
+        )._host_block(slice(0, 10239)),
+    }
+    for name, a in made.items():
+        assert a.nbytes > 32 << 20, name
+        assert "hg" not in _vm_flags(a), name
+
+
+def test_host_copy_converts_and_copies():
+    a = np.arange(24, dtype=np.float32).reshape(4, 6)[:, ::2]  # strided
+    a.flags.writeable = False
+    c = B.host_copy(a, np.float64)
+    assert c.dtype == np.float64 and c.flags.c_contiguous and c.flags.writeable
+    assert_array_equal(c, a)
+    assert not np.may_share_memory(c, a)
+    assert B.host_copy(a).dtype == np.float32
+    swapped = np.arange(5, dtype=">f8")  # no torch dtype: numpy's memory
+    assert_array_equal(B.host_copy(swapped), swapped)
+    assert B.host_empty((2, 3), np.bool_).dtype == np.bool_
