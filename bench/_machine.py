@@ -243,23 +243,37 @@ def eigh_time(size: int, dtype: str, repeats: int = 2) -> dict:
 
 
 def first_touch_rate(n_bytes: int = 256 << 20) -> dict:
-    """GB/s of writing one byte per page into `n_bytes` of new memory, once fresh
-    and once more right after freeing it (memory the process just gave back).
+    """GB/s of writing one byte per page into `n_bytes` of new memory: in numpy's
+    memory (madvised for transparent huge pages when numpy's hint is on, as for
+    every large numpy array), once more right after freeing it, and in torch's
+    memory (plain pages, as fastridge's large host arrays: `_backend.host_empty`).
 
-    Why: on this project's VMs the first touch of memory the host has not backed
-    recently cost from ~0.1 to ~14 s per GB, changing from hour to hour, while
-    memory freed a moment ago came back at several GB/s. Every solver pays it for
-    its fresh arrays (coefficients, copies), so a run records the state it met.
+    Why: on this project's VMs a huge page comes from the free 2 MiB blocks that
+    the guest has handed back to the host, and its first touch ran at ~0.1 GB/s
+    in session 7 and 8, while plain pages came from smaller free blocks at
+    several GB/s (until those run out); memory freed a moment ago came back fast
+    either way. Every solver pays this for its fresh arrays, so a run records
+    the state it met.
     """
+    import torch
+
     page = 4096
     rates = {}
-    for name in ("fresh", "just_freed"):
+    for name in ("fresh", "just_freed", "plain_pages"):
         t = time.perf_counter()
-        a = np.empty(n_bytes, dtype=np.uint8)
+        if name == "plain_pages":
+            a = torch.empty(n_bytes, dtype=torch.uint8).numpy()
+        else:
+            a = np.empty(n_bytes, dtype=np.uint8)
         a[::page] = 1
         rates[name] = n_bytes / (time.perf_counter() - t) / 1e9
         del a
-    return {"bytes": n_bytes, "gb_per_s": rates}
+        if name == "just_freed":
+            time.sleep(3)  # (memory freed 2-3 s ago is handed back to the host)
+    from numpy._core.multiarray import _get_madvise_hugepage
+
+    hint = bool(_get_madvise_hugepage())
+    return {"bytes": n_bytes, "gb_per_s": rates, "numpy_hugepage_hint": hint}
 
 
 def calibrate(n_samples: int, n_features: int, eigh_size: int, eigh_max: int = 4000) -> dict:

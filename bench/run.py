@@ -94,9 +94,11 @@ def _first_touch(cal: dict) -> str:
     if not ft:
         return ""
     r = ft["gb_per_s"]
+    hint = {True: "huge pages; ", False: "its hint off; "}.get(ft.get("numpy_hugepage_hint"), "")
+    plain = f", {r['plain_pages']:.2f} GB/s in plain pages" if "plain_pages" in r else ""
     return (
         f"; first touch of {ft['bytes'] / 2**30:.2f} GiB of new memory {r['fresh']:.2f} GB/s "
-        f"({r['just_freed']:.1f} GB/s right after freeing it)"
+        f"in numpy's ({hint}{r['just_freed']:.1f} GB/s right after freeing it){plain}"
     )
 
 
