@@ -408,8 +408,9 @@ class DualRoute:
     workspace : tensor or None
         A buffer no longer needed, e.g. the float64 copy of X the Gram came from:
         the factorised Gram and the makers are placed in it while it has room
-        (`Workspace`), since its pages are touched already (at the headline size
-        1.26 of the 1.57 GB they need).
+        (`Workspace`), since its pages are touched already; the last maker goes
+        where the factorisations were (at the headline size all 1.57 GB they
+        need, in session 7 1.26 of them).
     """
 
     def __init__(self, decomp: Decomposition, alphas, workspace: torch.Tensor | None = None):
@@ -436,22 +437,27 @@ class DualRoute:
         # triangle, mirrored, reflected and rounded together.
         space = Workspace(workspace)
         A = space.empty(G.shape, G.dtype, G.device)
-        for alpha in alphas:
-            A.copy_(G)
-            A.diagonal().add_(alpha)
-            inv = cholesky_inverse(A)  # its lower triangle: (K_Z + alpha I)^-1
+        # The rank first, in A (pivoted Cholesky destroys what it factorises): then
+        # the last alpha factorises the Gram itself, and its maker takes A's place,
+        # A being dead by then. At the headline size (3 alphas) that keeps every
+        # maker out of fresh memory: A and two makers in the copy of X, one in A.
+        A.copy_(G)
+        self.rank = gram_rank(A, n, decomp.n_features, overwrite=True)
+        for k, alpha in enumerate(alphas):
+            last = k == len(alphas) - 1
+            factor = G if last else A.copy_(G)
+            factor.diagonal().add_(alpha)
+            inv = cholesky_inverse(factor)  # its lower triangle: (K_Z + alpha I)^-1
             if inv is None:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
-            maker = space.empty((n, n), decomp.dtype, G.device)
+            maker = (Workspace(A) if last else space).empty((n, n), decomp.dtype, G.device)
             if v is None:  # R = alpha (K + alpha I)^-1
                 mirror_lower(inv, maker, scale=alpha)
                 one_minus_h.append(alpha * inv.diagonal())
             else:
                 one_minus_h.append(self._reflected(inv, alpha, v.to(G.dtype), maker))
             self.makers.append(maker)
-        del A
-        # The Gram is not needed any more: its rank is found in its own memory.
-        self.rank = gram_rank(G, n, decomp.n_features, overwrite=True)
+        del A, inv, factor
         # 1 - h_i > 0 for alpha > 0 (validation rejects a single sample)
         self._set_weights(1.0 / torch.stack(one_minus_h) ** 2, decomp.dtype)
 

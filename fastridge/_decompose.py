@@ -74,8 +74,8 @@ class Decomposition:
         vector of the reflection (None without an intercept). The leave-one-out
         dual route needs only these (`_cv.DualRoute`): no eigendecomposition.
         gram_rank, the numerical rank of the Gram (`gram_rank`), is left None:
-        the dual route finds it in the Gram's own memory once it has built its
-        makers from it, rather than in an n_rows x n_rows copy.
+        the dual route finds it in the buffer its factorisations go through,
+        before them, and then factorises the Gram itself for its last alpha.
     x_dot_offset : tensor of shape (n_samples,) or None, compute dtype
         (X - x_offset) @ x_offset, for the intercepts of dual coefficients; set
         by ``decompose(..., x_dot_offset=True)`` (from X before it is centred, so

@@ -425,6 +425,40 @@ def test_dual_route_makers_in_a_workspace_are_the_same():
     assert_array_equal(placed.row_weights.numpy(), fresh.row_weights.numpy())
 
 
+def test_dual_route_last_maker_takes_the_factorisations_place():
+    """The rank is found first, in the buffer of the factorisations; the last alpha
+    then factorises the Gram itself and its maker goes where the factorisations
+    were. float32 makers (40^2 * 4 bytes) in a 32,000-byte workspace: the buffer
+    of the factorisations (39^2 float64) and two makers fit in it for any start
+    (page-aligned pieces end 26,880 bytes past the first page boundary), a third
+    one after them never does (35,072), so the third is inside only in that
+    buffer. Bit-identical to fresh memory, no two makers overlapping."""
+    from fastridge._cv import DualRoute
+    from fastridge._decompose import decompose
+
+    rng = np.random.default_rng(6)
+    X = torch.from_numpy(rng.standard_normal((40, 70)))
+    alphas = [0.5, 5.0, 50.0]
+
+    def route(workspace=None):
+        d = decompose(X.clone(), eigen=False, compute_dtype=torch.float32)
+        return DualRoute(d, alphas, workspace=workspace)
+
+    fresh = route()
+    space = torch.full((40, 100), float("nan"), dtype=torch.float64)
+    placed = route(space)
+    assert placed.rank == fresh.rank == 39
+    lo = space.untyped_storage().data_ptr()
+    spans = sorted((m.data_ptr(), m.data_ptr() + m.nbytes) for m in placed.makers)
+    assert all(lo <= a and b <= lo + space.nbytes for a, b in spans)
+    assert all(b <= a2 for (_, b), (a2, _) in zip(spans[:-1], spans[1:], strict=True))
+    for got, want in zip(placed.makers, fresh.makers, strict=True):
+        assert_array_equal(got.numpy(), want.numpy())
+    assert_array_equal(placed.row_weights.numpy(), fresh.row_weights.numpy())
+    one = DualRoute(decompose(X.clone(), eigen=False, compute_dtype=torch.float32), [5.0])
+    assert_array_equal(one.makers[0].numpy(), fresh.makers[1].numpy())
+
+
 def _vm_flags(a: np.ndarray) -> list[str] | None:
     """VmFlags of the mapping that holds the middle of array `a` (Linux
     /proc/self/smaps), or None. (numpy advises from the first whole page on, so
