@@ -250,7 +250,7 @@ def first_touch_rate(n_bytes: int = 256 << 20) -> dict:
 
     Why: on this project's VMs a huge page comes from the free 2 MiB blocks that
     the guest has handed back to the host, and its first touch ran at ~0.1 GB/s
-    in session 7 and 8, while plain pages came from smaller free blocks at
+    in sessions 7 and 8, while plain pages came from smaller free blocks at
     several GB/s (until those run out); memory freed a moment ago came back fast
     either way. Every solver pays this for its fresh arrays, so a run records
     the state it met.

@@ -96,10 +96,9 @@ def host_empty(shape, dtype) -> np.ndarray:
     stalls too: filling a fresh 640 MB float32 array took 0.09-1.95 s with
     numpy's hint and 0.30-0.39 s with plain pages.
     """
-    dt = np.dtype(dtype) if not isinstance(dtype, torch.dtype) else dtype
-    tdt = dt if isinstance(dt, torch.dtype) else _torch_of_numpy(dt)
+    tdt = dtype if isinstance(dtype, torch.dtype) else _torch_of_numpy(np.dtype(dtype))
     if tdt is None:
-        return np.empty(shape, dtype=dt)
+        return np.empty(shape, dtype=dtype)
     return torch.empty(tuple(shape), dtype=tdt).numpy()
 
 
