@@ -163,10 +163,12 @@ class TargetReader:
         if self._flat is not None:
             if self.kind == "numpy":
                 view = self._flat[:, sl]
-                return host_copy(view) if copy else view
+                # (copied only when strided, as np.ascontiguousarray, into plain pages)
+                return host_copy(view) if copy and not view.flags.c_contiguous else view
             return self._flat[:, sl]
         idx = np.unravel_index(np.arange(sl.start, sl.stop), self.target_shape)
-        return host_copy(self.Y[(slice(None),) + idx])
+        block = self.Y[(slice(None),) + idx]  # (fancy indexing: already a new array)
+        return block if block.flags.c_contiguous else host_copy(block)
 
     def _release(self) -> None:
         """A chunk of a memmapped Y touches pages across every row: give them back
