@@ -31,7 +31,10 @@ def test_split_gemm_error_is_near_float32(precision, bits):
     scale = exact.abs().max()
     err = float((got.double() - exact).abs().max() / scale)
     err_single = float((single.double() - exact).abs().max() / scale)
-    assert err < 2.0**-bits, err
+    # float32's own rounding sets the floor: on an Intel Xeon (MKL) the plain float32
+    # product was already 4.9e-7 off here, just above 2**-21
+    err_float32 = float(((U @ S).double() - exact).abs().max() / scale)
+    assert err < max(2.0**-bits, 1.5 * err_float32), (err, err_float32)
     assert err < err_single / 20, (err, err_single)  # the split is what buys the accuracy
 
 
