@@ -437,12 +437,12 @@ class DualRoute:
         # triangle, mirrored, reflected and rounded together.
         space = Workspace(workspace)
         A = space.empty(G.shape, G.dtype, G.device)
-        # The rank first, in A (pivoted Cholesky destroys what it factorises): then
-        # the last alpha factorises the Gram itself, and its maker takes A's place,
-        # A being dead by then. At the headline size (3 alphas) that keeps every
-        # maker out of fresh memory: A and two makers in the copy of X, one in A.
-        A.copy_(G)
-        self.rank = gram_rank(A, n, decomp.n_features, overwrite=True)
+        # The rank first, factorised in A (pivoted Cholesky destroys what it
+        # factorises): then the last alpha factorises the Gram itself, and its
+        # maker takes A's place, A being dead by then. At the headline size (3
+        # alphas) that keeps every maker out of fresh memory: A and two makers in
+        # the copy of X, one in A.
+        self.rank = gram_rank(G, n, decomp.n_features, work=A)
         for k, alpha in enumerate(alphas):
             last = k == len(alphas) - 1
             factor = G if last else A.copy_(G)

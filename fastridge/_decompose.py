@@ -151,12 +151,13 @@ def choose_form(n_samples: int, n_features: int, fit_intercept: bool, gcv_mode=N
     return "gram" if n_samples - int(fit_intercept) <= n_features else "covariance"
 
 
-def gram_rank(G: torch.Tensor, n_samples: int, n_features: int, overwrite: bool = False) -> int:
+def gram_rank(G: torch.Tensor, n_samples: int, n_features: int, work=None) -> int:
     """Numerical rank of the Gram G (n_rows x n_rows, float64) by pivoted Cholesky,
-    with this module's tolerance; `overwrite` lets it destroy G (no copy)."""
+    with this module's tolerance; G is kept, `work` (a tensor like G, or None for a
+    new one) is where the factorisations run."""
     top = float(G.diagonal().max()) if G.shape[0] else 0.0
     tol = max(n_samples, n_features) * torch.finfo(G.dtype).eps * top
-    return pivoted_cholesky_rank(G, tol, overwrite=overwrite) if top > 0.0 else 0
+    return pivoted_cholesky_rank(G, tol, work=work) if top > 0.0 else 0
 
 
 def _householder_vector(q: torch.Tensor) -> torch.Tensor:

@@ -292,6 +292,51 @@ def test_cholesky_inverse_lower_and_mirror(n, blas):
     assert_allclose(poisoned.numpy(), 2.5 * ref, rtol=1e-9, atol=1e-12)
 
 
+def test_cholesky_inverse_in_place_on_the_cpu(blas):
+    """Both CPU paths invert in A's own memory; a strided A (a view) is inverted too."""
+    rng = np.random.default_rng(3)
+    F = rng.standard_normal((300, 310))
+    A = F @ F.T + np.eye(300)
+    work = torch.from_numpy(A.copy())
+    lower = B.cholesky_inverse(work)
+    assert lower.data_ptr() == work.data_ptr()
+    assert_allclose(np.tril(lower.numpy()), np.tril(np.linalg.inv(A)), rtol=1e-9, atol=1e-12)
+    big = torch.zeros(301, 301, dtype=torch.float64)
+    big[1:, 1:] = torch.from_numpy(A)
+    view = B.cholesky_inverse(big[1:, 1:])
+    assert_allclose(np.tril(view.numpy()), np.tril(np.linalg.inv(A)), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 1023, 1024, 1300])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gram_is_exactly_symmetric(n, dtype, blas):
+    """mm(a, a.T): syrk on the numpy path, GEMMs of the lower blocks on the torch
+    path from 2 x GRAM_BLOCK rows; either way the product to rounding, exactly
+    symmetric, into `out` when given."""
+    g = torch.Generator().manual_seed(n)
+    a = torch.randn(n, 37, generator=g, dtype=dtype)
+    want = a.double() @ a.double().T
+    out = torch.full((n, n), np.nan, dtype=dtype)
+    for got in (B.mm(a, a.T), B.mm(a, a.T, out=out)):
+        assert torch.equal(got, got.T)
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        assert_allclose(got.double().numpy(), want.numpy(), rtol=tol, atol=tol * 37)
+    assert B.mm(a, a.T, out=out).data_ptr() == out.data_ptr()
+    if blas == "torch" and n >= 2 * B.GRAM_BLOCK:  # the blocks' GEMMs are the only ones
+        calls = []
+        real = torch.mm
+
+        def counting(x, y, out=None):
+            calls.append(x.shape[0])
+            return real(x, y, out=out)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch, "mm", counting)
+            B.mm(a, a.T)
+        k = -(-n // B.GRAM_BLOCK)
+        assert len(calls) == k * (k + 1) // 2 and sum(calls) < n * (k + 1) // 2 + k
+
+
 def test_not_positive_definite_gives_none(blas):
     A = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)
     assert B.cholesky_inverse(A.clone()) is None
@@ -338,18 +383,20 @@ def test_reflected_maker_is_h_s_h(n, out_dtype, ops, blas, monkeypatch):
 
 @pytest.mark.parametrize("n", [1, 6, 300])
 @pytest.mark.parametrize("deficit", [0, 1, 5])
-@pytest.mark.parametrize("overwrite", [False, True])
-def test_pivoted_cholesky_rank(n, deficit, overwrite):
+@pytest.mark.parametrize("with_work", [False, True])
+def test_pivoted_cholesky_rank(n, deficit, with_work, blas):
     """Full rank (settled by the plain Cholesky of A - tol I) and rank-deficient
-    (the pivoted Cholesky, after that Cholesky failed part-way in the same
-    memory when overwriting) Gram matrices: numpy's matrix_rank with the same
-    tolerance; a zero matrix has rank 0. Without `overwrite`, A is left as it was."""
+    (the pivoted Cholesky, after that Cholesky failed part-way in the same work
+    buffer) Gram matrices: numpy's matrix_rank with the same tolerance; a zero
+    matrix has rank 0. A is left as it was; the work buffer is the one used."""
 
     def rank_of(G, tol):
         A = torch.from_numpy(G.copy())
-        got = B.pivoted_cholesky_rank(A, tol, overwrite=overwrite)
-        if not overwrite:
-            np.testing.assert_array_equal(A.numpy(), G)
+        work = torch.full_like(A, np.nan) if with_work else None
+        got = B.pivoted_cholesky_rank(A, tol, work=work)
+        np.testing.assert_array_equal(A.numpy(), G)
+        if with_work and n > 1:
+            assert not torch.isnan(work).all()  # the factorisations ran in it
         return got
 
     rank = max(n - deficit, 0)
@@ -526,3 +573,35 @@ def test_host_copy_converts_and_copies():
     swapped = np.arange(5, dtype=">f8")  # no torch dtype: numpy's memory
     assert_array_equal(B.host_copy(swapped), swapped)
     assert B.host_empty((2, 3), np.bool_).dtype == np.bool_
+
+
+def test_torch_path_fit_calls_no_scipy_blas(monkeypatch):
+    """On the torch path a leave-one-out fit by Cholesky (full rank) runs all its
+    linear algebra in torch: a scipy BLAS / LAPACK call would leave OpenBLAS's
+    threads spinning beside torch's next call. Same result as the numpy path."""
+    from scipy.linalg import blas, lapack
+
+    from fastridge import FastRidgeCV
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1100, 1300))  # a Gram of >= 2 x GRAM_BLOCK rows
+    Y = X[:, :3] @ rng.standard_normal((3, 4)) + rng.standard_normal((1100, 4))
+    fit = FastRidgeCV(alphas=(1e2, 1e3, 1e4), alpha_per_target=True)
+    B.set_cpu_blas("numpy")
+    try:
+        ref = fit.fit(X, Y)
+        want_coef, want_alpha = ref.coef_.copy(), ref.alpha_.copy()
+        B.set_cpu_blas("torch")
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("scipy BLAS / LAPACK called on the torch path")
+
+        for module in (blas, lapack):
+            for name in dir(module):
+                if name[:1] in "sd" and name[1:] in ("gemm", "syrk", "symv", "potrf", "potri"):
+                    monkeypatch.setattr(module, name, refuse)
+        got = fit.fit(X, Y)
+    finally:
+        B.set_cpu_blas(None)
+    assert_allclose(got.alpha_, want_alpha)
+    assert_allclose(got.coef_, want_coef, rtol=1e-9, atol=1e-12)
