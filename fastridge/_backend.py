@@ -350,7 +350,7 @@ def _is_torch_gram(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None) -
     """a @ b is a large Gram a a^T on the CPU through torch: b is a's transpose."""
     return (
         a.device.type == "cpu"
-        and a.shape[0] >= 2 * GRAM_BLOCK
+        and a.shape[0] > GRAM_BLOCK
         and b.shape == a.shape[::-1]
         and b.stride() == a.stride()[::-1]
         and b.data_ptr() == a.data_ptr()
@@ -363,9 +363,10 @@ def _blocked_gram(a: torch.Tensor, out: torch.Tensor | None = None) -> torch.Ten
     """a a^T (n, n) from GEMMs of its lower blocks only, then mirrored: torch has no
     syrk, and a full GEMM makes both halves. ~(k + 1) / (2 k) of the GEMM's flops
     with k blocks of rows; measured with torch's MKL on a 2-core Intel Xeon, in
-    float64 (rows x features: n^2 p / seconds): 2000 x 8000 64 GFLOP/s as one
-    GEMM, 107 in blocks of 500 rows; 8859 x 4000 70 against 125 (blocks of
-    ~500-740 rows alike). Exactly symmetric, as syrk's result."""
+    float64 (rows x features: n^2 p / seconds): 1000 x 4000 63-69 GFLOP/s as one
+    GEMM, 79-93 in two blocks; 2000 x 8000 50-64 against 107 in blocks of 500
+    rows; 8859 x 4000 70 against 125 (blocks of ~500-740 rows alike). Exactly
+    symmetric, as syrk's result."""
     n = a.shape[0]
     out = torch.empty((n, n), dtype=a.dtype) if out is None else out
     k = -(-n // GRAM_BLOCK)
