@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import mmap
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from ._backend import array_kind, as_tensor, host_copy
+from ._backend import array_kind, as_tensor, host_copy, host_empty
 
 # Bytes per target of everything one chunk allocates, per element of these sizes:
 # the Y chunk, the projected Ũ, the residual work buffer, the alpha-free
@@ -122,6 +123,65 @@ def drop_pages(*arrays) -> None:
                 pass  # best effort: a closed or special mapping
 
 
+def _file_position(a: np.ndarray) -> int | None:
+    """Byte position in its file of the first element of a C-contiguous view of a
+    numpy memmap, or None when `a` is not such a view."""
+    mm = getattr(a, "_mmap", None)
+    name = getattr(a, "filename", None)
+    if not isinstance(mm, mmap.mmap) or not name or not a.flags.c_contiguous:
+        return None
+    try:
+        mapped = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    except (TypeError, ValueError):  # a closed mapping
+        return None
+    # np.memmap maps from the allocation boundary below its offset
+    start = a.offset - a.offset % mmap.ALLOCATIONGRANULARITY
+    return start + (a.ctypes.data - mapped)
+
+
+class _RowReader:
+    """Column blocks of a C-contiguous 2-D memmap (n_samples, n_targets) read with
+    one positioned read per row, not through the mapping.
+
+    A block of columns touches every row; through the mapping each page is a page
+    fault, then a dropped mapping (`drop_pages`). One `os.preadv` per row copies
+    straight from the page cache: measured on the headline's Y (8,859 rows, 2,241
+    columns of float32 a chunk, page cache warm), 48-51 ms a chunk against 90-260
+    ms through the mapping.
+    """
+
+    def __init__(self, flat: np.ndarray):
+        self.position = _file_position(flat)
+        self.dtype = flat.dtype
+        self.row_bytes = flat.shape[1] * flat.dtype.itemsize
+        self.n_rows = flat.shape[0]
+        self.fd = os.open(flat.filename, os.O_RDONLY)
+
+    @classmethod
+    def of(cls, flat) -> _RowReader | None:
+        if not hasattr(os, "preadv") or flat is None or _file_position(flat) is None:
+            return None
+        try:
+            return cls(flat)
+        except OSError:  # e.g. the file was renamed since it was mapped
+            return None
+
+    def read_into(self, sl: slice, out: np.ndarray) -> np.ndarray:
+        """Columns `sl` into `out` (n_rows, width), C-contiguous, of the file's dtype."""
+        first = self.position + sl.start * self.dtype.itemsize
+        want = out.shape[1] * self.dtype.itemsize
+        for i, row in enumerate(out):
+            got = os.preadv(self.fd, [row], first + i * self.row_bytes)
+            if got != want:
+                raise OSError(f"short read of row {i} of the targets' file ({got} of {want} bytes)")
+        return out
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class TargetReader:
     """Reads column chunks of Y (any trailing shape) as device tensors.
 
@@ -131,22 +191,24 @@ class TargetReader:
         numpy array or memmap, torch tensor or cupy array.
     device, dtype : where and in which dtype chunks are returned
     read_ahead : bool or None
-        Whether `prefetch` reads the next chunk early (None: on CUDA only, where
-        the copy overlaps queued GPU work; on the CPU reading early overlaps
-        nothing and would keep two chunks alive). Tests set it on the CPU.
+        Whether `prefetch` reads the next chunk early. None: on CUDA, where the
+        copy overlaps queued GPU work, and for a memory-mapped Y on the CPU, read
+        in a background thread while the current chunk's GEMMs run (the thread
+        waits on the disk or copies from the page cache, with the GIL released;
+        one more chunk buffer). Otherwise reading early overlaps nothing. Tests
+        set it on the CPU for in-memory arrays too (read at once).
     """
 
     def __init__(self, Y, device: torch.device, dtype: torch.dtype, read_ahead=None):
         self.Y = Y
         self.device = device
         self.dtype = dtype
-        self.read_ahead = device.type == "cuda" if read_ahead is None else bool(read_ahead)
         self.n_samples = Y.shape[0]
         self.target_shape = tuple(Y.shape[1:])
         self.n_targets = int(np.prod(self.target_shape, dtype=np.int64))
         self.kind = array_kind(Y)
         self._flat = None
-        self._pending = None  # (bounds, device tensor, CUDA event or None)
+        self._pending = None  # (bounds, device tensor or Future, CUDA event or None)
         if self.kind == "torch":
             self._flat = Y.reshape(self.n_samples, self.n_targets)
         elif self.kind == "cupy":
@@ -156,6 +218,14 @@ class TargetReader:
             # whole): gather each chunk's columns by index instead.
             if Y.ndim <= 2 or Y.flags.c_contiguous:
                 self._flat = Y.reshape(self.n_samples, self.n_targets)
+        mapped = self.kind == "numpy" and isinstance(Y, np.memmap)
+        self.in_background = device.type == "cpu" and mapped and read_ahead is not False
+        if read_ahead is None:
+            read_ahead = device.type == "cuda" or self.in_background
+        self.read_ahead = bool(read_ahead)
+        self._rows = _RowReader.of(self._flat) if self.kind == "numpy" and mapped else None
+        self._worker = None  # ThreadPoolExecutor of one thread, made on first use
+        self._spare = None  # the background read's buffer when it is free again
 
     def _host_block(self, sl: slice, copy: bool = True):
         """Columns `sl` as a host array (numpy input; a strided view of Y when
@@ -187,15 +257,24 @@ class TargetReader:
         apply) the result may be a view of Y: callers must not write into it.
         """
         pending, self._pending = self._pending, None
-        if pending is not None and pending[0] == (sl.start, sl.stop):
+        if pending is not None and not isinstance(pending[1], torch.Tensor):
+            tensor = pending[1].result()  # the background read (re-raises its error)
+            if pending[0] != (sl.start, sl.stop):
+                self._spare = tensor
+            elif out is None or out.shape != tensor.shape or out.dtype != tensor.dtype:
+                return tensor  # handed over: the next read goes to a new buffer
+            else:
+                out.copy_(tensor)  # (a memcpy; the buffer is free for the next read)
+                self._spare = tensor
+                return out
+        elif pending is not None and pending[0] == (sl.start, sl.stop):
             _, tensor, event = pending
             if event is not None:  # CUDA: wait for the side-stream copy, keep memory alive
                 torch.cuda.current_stream(self.device).wait_event(event)
                 tensor.record_stream(torch.cuda.current_stream(self.device))
             return tensor
         if out is not None and self.kind == "numpy" and self.device.type == "cpu":
-            np.copyto(out.numpy(), self._host_block(sl, copy=False), casting="unsafe")
-            self._release()
+            self._read_host(sl, out)
             return out
         tensor = as_tensor(self._host_block(sl), self.device, self.dtype)
         self._release()
@@ -210,8 +289,21 @@ class TargetReader:
         (`read_ahead` set on the CPU) the block is simply read now, synchronously.
         Without `read_ahead` this does nothing.
         """
-        self._pending = None
+        if self._pending is not None and sl is not None and self._pending[0] == (sl.start, sl.stop):
+            return  # already under way
+        self.drop_prefetch()
         if sl is None or sl.start >= sl.stop or not self.read_ahead:
+            return
+        if self.in_background:
+            shape = (self.n_samples, sl.stop - sl.start)
+            buf = self._spare
+            self._spare = None
+            if buf is None or buf.shape != shape:
+                buf = torch.from_numpy(host_empty(shape, self.dtype))
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix="fastridge-read")
+            job = self._worker.submit(self._read_host, sl, buf)
+            self._pending = ((sl.start, sl.stop), job, None)
             return
         if self.device.type != "cuda" or self.kind != "numpy":
             self._pending = ((sl.start, sl.stop), self.read(sl), None)
@@ -229,9 +321,45 @@ class TargetReader:
             event.record(stream)
         self._pending = ((sl.start, sl.stop), tensor, event)
 
+    def _read_host(self, sl: slice, out: torch.Tensor) -> torch.Tensor:
+        """Columns `sl` of a numpy Y into `out` (contiguous, on the CPU), cast to its
+        dtype; row by row from the file for a memmap (see `_RowReader`)."""
+        dst = out.numpy()
+        if self._rows is not None and dst.dtype == self._rows.dtype:
+            self._rows.read_into(sl, dst)
+        elif self._rows is not None:
+            block = host_empty(dst.shape, self._rows.dtype)
+            np.copyto(dst, self._rows.read_into(sl, block), casting="unsafe")
+        else:
+            np.copyto(dst, self._host_block(sl, copy=False), casting="unsafe")
+            self._release()
+        return out
+
     def drop_prefetch(self) -> None:
-        """Forget a prefetched chunk (e.g. before retrying with smaller chunks)."""
-        self._pending = None
+        """Forget a prefetched chunk (e.g. before retrying with smaller chunks); a
+        background read is waited for (its buffer is reused) and its error dropped."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not isinstance(pending[1], torch.Tensor):
+            try:
+                self._spare = pending[1].result()
+            except Exception:  # noqa: BLE001 - the chunk is no longer wanted
+                self._spare = None
+
+    def close(self) -> None:
+        """Finish any background read and close the file (idempotent)."""
+        self.drop_prefetch()
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+        if self._rows is not None:
+            self._rows.close()
+        self._spare = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 class ResultWriter:

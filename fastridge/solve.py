@@ -11,6 +11,7 @@ Y nor the coefficients need to fit in device memory.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
@@ -348,7 +349,8 @@ def ridge_cv(
     reader = TargetReader(Y, dev, cdtype)
     n_targets = reader.n_targets
 
-    with cpu_threads(n_threads, dev):
+    # (closing: a background reader's thread and file, also on errors)
+    with cpu_threads(n_threads, dev), contextlib.closing(reader):
         t0 = time.perf_counter()
         if verbose and dev.type == "cpu" and cpu_blas() == "numpy":
             warning = blas_kernel_warning()
@@ -529,6 +531,8 @@ def ridge_cv(
             t = time.perf_counter()
             width = sl.stop - sl.start
             proj = _project_into(work, decomp, read, sl, keep_y, on_basis=dual_route is None)
+            if reader.in_background:  # the next chunk is read while this one's GEMMs run
+                reader.prefetch(nxt)
             synchronize(dev)
             timings["project"] += time.perf_counter() - t
 

@@ -219,25 +219,36 @@ def test_memmap_targets_read_in_chunks(tmp_path, order):
 
 
 def test_solver_reads_memmap_chunks_not_whole(tmp_path, monkeypatch):
-    """The reader asks the memmap for column slices no wider than the chunk."""
+    """The reader asks the memmap (or its file, row by row) for column slices no
+    wider than the chunk, each once."""
     from fastridge import _chunks
 
     X, Y = make_problem(20, 10, 30, seed=15)
     path = tmp_path / "Y.npy"
     np.save(path, Y)
-    Ymm = np.load(path, mmap_mode="r")
     widths = []
     original = _chunks.TargetReader._host_block
+    original_rows = _chunks._RowReader.read_into
 
     def spy(self, sl, copy=True):
         block = original(self, sl, copy)
         widths.append(block.shape[1])
         return block
 
+    def spy_rows(self, sl, out):
+        widths.append(out.shape[1])
+        return original_rows(self, sl, out)
+
     monkeypatch.setattr(_chunks.TargetReader, "_host_block", spy)
-    res = ridge_cv(X, Ymm, ALPHAS, alpha_per_target=True, target_chunk=8)
+    monkeypatch.setattr(_chunks._RowReader, "read_into", spy_rows)
+    res = ridge_cv(X, np.load(path, mmap_mode="r"), ALPHAS, alpha_per_target=True, target_chunk=8)
     assert max(widths) == 8 and sum(widths) == 30
     assert res.coef.shape == (30, 10)
+    # a memmap in Fortran order: through the mapping
+    np.save(path, np.asfortranarray(Y))
+    widths.clear()
+    ridge_cv(X, np.load(path, mmap_mode="r"), ALPHAS, alpha_per_target=True, target_chunk=8)
+    assert max(widths) == 8 and sum(widths) == 30
 
 
 @pytest.mark.parametrize("device", DEVICES)

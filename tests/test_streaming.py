@@ -276,3 +276,102 @@ def test_release_free_heap_runs():
     from fastridge._backend import release_free_heap
 
     release_free_heap()  # glibc: hands free heap pages back; elsewhere a no-op
+
+
+@pytest.mark.parametrize(
+    "layout", ["2d", "3d", "rows_view", "float64_file", "fortran", "fancy_3d_transposed"]
+)
+def test_memmap_chunks_read_in_the_background_are_the_columns(tmp_path, layout):
+    """A memory-mapped Y: row-by-row positioned reads (C-contiguous views of the
+    file, any offset), the mapping otherwise; in a background thread on prefetch,
+    returned for the slice asked, into `out` or handed over, never for another
+    slice; the same chunks as reading the array itself."""
+    import threading
+
+    from fastridge._chunks import TargetReader, _RowReader
+
+    rng = np.random.default_rng(1)
+    dtype = np.float64 if layout == "float64_file" else np.float32
+    full = rng.standard_normal((9, 4, 6)).astype(dtype)
+    order = "F" if layout == "fortran" else "C"
+    np.save(tmp_path / "Y.npy", full.reshape(9, 24) if layout != "3d" else full)
+    if order == "F":
+        np.save(tmp_path / "Y.npy", np.asfortranarray(full.reshape(9, 24)))
+    Y = np.load(tmp_path / "Y.npy", mmap_mode="r")
+    if layout == "rows_view":
+        Y = Y[3:]
+    if layout == "fancy_3d_transposed":
+        np.save(tmp_path / "Y.npy", full)
+        Y = np.load(tmp_path / "Y.npy", mmap_mode="r").transpose(0, 2, 1)
+    ref = np.array(Y).reshape(Y.shape[0], -1).astype(np.float32)
+    reader = TargetReader(Y, torch.device("cpu"), torch.float32)
+    assert reader.in_background and reader.read_ahead
+    positioned = layout in ("2d", "3d", "rows_view", "float64_file")
+    assert (reader._rows is not None) == positioned
+    threads = []
+    if positioned:
+        real = _RowReader.read_into
+
+        def spy(self, sl, out):
+            threads.append(threading.current_thread().name)
+            return real(self, sl, out)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_RowReader, "read_into", spy)
+            _read_all(reader, ref)
+        assert any(name.startswith("fastridge-read") for name in threads)
+        assert threading.main_thread().name in threads  # the first chunk, and `out`-less reads
+    else:
+        _read_all(reader, ref)
+    reader.close()
+    reader.close()  # idempotent
+
+
+def _read_all(reader, ref):
+    out = torch.empty(ref.shape[0], 5)
+    bounds = [slice(0, 5), slice(5, 10), slice(10, 15), slice(15, 20)]
+    got = reader.read(bounds[0], out)
+    assert_array_equal(got.numpy(), ref[:, 0:5])
+    reader.prefetch(bounds[1])
+    reader.prefetch(bounds[1])  # already under way: not read twice
+    got = reader.read(bounds[1], out)
+    assert got.data_ptr() == out.data_ptr()
+    assert_array_equal(out.numpy(), ref[:, 5:10])
+    reader.prefetch(bounds[2])  # not the slice read next: dropped, not returned
+    assert_array_equal(reader.read(bounds[3]).numpy(), ref[:, 15:20])
+    reader.prefetch(slice(20, 24))
+    handed = reader.read(slice(20, 24))  # no `out`: the background buffer itself
+    assert_array_equal(handed.numpy(), ref[:, 20:24])
+    reader.prefetch(bounds[0])
+    reader.drop_prefetch()
+    assert reader._pending is None
+    assert_array_equal(handed.numpy(), ref[:, 20:24])  # a handed-over buffer is not reused
+
+
+def test_truncated_targets_file_is_a_clear_error(tmp_path):
+    from fastridge._chunks import TargetReader
+
+    np.save(tmp_path / "Y.npy", np.ones((50, 40), dtype=np.float32))
+    Y = np.load(tmp_path / "Y.npy", mmap_mode="r")
+    reader = TargetReader(Y, torch.device("cpu"), torch.float32)
+    with open(tmp_path / "Y.npy", "r+b") as f:
+        f.truncate(128 + 40 * 4 * 30)  # rows 30-49 are gone
+    reader.prefetch(slice(0, 8))
+    with pytest.raises(OSError, match="short read of row 30"):
+        reader.read(slice(0, 8), torch.empty(50, 8))
+    with pytest.raises(OSError, match="short read of row 30"):
+        reader.read(slice(8, 16), torch.empty(50, 8))
+    reader.close()
+
+
+@pytest.mark.parametrize("solution", ["primal", "dual"])
+def test_memmapped_targets_read_in_the_background_fit_the_same(tmp_path, solution):
+    X, Y = make_problem(40, 30, 57, seed=5, dtype=np.float32)
+    np.save(tmp_path / "Y.npy", Y)
+    Ym = np.load(tmp_path / "Y.npy", mmap_mode="r")
+    kw = dict(alpha_per_target=True, target_chunk=8, solution=solution)
+    want = ridge_cv(X, Y, ALPHAS, **kw)
+    got = ridge_cv(X, Ym, ALPHAS, **kw)
+    assert_array_equal(got.alpha_index, want.alpha_index)
+    assert_array_equal(got.coef, want.coef)
+    assert_array_equal(got.intercept, want.intercept)
