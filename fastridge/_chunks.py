@@ -150,19 +150,20 @@ class _RowReader:
     ms through the mapping.
     """
 
-    def __init__(self, flat: np.ndarray):
-        self.position = _file_position(flat)
+    def __init__(self, flat: np.ndarray, position: int):
+        self.position = position
         self.dtype = flat.dtype
         self.row_bytes = flat.shape[1] * flat.dtype.itemsize
-        self.n_rows = flat.shape[0]
         self.fd = os.open(flat.filename, os.O_RDONLY)
 
     @classmethod
     def of(cls, flat) -> _RowReader | None:
-        if not hasattr(os, "preadv") or flat is None or _file_position(flat) is None:
+        """A reader for `flat` (2-D), or None when it is not a C-contiguous memmap view."""
+        position = None if flat is None else _file_position(flat)
+        if not hasattr(os, "preadv") or position is None:
             return None
         try:
-            return cls(flat)
+            return cls(flat, position)
         except OSError:  # e.g. the file was renamed since it was mapped
             return None
 
