@@ -562,9 +562,9 @@ def lower_symv(lower: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """S @ x for the symmetric S whose lower triangle is `lower`'s (the upper
     triangle is not read), shape (n,), by blocks as `mirror_lower`."""
     n = lower.shape[0]
-    (src, _), xp = _host_or_device(lower)
     x = x.to(lower.dtype)
-    if xp is np and cpu_blas() == "numpy":
+    if lower.device.type == "cpu" and cpu_blas() == "numpy":
+        src = lower.numpy()
         # one symv in scipy's BLAS (see `_host_gemm`); LAPACK output needs no copy.
         # Not on the torch path: OpenBLAS's workers would then spin beside torch's
         # next LAPACK call (a float64 Cholesky at n = 2000 took 80-90 ms right
@@ -576,7 +576,7 @@ def lower_symv(lower: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(symv(1.0, src, x.numpy(), lower=1))
         # (row-major: the transpose, in Fortran order, holds the triangle as its upper one)
         return torch.from_numpy(symv(1.0, src.T, x.numpy(), lower=0))
-    src, b = lower, SYMV_BLOCK  # (memory-bound: large blocks, few calls)
+    src, b = lower, SYMV_BLOCK  # torch (memory-bound: large blocks, few calls)
     y = torch.zeros_like(x)
     for i in range(0, n, b):
         for j in range(0, i, b):
