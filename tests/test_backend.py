@@ -311,8 +311,9 @@ def test_cholesky_inverse_in_place_on_the_cpu(blas):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gram_is_exactly_symmetric(n, dtype, blas):
     """mm(a, a.T): syrk on the numpy path, GEMMs of the lower blocks on the torch
-    path above GRAM_BLOCK rows; either way the product to rounding, exactly
-    symmetric, into `out` when given."""
+    path (one block up to GRAM_BLOCK rows: torch's MKL on AMD Zen 5 made a float64
+    512 x 512 Gram that was not exactly symmetric); either way the product to
+    rounding, exactly symmetric, into `out` when given."""
     g = torch.Generator().manual_seed(n)
     a = torch.randn(n, 37, generator=g, dtype=dtype)
     want = a.double() @ a.double().T
@@ -322,7 +323,7 @@ def test_gram_is_exactly_symmetric(n, dtype, blas):
         tol = 1e-5 if dtype == torch.float32 else 1e-12
         assert_allclose(got.double().numpy(), want.numpy(), rtol=tol, atol=tol * 37)
     assert B.mm(a, a.T, out=out).data_ptr() == out.data_ptr()
-    if blas == "torch" and n > B.GRAM_BLOCK:  # the blocks' GEMMs are the only ones
+    if blas == "torch":  # the blocks' GEMMs are the only ones
         calls = []
         real = torch.mm
 
