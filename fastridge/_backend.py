@@ -356,7 +356,10 @@ def _is_torch_gram(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None) -
         and b.stride() == a.stride()[::-1]
         and b.data_ptr() == a.data_ptr()
         and not a.requires_grad
-        and (out is None or (out.dtype == a.dtype and out.shape == (a.shape[0],) * 2))
+        and (
+            out is None
+            or (out.dtype == a.dtype and out.device == a.device and out.shape == (a.shape[0],) * 2)
+        )
     )
 
 
@@ -369,7 +372,7 @@ def _blocked_gram(a: torch.Tensor, out: torch.Tensor | None = None) -> torch.Ten
     rows; 8859 x 4000 70 against 125 (blocks of ~500-740 rows alike). Exactly
     symmetric, as syrk's result."""
     n = a.shape[0]
-    out = torch.empty((n, n), dtype=a.dtype) if out is None else out
+    out = torch.empty((n, n), dtype=a.dtype, device=a.device) if out is None else out
     k = -(-n // GRAM_BLOCK)
     ends = [round(i * n / k) for i in range(k + 1)]
     for i in range(k):

@@ -338,6 +338,18 @@ def test_gram_is_exactly_symmetric(n, dtype, blas):
         assert len(calls) == k * (k + 1) // 2 and sum(calls) < n * (k + 1) // 2 + k
 
 
+@pytest.mark.parametrize("n", [300, 1300])
+def test_gram_stays_on_its_device(n):
+    """The torch path's blocked Gram is made on its operand's device (CUDA in use;
+    "meta" here, which checks devices and shapes without a GPU), into `out` only
+    when `out` is there too."""
+    a = torch.empty((n, 37), device="meta")
+    got = B.mm(a, a.T)
+    assert got.device.type == "meta" and got.shape == (n, n)
+    out = torch.empty((n, n), device="meta")
+    assert B.mm(a, a.T, out=out) is out
+
+
 def test_not_positive_definite_gives_none(blas):
     A = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)
     assert B.cholesky_inverse(A.clone()) is None
