@@ -373,7 +373,7 @@ def _blocked_gram(a: torch.Tensor, out: torch.Tensor | None = None) -> torch.Ten
     symmetric, as syrk's result."""
     n = a.shape[0]
     out = torch.empty((n, n), dtype=a.dtype, device=a.device) if out is None else out
-    k = -(-n // GRAM_BLOCK)
+    k = max(1, -(-n // GRAM_BLOCK))  # one (empty) block for no rows
     ends = [round(i * n / k) for i in range(k + 1)]
     for i in range(k):
         rows = a[ends[i] : ends[i + 1]]
