@@ -56,19 +56,27 @@ def check(docs) -> list[str]:
                 f"({'met' if f >= 0.85 else 'MISSED'}, target >= 85%)"
             )
     for problem in sorted({r["problem"] for r in runs}):
-        kf = [
-            r
-            for r in runs
-            if r["problem"] == problem and r["config"].startswith("fastridge-kfold5")
-        ]
-        him = [r for r in runs if r["problem"] == problem and r["solver"].startswith("himalaya")]
-        if kf and him:
-            best_fr = min(kf, key=lambda r: r["wall"])
-            best_h = min(him, key=lambda r: r["wall"])
+        here = [r for r in runs if r["problem"] == problem]
+        him = [r for r in here if r["solver"].startswith("himalaya")]
+        kf = [r for r in here if r["config"].startswith("fastridge-kfold5")]
+        if not (kf and him):
+            continue
+        best_h = min(him, key=lambda r: r["wall"])
+        # Two readings, both printed: fastridge making primal coefficients (more
+        # than himalaya's KernelRidgeCV returns: dual coefficients; bench/_worker.py
+        # converts them outside the timing), and the like-for-like dual solution.
+        for label, pick in (
+            ("primal coefficients", lambda r: not r["config"].endswith("-dual")),
+            ("dual coefficients, as KernelRidgeCV's", lambda r: r["config"].endswith("-dual")),
+        ):
+            mine = [r for r in kf if pick(r)]
+            if not mine:
+                continue
+            best_fr = min(mine, key=lambda r: r["wall"])
             ratio = best_h["wall"] / best_fr["wall"]
             out.append(
-                f"{problem} cv=5: fastridge {best_fr['config']} {best_fr['wall']:.2f}s vs "
-                f"himalaya's fastest run here {best_h['config']} {best_h['wall']:.2f}s: "
+                f"{problem} cv=5, {label}: fastridge {best_fr['config']} {best_fr['wall']:.2f}s "
+                f"vs himalaya's fastest run here {best_h['config']} {best_h['wall']:.2f}s: "
                 f"{ratio:.1f}x ({'met' if ratio >= 2 else 'MISSED'}, target >= 2x)"
             )
     for d in docs:
