@@ -225,3 +225,74 @@ def test_shift_invariant_scores_use_the_centred_targets(monkeypatch, cv, scoring
     kept.clear()
     ridge_cv(X, Y, ALPHAS, sample_weight=np.linspace(0.5, 2.0, 40), **kw)
     assert all(kept)
+
+
+@pytest.mark.parametrize("splitter", ["kfold5", "kfold_shuffled", "groupkfold", "logo"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("weights", [None, "positive", "some_zero"])
+@pytest.mark.parametrize("rank_deficient", [False, True])
+def test_folds_from_the_gram_equal_refits(
+    monkeypatch, splitter, fit_intercept, weights, rank_deficient
+):
+    """Folds that partition the samples run from the Gram (`_cv.DualFolds`): every
+    target's alpha, score and coefficients (primal and dual) as refits with the
+    eigendecomposition's scheme and as scikit-learn's Ridge at that alpha."""
+    import fastridge._cv as cvmod
+
+    X, Y = make_problem(40, 60, 4, seed=11)
+    if rank_deficient:
+        X[:, 30:] = X[:, :30] @ np.random.default_rng(1).standard_normal((30, 30)) * 0.1
+        X[:, 20:30] = X[:, :10]  # rank 20 < n_samples - 1
+    sw = None
+    if weights is not None:
+        sw = np.random.default_rng(2).uniform(0.3, 3.0, 40)
+        if weights == "some_zero":
+            sw[[3, 17, 30]] = 0.0
+    cv, groups = SPLITTERS[splitter](40)
+    made = []
+    monkeypatch.setattr(cvmod.DualFolds, "_made", _spy(cvmod.DualFolds._made, made))
+    kw = dict(alphas=ALPHAS, cv=cv, fit_intercept=fit_intercept, alpha_per_target=True)
+    m = FastRidgeCV(**kw).fit(X, Y, sample_weight=sw, groups=groups)
+    d = FastRidgeCV(**kw, solution="dual").fit(X, Y, sample_weight=sw, groups=groups)
+    assert len(made) == 2 * len(ALPHAS)  # both fits took the Gram route
+    splits = list(cv.split(X, Y, groups))
+    ref = brute_force_fold_scores(X, Y, ALPHAS, splits, fit_intercept, sw).mean(axis=0)
+    assert_array_equal(m.alpha_, ALPHAS[ref.argmax(axis=1)])
+    assert_array_equal(d.alpha_, m.alpha_)
+    assert_allclose(m.best_score_, ref.max(axis=1), rtol=1e-8)
+    for t, alpha in enumerate(m.alpha_):
+        r = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
+        r.fit(X, Y[:, t], sample_weight=sw)
+        assert_allclose(m.coef_[t], r.coef_, rtol=1e-7, atol=1e-10)
+        assert_allclose(np.broadcast_to(m.intercept_, 4)[t], r.intercept_, rtol=1e-7, atol=1e-10)
+    assert_allclose(d.predict(X), m.predict(X), rtol=1e-7, atol=1e-9)
+
+
+def _spy(method, calls):
+    def spied(self, *args):
+        calls.append(args[0])
+        return method(self, *args)
+
+    return spied
+
+
+@pytest.mark.parametrize("chunk", [1, 3, "auto"])
+def test_folds_from_the_gram_float32_and_chunks(chunk):
+    X, Y = make_problem(50, 80, 7, seed=5)
+    kw = dict(alphas=ALPHAS, cv=KFold(5, shuffle=True, random_state=3), alpha_per_target=True)
+    ref = FastRidgeCV(**kw, dtype="float64").fit(X, Y)
+    m = FastRidgeCV(**kw, dtype="float32", target_chunk=chunk).fit(X.astype(np.float32), Y)
+    assert_array_equal(m.alpha_, ref.alpha_)
+    assert_allclose(m.coef_, ref.coef_, rtol=2e-4, atol=2e-5 * np.abs(ref.coef_).max())
+
+
+def test_folds_not_a_partition_take_the_eigendecomposition(monkeypatch):
+    """ShuffleSplit's test sets overlap and miss samples: no Gram route."""
+    import fastridge._cv as cvmod
+
+    made = []
+    monkeypatch.setattr(cvmod.DualFolds, "_made", _spy(cvmod.DualFolds._made, made))
+    X, Y = make_problem(40, 60, 3, seed=2)
+    cv, _ = SPLITTERS["shufflesplit"](40)
+    FastRidgeCV(alphas=ALPHAS, cv=cv, alpha_per_target=True).fit(X, Y)
+    assert made == []
