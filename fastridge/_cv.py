@@ -749,30 +749,39 @@ class DualFolds(DualRoute):
         better = update_best(score, a, best_score, best_index)
         if better is None:
             kept.copy_(self._held)
-        elif bool(better.any()):
-            kept[:, better] = self._held[:, better]
+        else:  # one streaming pass (a masked column copy gathers, far slower)
+            torch.where(better[None, :], self._held, kept, out=kept)
         self._held = None
 
     def residuals_of_best(self, kept: torch.Tensor, best_index: torch.Tensor) -> torch.Tensor:
         """E(alpha*) of each target, (n_chunk, n_samples) one target per row (as
-        `_refit.from_residuals` takes them), from the kept held-out residuals."""
+        `_refit.from_residuals` takes them), from the kept held-out residuals.
+
+        Targets are grouped by alpha (one column gather when alphas differ), so
+        each fold block is one GEMM per alpha over that alpha's targets."""
         width = kept.shape[1]
+        counts = torch.bincount(best_index, minlength=len(self.block_makers)).tolist()
+        order = None if max(counts) == width else torch.argsort(best_index, stable=True)
+        held = kept if order is None else kept.index_select(1, order)
         E = reused_buffer(self._work, "E", kept.shape, kept.dtype, kept.device)
-        for a, blocks in enumerate(self.block_makers):
-            mask = best_index == a
-            n_a = int(mask.sum())
+        first = 0
+        for blocks, n_a in zip(self.block_makers, counts, strict=True):
             if n_a == 0:
                 continue
-            held = kept if n_a == width else kept[:, mask]
+            cols = slice(first, first + n_a)
             for R, (start, stop) in zip(blocks, self._bounds, strict=True):
                 if n_a == width:
                     mm(R, held[start:stop], out=E[start:stop])
                 else:
-                    E[start:stop, mask] = mm(R, held[start:stop])
+                    E[start:stop, cols] = mm(R, held[start:stop, cols])
+            first += n_a
         if self._order is not None:  # folds stacked -> sample order
             in_order = reused_buffer(self._work, "E_samples", kept.shape, kept.dtype, kept.device)
             E = in_order.index_copy_(0, self._order, E)
-        return E.T
+        if order is None:
+            return E.T
+        rows = reused_buffer(self._work, "E_rows", (width, E.shape[0]), E.dtype, E.device)
+        return rows.index_copy_(0, order, E.T)  # targets back in their order
 
 
 class RefitPerFold:
