@@ -24,13 +24,6 @@ since session 3) has no eigh, no projection and no M:
     residuals   R_a Yc, per alpha          2 N^2 T each    compute dtype
     coef        Xs^T c                     2 P N T         primal only; dual: none
 
-K-fold with per-target alphas, folds partitioning the samples, dual form, at
-most 8 alphas (fastridge._cv.DualFolds, since session 13): the same Gram and
-Cholesky work, plus W_a = (R_a)_bb^-1 (R_a)_b,: per fold and alpha (2 N^3 / K
-per alpha, float64); held-out residuals W_a Yc per alpha (2 N^2 T each); and
-E(alpha*) = (R_a)_bb resid_b over the fold blocks (2 N^2 T / K) before the
-coefficients.
-
 GCV needs no per-alpha GEMM (O(r T) per alpha, neglected here).
 
 The roofline time divides the GEMM flops by the GEMM rate measured in the
@@ -64,19 +57,8 @@ def flop_model(
     m = min(rows, P)
     r = m
     stages = {}
-    folds = isinstance(cv, int) and not isinstance(cv, bool)
     if dual_route is None:
-        dual_route = (cv is None or (folds and n_alphas <= CHOLESKY_MAX_ALPHAS)) and (
-            alpha_per_target and rows <= P
-        )
-    if dual_route and folds:  # fastridge._cv.DualFolds
-        stages["gram"] = 1.0 * rows * rows * P
-        stages["factor"] = (n_alphas + 1.0 / 3.0) * rows**3 + n_alphas * 2.0 * N**3 / cv
-        stages["M"] = 0.0
-        stages["project"] = 0.0
-        stages["cv"] = n_alphas * 2.0 * N * N * T
-        stages["refit"] = 2.0 * N * (N / cv) * T + (2.0 * P * N * T if solution == "primal" else 0)
-        return {"eigh_size": 0, "stages": stages, "gemm_flops": sum(stages.values())}
+        dual_route = cv is None and alpha_per_target and rows <= P
     if dual_route:  # fastridge._cv.DualRoute
         stages["gram"] = 1.0 * rows * rows * P
         if n_alphas <= CHOLESKY_MAX_ALPHAS:  # makers by Cholesky: no eigh

@@ -749,39 +749,30 @@ class DualFolds(DualRoute):
         better = update_best(score, a, best_score, best_index)
         if better is None:
             kept.copy_(self._held)
-        else:  # one streaming pass (a masked column copy gathers, far slower)
-            torch.where(better[None, :], self._held, kept, out=kept)
+        elif bool(better.any()):
+            kept[:, better] = self._held[:, better]
         self._held = None
 
     def residuals_of_best(self, kept: torch.Tensor, best_index: torch.Tensor) -> torch.Tensor:
         """E(alpha*) of each target, (n_chunk, n_samples) one target per row (as
-        `_refit.from_residuals` takes them), from the kept held-out residuals.
-
-        Targets are grouped by alpha (one column gather when alphas differ), so
-        each fold block is one GEMM per alpha over that alpha's targets."""
+        `_refit.from_residuals` takes them), from the kept held-out residuals."""
         width = kept.shape[1]
-        counts = torch.bincount(best_index, minlength=len(self.block_makers)).tolist()
-        order = None if max(counts) == width else torch.argsort(best_index, stable=True)
-        held = kept if order is None else kept.index_select(1, order)
         E = reused_buffer(self._work, "E", kept.shape, kept.dtype, kept.device)
-        first = 0
-        for blocks, n_a in zip(self.block_makers, counts, strict=True):
+        for a, blocks in enumerate(self.block_makers):
+            mask = best_index == a
+            n_a = int(mask.sum())
             if n_a == 0:
                 continue
-            cols = slice(first, first + n_a)
+            held = kept if n_a == width else kept[:, mask]
             for R, (start, stop) in zip(blocks, self._bounds, strict=True):
                 if n_a == width:
                     mm(R, held[start:stop], out=E[start:stop])
                 else:
-                    E[start:stop, cols] = mm(R, held[start:stop, cols])
-            first += n_a
+                    E[start:stop, mask] = mm(R, held[start:stop])
         if self._order is not None:  # folds stacked -> sample order
             in_order = reused_buffer(self._work, "E_samples", kept.shape, kept.dtype, kept.device)
             E = in_order.index_copy_(0, self._order, E)
-        if order is None:
-            return E.T
-        rows = reused_buffer(self._work, "E_rows", (width, E.shape[0]), E.dtype, E.device)
-        return rows.index_copy_(0, order, E.T)  # targets back in their order
+        return E.T
 
 
 class RefitPerFold:
