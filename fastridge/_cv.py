@@ -413,8 +413,6 @@ class DualRoute:
         need, in session 7 1.26 of them).
     """
 
-    maker_dtype = None  # the makers' dtype while built (None: the compute dtype)
-
     def __init__(self, decomp: Decomposition, alphas, workspace: torch.Tensor | None = None):
         if decomp.U is not None:
             self._from_eigen(decomp, alphas)
@@ -452,21 +450,16 @@ class DualRoute:
             inv = cholesky_inverse(factor)  # its lower triangle: (K_Z + alpha I)^-1
             if inv is None:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
-            dtype = self.maker_dtype or decomp.dtype
-            maker = (Workspace(A) if last else space).empty((n, n), dtype, G.device)
+            maker = (Workspace(A) if last else space).empty((n, n), decomp.dtype, G.device)
             if v is None:  # R = alpha (K + alpha I)^-1
                 mirror_lower(inv, maker, scale=alpha)
                 one_minus_h.append(alpha * inv.diagonal())
             else:
                 one_minus_h.append(self._reflected(inv, alpha, v.to(G.dtype), maker))
-            self.makers.append(self._made(k, maker))
+            self.makers.append(maker)
         del A, inv, factor
         # 1 - h_i > 0 for alpha > 0 (validation rejects a single sample)
         self._set_weights(1.0 / torch.stack(one_minus_h) ** 2, decomp.dtype)
-
-    def _made(self, a: int, maker: torch.Tensor) -> torch.Tensor:
-        """What is kept of alpha `a`'s maker R_a (n_samples, n_samples): R_a itself."""
-        return maker
 
     @staticmethod
     def _reflected(inv: torch.Tensor, alpha: float, v: torch.Tensor, out: torch.Tensor):
@@ -656,123 +649,6 @@ class LeaveGroupOut:
         for rows, inverses in zip(self.folds, self.inverses, strict=True):
             held_out = mm(inverses[a], out[rows], out=buf[: inverses[a].shape[0]])
             yield rows, held_out, None if sqrt_sw is None else sqrt_sw[rows]
-
-
-class DualFolds(DualRoute):
-    """Held-out residuals of folds that partition the samples (KFold, GroupKFold,
-    LeaveOneGroupOut, ...) from the Gram alone, as `DualRoute` does for
-    leave-one-out: no eigendecomposition and no projection U^T Yc. With the
-    residual maker R_a (n_samples x n_samples) of each alpha,
-
-        resid_b(alpha) = (R_a)_bb^-1 (R_a Yc)_b        ((R_a)_bb = I - H_bb, MATH.md)
-
-    so an alpha's held-out residuals of every fold are ONE GEMM, W_a Yc, with
-    W_a = [(R_a)_bb^-1 (R_a)_b,:] stacked over the folds (built in float64, kept
-    in the compute dtype). Each target's best alpha so far keeps its held-out
-    residuals; at the end E(alpha*) = (R_a)_bb resid_b gives the dual
-    coefficients c = E / alpha* (MATH.md), a GEMM over the fold blocks only
-    (2 n_samples^2 n_chunk / n_folds flops) instead of a refit over all samples.
-
-    Scores are the scorer's, fold by fold, as `LeaveGroupOut`'s (`blocks`).
-
-    Parameters
-    ----------
-    decomp : Decomposition from ``decompose(..., eigen=False)`` (with `gram`)
-    alphas : array of shape (n_alphas,)
-    test_folds : list of int arrays
-        Test sample indices of each fold; together every sample exactly once.
-    """
-
-    name = "folds"
-    maker_dtype = torch.float64  # the blocks (R_a)_bb are inverted in float64
-
-    def __init__(self, decomp: Decomposition, alphas, test_folds):
-        self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
-        self._dtype = decomp.dtype
-        self.block_makers = []  # [alpha][fold] -> (R_a)_bb, (n_b, n_b), compute dtype
-        super().__init__(decomp, alphas)
-        n_rows = decomp.n_samples - int(decomp.fit_intercept)
-        self.decomp = dataclasses.replace(  # the Gram freed (and destroyed by then)
-            decomp, gram=None, gram_rank=self.rank, has_remainder=self.rank < n_rows
-        )
-        self.bases, self.makers = self.makers, None  # [alpha] -> W_a, (n_samples, n_samples)
-        self.row_weights = self.indicators = None  # (leave-one-out's; not used here)
-        sizes = [self.block_makers[0][b].shape[0] for b in range(len(self.folds))]
-        ends = np.cumsum(sizes).tolist()
-        self._bounds = list(zip([0, *ends[:-1]], ends, strict=True))
-        order = torch.cat(
-            [
-                torch.arange(r.start, r.stop, device=decomp.device) if isinstance(r, slice) else r
-                for r in self.folds
-            ]
-        )
-        identity = torch.arange(decomp.n_samples, device=decomp.device)
-        self._order = None if torch.equal(order, identity) else order
-        self._held = None
-        self._work = {}
-
-    def _made(self, a: int, maker: torch.Tensor) -> torch.Tensor:
-        """W_a in the compute dtype, from R_a in float64; (R_a)_bb kept per fold."""
-        W = torch.empty(maker.shape, dtype=self._dtype, device=maker.device)
-        start, blocks = 0, []
-        for rows in self.folds:
-            Rb = maker[rows]  # (n_b, n_samples)
-            Rbb = Rb[:, rows]
-            L, info = torch.linalg.cholesky_ex(Rbb)
-            if int(info) != 0:
-                raise ValueError(
-                    "a cross-validation fold cannot be held out: the model refit "
-                    "without it is undetermined (e.g. the fold holds every sample "
-                    "with weight, or the only samples of the intercept)"
-                )
-            stop = start + Rb.shape[0]
-            W[start:stop] = mm(torch.cholesky_inverse(L), Rb)
-            blocks.append(Rbb.to(self._dtype))
-            start = stop
-        self.block_makers.append(blocks)
-        return W
-
-    def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
-        """Yield (rows, weighted held-out residuals (n_b, n_chunk), their sqrt weights)
-        per fold; `out` (n_samples, n_chunk) holds them until `keep` is called."""
-        sqrt_sw = self.decomp.sqrt_sw
-        held = mm(self.bases[a], chunk.Yc, out=out)  # folds stacked in order
-        self._held = held
-        for rows, (start, stop) in zip(self.folds, self._bounds, strict=True):
-            yield rows, held[start:stop], None if sqrt_sw is None else sqrt_sw[rows]
-
-    def keep(self, a: int, score, best_score, best_index, kept: torch.Tensor):
-        """After alpha `a`'s blocks: fold its mean fold score (n_chunk,) into the
-        running best per target (as `_scoring.select`: earlier alpha on ties, NaN
-        never wins) and copy the improved targets' held-out residuals into `kept`
-        (n_samples, n_chunk)."""
-        better = update_best(score, a, best_score, best_index)
-        if better is None:
-            kept.copy_(self._held)
-        elif bool(better.any()):
-            kept[:, better] = self._held[:, better]
-        self._held = None
-
-    def residuals_of_best(self, kept: torch.Tensor, best_index: torch.Tensor) -> torch.Tensor:
-        """E(alpha*) of each target, (n_chunk, n_samples) one target per row (as
-        `_refit.from_residuals` takes them), from the kept held-out residuals."""
-        width = kept.shape[1]
-        E = reused_buffer(self._work, "E", kept.shape, kept.dtype, kept.device)
-        for a, blocks in enumerate(self.block_makers):
-            mask = best_index == a
-            n_a = int(mask.sum())
-            if n_a == 0:
-                continue
-            held = kept if n_a == width else kept[:, mask]
-            for R, (start, stop) in zip(blocks, self._bounds, strict=True):
-                if n_a == width:
-                    mm(R, held[start:stop], out=E[start:stop])
-                else:
-                    E[start:stop, mask] = mm(R, held[start:stop])
-        if self._order is not None:  # folds stacked -> sample order
-            in_order = reused_buffer(self._work, "E_samples", kept.shape, kept.dtype, kept.device)
-            E = in_order.index_copy_(0, self._order, E)
-        return E.T
 
 
 class RefitPerFold:

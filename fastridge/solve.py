@@ -42,7 +42,6 @@ from ._chunks import (
     bytes_per_target,
 )
 from ._cv import (
-    DualFolds,
     DualRouteUnavailable,
     GeneralizedCV,
     LeaveGroupOut,
@@ -128,18 +127,6 @@ def _is_complement(train: np.ndarray, test: np.ndarray, n_samples: int) -> bool:
     return bool((seen == 1).all())
 
 
-def _is_partition(splits, n_samples: int) -> bool:
-    """Whether every split's training set is the complement of its test set and
-    the test sets together hold every sample exactly once (KFold, GroupKFold,
-    LeaveOneGroupOut, ...)."""
-    if sum(te.size for _, te in splits) != n_samples:
-        return False
-    seen = np.zeros(n_samples, dtype=np.int64)
-    for _, te in splits:
-        np.add.at(seen, te, 1)
-    return bool((seen == 1).all()) and all(_is_complement(tr, te, n_samples) for tr, te in splits)
-
-
 def _is_loo(cv) -> bool:
     return cv is None or (isinstance(cv, str) and cv == "loo")
 
@@ -157,28 +144,20 @@ CHOLESKY_MAX_ALPHAS = 8
 
 
 def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, shape,
-                    fit_intercept, gcv_mode, n_alphas, itemsize, device,
-                    splits=None, conservative=False):  # fmt: skip
-    """How the fit runs from residual makers (`_cv.DualRoute`): for leave-one-out
-    "cholesky" (no eigendecomposition), "eigen" (makers from an eigh), for folds
-    that partition the samples (`splits`) "folds" (`_cv.DualFolds`, no
-    eigendecomposition), or None (not at all). It needs per-target alphas,
-    "highest" precision, the Gram form, and its n_alphas n_samples x n_samples
-    makers in a quarter of the free memory (with room for the float64 work of
-    building one); leave-one-out also the built-in score and nothing stored per
-    sample, folds at most CHOLESKY_MAX_ALPHAS alphas and the plain best score."""
+                    fit_intercept, gcv_mode, n_alphas, itemsize, device):  # fmt: skip
+    """How leave-one-out runs `_cv.DualRoute`: "cholesky" (no eigendecomposition),
+    "eigen" (makers from an eigh), or None (not at all). It needs per-target
+    alphas, the built-in score, nothing stored per sample, "highest" precision,
+    the Gram form, and its n_alphas n_samples x n_samples makers in a quarter of
+    the free memory (with room for the float64 work of building one)."""
     n_samples, n_features = shape
     gram = choose_form(n_samples, n_features, fit_intercept, gcv_mode) == "gram"
-    if not (alpha_per_target and gram and precision == "highest"):
+    if not (_is_loo(cv) and alpha_per_target and scoring is None and gram):
+        return None
+    if store_cv_results or precision != "highest":
         return None
     need = n_samples * n_samples * (n_alphas * itemsize + 3 * 8)
     if need > available_memory(device) // 4:
-        return None
-    if splits is not None:
-        if conservative or n_alphas > CHOLESKY_MAX_ALPHAS:
-            return None
-        return "folds" if _is_partition(splits, n_samples) else None
-    if not (_is_loo(cv) and scoring is None) or store_cv_results:
         return None
     return "cholesky" if n_alphas <= CHOLESKY_MAX_ALPHAS else "eigen"
 
@@ -197,11 +176,9 @@ def _cv_scheme(
     precision="highest",
     dual_route=False,
     workspace=None,
-    splits=None,
 ):
-    """The held-out residual scheme for `cv` (see fastridge._cv), or for `splits`
-    when given (cv's (train, test) pairs, made once); `workspace`, a buffer no
-    longer needed, may hold the leave-one-out dual route's makers."""
+    """The held-out residual scheme for `cv` (see fastridge._cv); `workspace`, a
+    buffer no longer needed, may hold the leave-one-out dual route's makers."""
     if _is_loo(cv):
         return LeaveOneOut(decomp, alphas, precision, dual_route=dual_route, workspace=workspace)
     if isinstance(cv, str):
@@ -212,10 +189,7 @@ def _cv_scheme(
             "'gcv', an int (KFold), a scikit-learn splitter or (train, test) pairs"
         )
     n_samples = decomp.n_samples
-    if splits is None:
-        splits = _splits(cv, n_samples, groups)
-    if dual_route or decomp.U is None:  # (a Gram only: the caller checked the partition)
-        return DualFolds(decomp, alphas, [te for _, te in splits])
+    splits = _splits(cv, n_samples, groups)
     if all(_is_complement(tr, te, n_samples) for tr, te in splits):
         return LeaveGroupOut(decomp, alphas, [te for _, te in splits], precision)
     return RefitPerFold(
@@ -387,20 +361,16 @@ def ridge_cv(
         )
         Xt = as_tensor(X, dev, ddtype)
         swt = None if sw is None else torch.as_tensor(sw, dtype=ddtype, device=dev)
-        # the folds, made once (a splitter may be an iterator)
-        splits = None if _is_loo(cv) or isinstance(cv, str) else _splits(cv, n_samples, groups)
-        # leave-one-out or folds from dual coefficients, with no eigendecomposition
-        # (or, leave-one-out, from one)
+        # leave-one-out from dual coefficients, with no eigendecomposition or from one
         route = _use_dual_route(
             cv, alpha_per_target, scoring, store_cv_results, precision, tuple(Xt.shape),
             fit_intercept, gcv_mode, n_alphas, torch.finfo(cdtype).bits // 8, dev,
-            splits, conservative,
         )  # fmt: skip
         # Leave-one-out and GCV need X only to decompose it (K-fold may refit per
         # fold; dual intercepts take (X - x_offset) @ x_offset, from the
         # decomposition): a private copy of X (e.g. float32 input solved in
         # float64) is then centred in place.
-        x_later = not (_is_loo(cv) or (isinstance(cv, str) and cv == "gcv") or route == "folds")
+        x_later = not (_is_loo(cv) or (isinstance(cv, str) and cv == "gcv"))
         overwrite_x = not x_later and not shares_memory(Xt, X)
 
         decompose_x = functools.partial(
@@ -424,9 +394,8 @@ def ridge_cv(
             compute_dtype=cdtype,
             gcv_mode=gcv_mode,
             precision=precision,
-            splits=splits,
         )
-        decomp = decompose_x(Xt, eigen=route not in ("cholesky", "folds"))
+        decomp = decompose_x(Xt, eigen=route != "cholesky")
         workspace = None
         if not x_later:
             # Not needed any more. A private copy, centred in place, becomes the
@@ -447,10 +416,7 @@ def ridge_cv(
                 decomp = decompose_x(Xt, eigen=True)
             scheme = scheme_of(decomp=decomp)
         dual_route = getattr(scheme, "dual_route", None)
-        dual_folds = scheme if isinstance(scheme, DualFolds) else None
-        if dual_route is not None or dual_folds is not None:
-            decomp = scheme.decomp  # without the Gram
-        from_gram = dual_route is not None or dual_folds is not None  # no projection
+        decomp = scheme.decomp if dual_route is not None else decomp  # without the Gram
         x_dot_offset = decomp.x_dot_offset  # for dual intercepts (None otherwise)
         # the float64 copy of X is not needed any more (but for the makers in it)
         del Xt, workspace, decompose_x, scheme_of
@@ -564,7 +530,7 @@ def ridge_cv(
                 nxt = None
             t = time.perf_counter()
             width = sl.stop - sl.start
-            proj = _project_into(work, decomp, read, sl, keep_y, on_basis=not from_gram)
+            proj = _project_into(work, decomp, read, sl, keep_y, on_basis=dual_route is None)
             if reader.in_background:  # the next chunk is read while this one's GEMMs run
                 reader.prefetch(nxt)
             synchronize(dev)
@@ -576,11 +542,9 @@ def ridge_cv(
             buf = reused_buffer(work, "buf", buf_shape, cdtype, dev)
             block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64, device=dev)
             joint_sums = np.zeros((n_blocks, n_alphas))
-            if fused or dual_folds is not None:  # running best per target
+            if fused:  # running best per target, kept by the epilogue
                 run_score = torch.empty(width, dtype=torch.float64, device=dev)
                 run_index = torch.zeros(width, dtype=torch.int64, device=dev)
-            if dual_folds is not None:  # the best alpha's held-out residuals
-                kept = reused_buffer(work, "kept", buf_shape, cdtype, dev)
             if dual_route is not None:  # the best alpha's residuals, and squares
                 kept = reused_buffer(work, "kept", buf_shape, cdtype, dev)
                 sq_rows = min(SUM_BLOCK, width)  # squares go through it a row block at a time
@@ -619,9 +583,6 @@ def ridge_cv(
                         joint_sums[i, a] = scorer.joint(resid, y, sqrt_sw, Y.ndim == 1, rows)
                     if cv_results is not None and folds is None:
                         cv_results[:, sl, a] = _cv_values(resid, proj, decomp, scoring)
-                if dual_folds is not None:
-                    fold_mean = block_scores[:, a].mean(dim=0)
-                    dual_folds.keep(a, fold_mean, run_score, run_index, kept)
             # Everything for this chunk is queued on the device: read the next chunk
             # meanwhile (the first host sync comes after).
             reader.prefetch(nxt)
@@ -634,8 +595,6 @@ def ridge_cv(
 
             if alpha_per_target:
                 t = time.perf_counter()
-                if dual_folds is not None:  # E(alpha*), one target per row
-                    kept = dual_folds.residuals_of_best(kept, run_index)
                 if nxt is None:
                     # The last chunk: nothing reuses the CV's work buffers, and the
                     # process's peak comes now, with every coefficient row written.
@@ -644,8 +603,8 @@ def ridge_cv(
                 scores = block_scores.mean(dim=0)  # averaged over folds, (n_alphas, width)
                 if conservative:
                     best = _select_conservative(block_scores, alphas_t)
-                elif fused or dual_folds is not None:
-                    best = run_index  # the running best applied select()'s rule
+                elif fused:
+                    best = run_index  # the epilogue applied select()'s rule
                 else:
                     best = select(scores)
                 w, b = _refit_into(
@@ -657,7 +616,7 @@ def ridge_cv(
                     solution,
                     x_dot_offset,
                     coef_scratch,
-                    kept=kept if from_gram else None,
+                    kept=None if dual_route is None else kept,
                 )
                 chunk_out = {
                     "alpha_index": best,

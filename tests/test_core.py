@@ -430,18 +430,11 @@ def test_finite_check_screen(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cv", [None, "shufflesplit"], ids=["loo", "folds"])
+@pytest.mark.parametrize("cv", [None, 4], ids=["loo", "kfold"])
 def test_per_alpha_bases_equal_the_scaling_path(monkeypatch, dtype, cv):
     """The per-alpha bases (residuals as one GEMM from U^T Y) and the path without
-    them (scaling passes; taken when the bases would not fit in memory) agree.
-    (Folds that partition the samples run from the Gram instead: ShuffleSplit's
-    test sets do not.)"""
-    from sklearn.model_selection import ShuffleSplit
-
+    them (scaling passes; taken when the bases would not fit in memory) agree."""
     import fastridge._cv as cv_module
-
-    if cv == "shufflesplit":
-        cv = ShuffleSplit(4, test_size=0.25, random_state=0)
 
     X, Y = make_problem(30, 50, 40, seed=12)
     X, Y = X.astype(dtype), Y.astype(dtype)
@@ -604,8 +597,7 @@ def test_private_copy_of_x_centred_in_place(monkeypatch, kind, cv, fit_intercept
         solve_module, "decompose", lambda *a, **k: seen.append(k["overwrite_x"]) or real(*a, **k)
     )
     got = FastRidgeCV(**kw).fit(Xin, Y, sample_weight=sw)
-    # K-fold whose folds partition the samples runs from the Gram: X only decomposed
-    assert seen == [True]
+    assert seen == [cv in (None, "gcv")]  # K-fold may refit per fold: X is kept
     assert_array_equal(np.asarray(Xin), X)
     monkeypatch.setattr(solve_module, "shares_memory", lambda *a: True)
     ref = FastRidgeCV(**kw).fit(Xin, Y, sample_weight=sw)
@@ -653,8 +645,7 @@ def test_private_copy_of_x_survives_the_dual_route_fallback(monkeypatch):
 @pytest.mark.parametrize(
     "cv, solution, n_alphas, kept",
     [(None, "primal", 2, "workspace"), (None, "dual", 2, "workspace"), (None, "primal", 10, False),
-     ("gcv", "primal", 2, False), (3, "primal", 2, False), (3, "dual", 2, False),
-     ("not a partition", "primal", 2, True)],
+     ("gcv", "primal", 2, False), (3, "primal", 2, True)],
 )  # fmt: skip
 def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution, n_alphas, kept):
     """Leave-one-out and GCV need X only to decompose it (dual intercepts too: the
@@ -663,8 +654,7 @@ def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution,
     float64 copy before the scheme is built; the dual route by Cholesky takes
     it as its workspace, and the makers (with the factorised Gram, the
     headline's peak) are placed in its memory instead of fresh memory; K-fold
-    and K-fold from the Gram (folds partitioning the samples) free it as well;
-    other folds keep it (they may refit per fold)."""
+    keeps it (it may refit per fold)."""
     import gc
     import weakref
 
@@ -690,8 +680,6 @@ def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution,
 
     monkeypatch.setattr(solve_module, "decompose", decompose)
     monkeypatch.setattr(solve_module, "_cv_scheme", scheme)
-    if cv == "not a partition":  # samples 10-19 are in no test set
-        cv = [(np.arange(10, 30), np.arange(10)), (np.arange(20), np.arange(20, 30))]
     kw = dict(alpha_per_target=True, cv=cv, solution=solution)
     got = ridge_cv(X.astype(np.float32), Y, np.logspace(0, 1, n_alphas), **kw)
     assert alive == [kept]
