@@ -543,6 +543,14 @@ def _rows(index: np.ndarray, device: torch.device):
     return torch.as_tensor(index, dtype=torch.long, device=device)
 
 
+def _alpha_groups(n_alphas: int, bytes_per_alpha: int, budget: int = 2**27) -> list[list[int]]:
+    """The alphas 0..n_alphas-1 in consecutive groups whose temporaries, at
+    `bytes_per_alpha` each, stay within `budget` bytes (at least one per group):
+    one GEMM per group instead of per alpha, without a large temporary."""
+    size = max(1, min(n_alphas, budget // max(1, bytes_per_alpha)))
+    return [list(range(i, min(i + size, n_alphas))) for i in range(0, n_alphas, size)]
+
+
 class LeaveGroupOut:
     """Exact held-out residuals for folds whose training set is the complement of
     the test set (KFold, GroupKFold, LeaveOneGroupOut, PredefinedSplit,
@@ -573,29 +581,34 @@ class LeaveGroupOut:
         self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank) float64
         self.shrink = shrink.to(decomp.dtype)
-        root_shrink = torch.sqrt(shrink)
         U = decomp.U.to(torch.float64)
         q = None if decomp.q is None else decomp.q.to(torch.float64)
         self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
+        n_alphas = shrink.shape[0]
         self.inverses = []  # [fold][alpha] -> (n_b, n_b), compute dtype
         for rows in self.folds:
             Ub = U[rows]
+            n_b = Ub.shape[0]
             base = -mm(Ub, Ub.T)
             if q is not None:
                 base -= torch.outer(q[rows], q[rows])
             base.diagonal().add_(1.0)
             per_alpha = []
-            for a in range(shrink.shape[0]):
-                # U_b diag(shrink) U_b^T as B B^T: a symmetric product (syrk), half a GEMM
-                B = Ub * root_shrink[a]
-                L, info = torch.linalg.cholesky_ex(base + mm(B, B.T))
-                if int(info) != 0:
-                    raise ValueError(
-                        "a cross-validation fold cannot be held out: the model refit "
-                        "without it is undetermined (e.g. the fold holds every sample "
-                        "with weight, or the only samples of the intercept)"
-                    )
-                per_alpha.append(torch.cholesky_inverse(L).to(decomp.dtype))
+            # U_b diag(shrink) U_b^T of several alphas as ONE GEMM (their U_b diag(shrink)
+            # stacked): at M, 5 folds of 400 and 6 alphas, 0.61 s against 0.70 with a
+            # product per alpha, measured. (Only the lower triangle is read below.)
+            for group in _alpha_groups(n_alphas, n_b * (Ub.shape[1] + n_b) * 8):
+                scaled = Ub[None] * shrink[group, None, :]  # (n_group, n_b, rank)
+                products = mm(scaled.reshape(-1, Ub.shape[1]), Ub.T).reshape(-1, n_b, n_b)
+                for product in products:
+                    L, info = torch.linalg.cholesky_ex(product.add_(base))
+                    if int(info) != 0:
+                        raise ValueError(
+                            "a cross-validation fold cannot be held out: the model refit "
+                            "without it is undetermined (e.g. the fold holds every sample "
+                            "with weight, or the only samples of the intercept)"
+                        )
+                    per_alpha.append(torch.cholesky_inverse(L).to(decomp.dtype))
             self.inverses.append(per_alpha)
         # Without a remainder, resid_b = (I - H_bb)^-1 U_b diag(shrink) UtY. The
         # matrices (I - H_bb)^-1 U_b diag(shrink) of all folds are stacked per alpha
@@ -605,24 +618,32 @@ class LeaveGroupOut:
         # smaller one per fold.
         self._largest_fold = max(inv[0].shape[0] for inv in self.inverses)
         self.stacked_bases = None  # [alpha] -> (sum_b n_b, rank), compute dtype
-        n_rows = sum(inverses[0].shape[0] for inverses in self.inverses)
-        n_alphas = shrink.shape[0]
+        sizes = [inverses[0].shape[0] for inverses in self.inverses]
+        n_rows = sum(sizes)
         if (
             not decomp.has_remainder
             and precision == "highest"
             and _bases_fit(decomp, n_alphas, n_rows)
         ):
             Uc = decomp.U
-            self.stacked_bases = []
-            for a in range(shrink.shape[0]):
-                per_fold = [
-                    mm(inverses[a], Uc[rows])
-                    for rows, inverses in zip(self.folds, self.inverses, strict=True)
-                ]
-                self.stacked_bases.append(torch.cat(per_fold).mul_(self.shrink[a]))
-            sizes = [inverses[0].shape[0] for inverses in self.inverses]
+            rank = Uc.shape[1]
             ends = np.cumsum(sizes).tolist()
             self._bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+            self.stacked_bases = [Uc.new_empty((n_rows, rank)) for _ in range(n_alphas)]
+            itemsize = Uc.element_size()
+            for rows, inverses, (start, stop) in zip(
+                self.folds, self.inverses, self._bounds, strict=True
+            ):
+                n_b = stop - start
+                # the alphas' inverses stacked: one GEMM with U_b per group of alphas
+                for group in _alpha_groups(n_alphas, n_b * (rank + n_b) * itemsize):
+                    block = mm(torch.cat([inverses[a] for a in group]), Uc[rows])
+                    for k, a in enumerate(group):
+                        torch.mul(
+                            block[k * n_b : (k + 1) * n_b],
+                            self.shrink[a],
+                            out=self.stacked_bases[a][start:stop],
+                        )
         self._work = {}
 
     def _buffer(self, n_rows: int, like: torch.Tensor) -> torch.Tensor:

@@ -297,15 +297,15 @@ def decompose(
         eigvals, vecs = eigh(mm(Z, Z.T))  # vecs: (n_rows, n_rows)
     else:
         eigvals, vecs = eigh(mm(Z.T, Z))  # vecs: (n_features, n_features)
-    # Descending order, then drop numerically-zero directions.
-    eigvals, vecs = eigvals.flip(0), vecs.flip(1)
+    # Drop numerically-zero directions, then descending order. eigh's order is
+    # ascending, so the kept ones are its last `kept`: one copy of the kept
+    # eigenvectors (a flip, then a mask, made two: 55 ms of 1.9 at M, measured).
     eps = torch.finfo(work_dtype).eps
-    top = float(eigvals[0]) if eigvals.numel() else 0.0
+    top = float(eigvals[-1]) if eigvals.numel() else 0.0
     tol = max(n_samples, n_features) * eps * top
-    keep = eigvals > max(tol, 0.0)
-    if top <= 0.0:
-        keep = torch.zeros_like(keep)
-    eigvals, vecs = eigvals[keep], vecs[:, keep]
+    kept = int((eigvals > max(tol, 0.0)).sum()) if top > 0.0 else 0
+    first = eigvals.shape[0] - kept
+    eigvals, vecs = eigvals[first:].flip(0), vecs[:, first:].flip(1)
     s = torch.sqrt(eigvals)
 
     covariance_basis = None

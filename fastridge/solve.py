@@ -127,6 +127,11 @@ def _is_complement(train: np.ndarray, test: np.ndarray, n_samples: int) -> bool:
     return bool((seen == 1).all())
 
 
+def _partitions(splits, n_samples: int) -> bool:
+    """Whether every split's train set is the complement of its test set."""
+    return all(_is_complement(tr, te, n_samples) for tr, te in splits)
+
+
 def _is_loo(cv) -> bool:
     return cv is None or (isinstance(cv, str) and cv == "loo")
 
@@ -168,7 +173,7 @@ def _cv_scheme(
     alphas,
     *,
     X,
-    groups,
+    splits,
     sample_weight,
     fit_intercept,
     compute_dtype,
@@ -177,8 +182,10 @@ def _cv_scheme(
     dual_route=False,
     workspace=None,
 ):
-    """The held-out residual scheme for `cv` (see fastridge._cv); `workspace`, a
-    buffer no longer needed, may hold the leave-one-out dual route's makers."""
+    """The held-out residual scheme for `cv` (see fastridge._cv); `splits` are
+    `_splits`' (train, test) pairs of a fold-based `cv` (None otherwise);
+    `workspace`, a buffer no longer needed, may hold the leave-one-out dual
+    route's makers."""
     if _is_loo(cv):
         return LeaveOneOut(decomp, alphas, precision, dual_route=dual_route, workspace=workspace)
     if isinstance(cv, str):
@@ -188,9 +195,7 @@ def _cv_scheme(
             f"cv={cv!r} is not a known scheme: use None or 'loo' (exact leave-one-out), "
             "'gcv', an int (KFold), a scikit-learn splitter or (train, test) pairs"
         )
-    n_samples = decomp.n_samples
-    splits = _splits(cv, n_samples, groups)
-    if all(_is_complement(tr, te, n_samples) for tr, te in splits):
+    if _partitions(splits, decomp.n_samples):
         return LeaveGroupOut(decomp, alphas, [te for _, te in splits], precision)
     return RefitPerFold(
         X,
@@ -366,11 +371,15 @@ def ridge_cv(
             cv, alpha_per_target, scoring, store_cv_results, precision, tuple(Xt.shape),
             fit_intercept, gcv_mode, n_alphas, torch.finfo(cdtype).bits // 8, dev,
         )  # fmt: skip
-        # Leave-one-out and GCV need X only to decompose it (K-fold may refit per
-        # fold; dual intercepts take (X - x_offset) @ x_offset, from the
-        # decomposition): a private copy of X (e.g. float32 input solved in
-        # float64) is then centred in place.
-        x_later = not (_is_loo(cv) or (isinstance(cv, str) and cv == "gcv"))
+        # The splits once, before any work: a splitter that shuffles without a seed
+        # must not be asked twice, and a bad one fails before the decomposition.
+        splits = None if _is_loo(cv) or isinstance(cv, str) else _splits(cv, n_samples, groups)
+        # Leave-one-out, GCV and folds that partition the samples (`_cv.LeaveGroupOut`)
+        # need X only to decompose it; only refits per fold need it again (dual
+        # intercepts take (X - x_offset) @ x_offset, from the decomposition). A
+        # private copy of X (e.g. float32 input solved in float64) is then centred
+        # in place.
+        x_later = splits is not None and not _partitions(splits, n_samples)
         overwrite_x = not x_later and not shares_memory(Xt, X)
 
         decompose_x = functools.partial(
@@ -388,7 +397,7 @@ def ridge_cv(
             cv,
             alphas=alphas,
             X=Xt if x_later else None,  # (leave-one-out and GCV take the decomposition only)
-            groups=groups,
+            splits=splits,
             sample_weight=swt,
             fit_intercept=fit_intercept,
             compute_dtype=cdtype,

@@ -9,6 +9,7 @@ import torch
 from conftest import DEVICES, DTYPES, TOL, make_problem
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.model_selection import ShuffleSplit
 
 from fastridge import FastRidgeCV, ridge_cv
 
@@ -576,15 +577,21 @@ def test_integer_memmap_targets_are_converted_per_chunk(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
-@pytest.mark.parametrize("cv", [None, "gcv", 3])
+@pytest.mark.parametrize("cv", [None, "gcv", 3, "refit"])
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_private_copy_of_x_centred_in_place(monkeypatch, kind, cv, fit_intercept, weighted):
     """A float32 X decomposed in float64 is a private copy, centred (and weighted,
-    reflected) in place for leave-one-out and GCV; a float64 X is the caller's and
-    is left alone. Results are bit for bit those without the in-place centring,
-    and the caller's X never changes."""
+    reflected) in place for leave-one-out, GCV and folds that partition the
+    samples; not when the folds refit (a ShuffleSplit whose train and test sets
+    leave samples out needs X again); a float64 X is the caller's and is left
+    alone. Results are bit for bit those without the in-place centring, and the
+    caller's X never changes."""
     import fastridge.solve as solve_module
+
+    in_place = cv != "refit"
+    if cv == "refit":
+        cv = ShuffleSplit(n_splits=2, train_size=0.5, test_size=0.3, random_state=0)
 
     X, Y = make_problem(30, 45, 7, seed=21)
     X = X.astype(np.float32) + 5.0
@@ -597,7 +604,7 @@ def test_private_copy_of_x_centred_in_place(monkeypatch, kind, cv, fit_intercept
         solve_module, "decompose", lambda *a, **k: seen.append(k["overwrite_x"]) or real(*a, **k)
     )
     got = FastRidgeCV(**kw).fit(Xin, Y, sample_weight=sw)
-    assert seen == [cv in (None, "gcv")]  # K-fold may refit per fold: X is kept
+    assert seen == [in_place]  # refits per fold need X: it is kept
     assert_array_equal(np.asarray(Xin), X)
     monkeypatch.setattr(solve_module, "shares_memory", lambda *a: True)
     ref = FastRidgeCV(**kw).fit(Xin, Y, sample_weight=sw)
@@ -645,7 +652,8 @@ def test_private_copy_of_x_survives_the_dual_route_fallback(monkeypatch):
 @pytest.mark.parametrize(
     "cv, solution, n_alphas, kept",
     [(None, "primal", 2, "workspace"), (None, "dual", 2, "workspace"), (None, "primal", 10, False),
-     ("gcv", "primal", 2, False), (3, "primal", 2, True)],
+     ("gcv", "primal", 2, False), (3, "primal", 2, False),
+     (ShuffleSplit(n_splits=2, train_size=0.5, test_size=0.3, random_state=0), "primal", 2, True)],
 )  # fmt: skip
 def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution, n_alphas, kept):
     """Leave-one-out and GCV need X only to decompose it (dual intercepts too: the
@@ -653,8 +661,8 @@ def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution,
     route with makers from the eigendecomposition (many alphas), free the
     float64 copy before the scheme is built; the dual route by Cholesky takes
     it as its workspace, and the makers (with the factorised Gram, the
-    headline's peak) are placed in its memory instead of fresh memory; K-fold
-    keeps it (it may refit per fold)."""
+    headline's peak) are placed in its memory instead of fresh memory; folds
+    that partition the samples free it too, folds that refit keep it."""
     import gc
     import weakref
 
@@ -737,3 +745,21 @@ def test_shares_memory():
     readonly = a64.copy()
     readonly.flags.writeable = False  # as a memmap opened with mode "r": copied
     assert not shares_memory(as_tensor(readonly, cpu, torch.float64), readonly)
+
+
+def test_bad_splitter_fails_before_the_decomposition(monkeypatch):
+    """The splits are made before any work: a splitter that cannot split (GroupKFold
+    without groups) raises scikit-learn's error with nothing decomposed."""
+    from sklearn.model_selection import GroupKFold
+
+    import fastridge.solve as solve_module
+
+    X, Y = make_problem(30, 12, 3, seed=5)
+    seen = []
+    real = solve_module.decompose
+    monkeypatch.setattr(solve_module, "decompose", lambda *a, **k: seen.append(1) or real(*a, **k))
+    with pytest.raises(ValueError, match="groups"):
+        FastRidgeCV(alphas=(1.0, 10.0), cv=GroupKFold(n_splits=3)).fit(X, Y)
+    assert seen == []
+    FastRidgeCV(alphas=(1.0, 10.0), cv=GroupKFold(n_splits=3)).fit(X, Y, groups=np.arange(30) % 5)
+    assert seen == [1]
