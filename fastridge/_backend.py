@@ -562,6 +562,35 @@ def mirror_lower(
     return out
 
 
+def inverse_combination(
+    inv: torch.Tensor,
+    out: torch.Tensor,
+    scale: float = 1.0,
+    minus_outer: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """`mirror_lower`'s out = scale * S (- v a^T - a v^T) for S = inv, the result of
+    `cholesky_inverse`, which is destroyed. Where torch computed it, inv holds S
+    whole (both triangles): three in-place passes over it and one copy into
+    `out` (at n = 2000 8 ms against 34 for `mirror_lower`'s blocks, at 1000 1.2
+    against 9; torch's MKL, Intel Xeon, measured). scipy's potri (the numpy path)
+    leaves the upper triangle as it was: `mirror_lower` then."""
+    if _numpy_path(inv):
+        return mirror_lower(inv, out, scale=scale, minus_outer=minus_outer)
+    inv.mul_(scale)
+    if minus_outer is not None:
+        v, a = (t.to(inv.dtype) for t in minus_outer)
+        inv.addr_(v, a, alpha=-1.0).addr_(a, v, alpha=-1.0)
+    return out.copy_(inv)
+
+
+def inverse_mv(inv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """S @ x, shape (n,), for S = `cholesky_inverse`'s result `inv` (not modified):
+    one matrix-vector product where torch made S whole, else `lower_symv`."""
+    if _numpy_path(inv):
+        return lower_symv(inv, x)
+    return inv @ x.to(inv.dtype)
+
+
 def lower_symv(lower: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """S @ x for the symmetric S whose lower triangle is `lower`'s (the upper
     triangle is not read), shape (n,), by blocks as `mirror_lower`."""

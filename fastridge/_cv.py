@@ -35,8 +35,8 @@ from ._backend import (
     cholesky_inverse,
     column_sq_sums,
     copy_rows,
-    lower_symv,
-    mirror_lower,
+    inverse_combination,
+    inverse_mv,
     mm,
     reused_buffer,
     row_sq_sums,
@@ -447,13 +447,13 @@ class DualRoute:
             last = k == len(alphas) - 1
             factor = G if last else A.copy_(G)
             factor.diagonal().add_(alpha)
-            inv = cholesky_inverse(factor)  # its lower triangle: (K_Z + alpha I)^-1
+            inv = cholesky_inverse(factor)  # (K_Z + alpha I)^-1 (its lower triangle at least)
             if inv is None:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
             maker = (Workspace(A) if last else space).empty((n, n), decomp.dtype, G.device)
             if v is None:  # R = alpha (K + alpha I)^-1
-                mirror_lower(inv, maker, scale=alpha)
                 one_minus_h.append(alpha * inv.diagonal())
+                inverse_combination(inv, maker, scale=alpha)  # (destroys inv)
             else:
                 one_minus_h.append(self._reflected(inv, alpha, v.to(G.dtype), maker))
             self.makers.append(maker)
@@ -467,18 +467,18 @@ class DualRoute:
         reflected coordinates, H = I - beta v v^T the Householder reflection, and
         diag(R) (float64). With S = [0, 0; 0, alpha inv], u = S v and
         a = beta u - (beta^2 v^T u / 2) v, H S H = S - v a^T - a v^T, a rank-2
-        update written from inv's lower triangle in one pass (`mirror_lower`): the
+        update written in one pass (`inverse_combination`, which destroys inv): the
         inner block is alpha inv - v' a'^T - a' v'^T, and row and column 0 are
         -(v_0 a + a_0 v)."""
         beta = 2.0 / float(v @ v)
         u = torch.zeros_like(v)
-        u[1:] = alpha * lower_symv(inv, v[1:])
+        u[1:] = alpha * inverse_mv(inv, v[1:])
         a = beta * u - (0.5 * beta * beta * float(v @ u)) * v
-        mirror_lower(inv, out[1:, 1:], scale=alpha, minus_outer=(v[1:], a[1:]))
+        diag = alpha * inv.diagonal() - 2.0 * v[1:] * a[1:]
+        inverse_combination(inv, out[1:, 1:], scale=alpha, minus_outer=(v[1:], a[1:]))
         edge = -(v[0] * a + a[0] * v)  # S's row 0 is zero
         out[0] = edge.to(out.dtype)
         out[1:, 0] = edge[1:].to(out.dtype)
-        diag = alpha * inv.diagonal() - 2.0 * v[1:] * a[1:]
         return torch.cat([edge[:1], diag])
 
     def _set_weights(self, weights: torch.Tensor, dtype: torch.dtype):

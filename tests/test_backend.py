@@ -280,6 +280,8 @@ def test_cholesky_inverse_lower_and_mirror(n, blas):
     assert_allclose(np.tril(lower.numpy()), np.tril(ref), rtol=1e-9, atol=1e-12)
     if numpy_blas:
         assert lower.data_ptr() == work.data_ptr()  # LAPACK worked in A's memory
+    else:  # torch makes the whole inverse: `inverse_combination` relies on it
+        assert_allclose(lower.numpy(), ref, rtol=1e-9, atol=1e-12)
     # the upper triangle is never read: poison it
     poisoned = lower.clone()
     poisoned[np.triu_indices(n, 1)] = np.nan
@@ -305,6 +307,33 @@ def test_cholesky_inverse_in_place_on_the_cpu(blas):
     big[1:, 1:] = torch.from_numpy(A)
     view = B.cholesky_inverse(big[1:, 1:])
     assert_allclose(np.tril(view.numpy()), np.tril(np.linalg.inv(A)), rtol=1e-9, atol=1e-12)
+    if blas == "torch":  # whole, also from a view
+        assert_allclose(view.numpy(), np.linalg.inv(A), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 7, 300])
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.float64])
+def test_inverse_combination_and_mv(n, out_dtype, blas):
+    """scale * S - x a^T - a x^T into `out` and S @ x for S from `cholesky_inverse`
+    (its lower triangle only on the numpy path: mirrored; whole through torch:
+    in place), against numpy; `out` may be a view of a larger buffer."""
+    rng = np.random.default_rng(n)
+    F = rng.standard_normal((n, n + 3))
+    A = F @ F.T + np.eye(n)
+    S = np.linalg.inv(A)
+    x, a = rng.standard_normal(n), rng.standard_normal(n)
+    inv = B.cholesky_inverse(torch.from_numpy(A.copy()))
+    assert_allclose(B.inverse_mv(inv, torch.from_numpy(x)).numpy(), S @ x, rtol=1e-9)
+    big = torch.full((n + 1, n + 1), np.nan, dtype=out_dtype)
+    pair = (torch.from_numpy(x), torch.from_numpy(a))
+    got = B.inverse_combination(inv, big[1:, 1:], scale=2.5, minus_outer=pair)
+    ref = 2.5 * S - np.outer(x, a) - np.outer(a, x)
+    tol = 1e-6 if out_dtype == torch.float32 else 1e-12
+    assert_allclose(got.numpy(), ref, rtol=tol, atol=tol * np.abs(ref).max())
+    assert np.isnan(big[0].numpy()).all() and np.isnan(big[:, 0].numpy()).all()
+    inv = B.cholesky_inverse(torch.from_numpy(A.copy()))  # without the rank-2 term
+    got = B.inverse_combination(inv, torch.empty(n, n, dtype=out_dtype), scale=0.5)
+    assert_allclose(got.numpy(), 0.5 * S, rtol=tol, atol=tol * np.abs(S).max())
 
 
 @pytest.mark.parametrize("n", [0, 1, 512, 513, 1300])
@@ -359,8 +388,9 @@ def test_not_positive_definite_gives_none(blas):
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("ops", ["host", "device"])
 def test_reflected_maker_is_h_s_h(n, out_dtype, ops, blas, monkeypatch):
-    """DualRoute's maker in sample coordinates, written in one pass from the lower
-    triangle of the reflected-coordinate inverse (upper triangle poisoned):
+    """DualRoute's maker in sample coordinates, written in one pass from the
+    reflected-coordinate inverse (on the numpy path its lower triangle only, the
+    upper triangle poisoned):
     H [0, 0; 0, alpha inv] H, rounded to `out`'s dtype, and its float64
     diagonal; `lower_symv` and `mirror_lower(minus_outer=...)` on their own.
     ops="device" runs the torch ops used on CUDA, here on the CPU."""
@@ -387,7 +417,9 @@ def test_reflected_maker_is_h_s_h(n, out_dtype, ops, blas, monkeypatch):
     ref = 2.0 * inv - np.outer(x, a) - np.outer(a, x)
     assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
     out = torch.full((n + 1, n + 1), np.nan, dtype=out_dtype)
-    diag = DualRoute._reflected(poisoned, alpha, torch.from_numpy(v), out)
+    # as `cholesky_inverse` gives it: the lower triangle only on the numpy path
+    given = poisoned if blas == "numpy" else torch.from_numpy(inv.copy())
+    diag = DualRoute._reflected(given, alpha, torch.from_numpy(v), out)
     tol = 1e-6 if out_dtype == torch.float32 else 1e-12
     assert_allclose(out.numpy(), want, rtol=tol, atol=tol * np.abs(want).max())
     assert diag.dtype == torch.float64
