@@ -396,7 +396,7 @@ def ridge_cv(
             _cv_scheme,
             cv,
             alphas=alphas,
-            X=Xt if x_later else None,  # (leave-one-out and GCV take the decomposition only)
+            X=Xt if x_later else None,  # (refits per fold only: the rest take the decomposition)
             splits=splits,
             sample_weight=swt,
             fit_intercept=fit_intercept,
