@@ -225,3 +225,40 @@ def test_shift_invariant_scores_use_the_centred_targets(monkeypatch, cv, scoring
     kept.clear()
     ridge_cv(X, Y, ALPHAS, sample_weight=np.linspace(0.5, 2.0, 40), **kw)
     assert all(kept)
+
+
+def test_alpha_groups():
+    from fastridge._cv import _alpha_groups
+
+    assert _alpha_groups(6, 10, budget=100) == [[0, 1, 2, 3, 4, 5]]
+    assert _alpha_groups(6, 40, budget=100) == [[0, 1], [2, 3], [4, 5]]
+    assert _alpha_groups(5, 40, budget=100) == [[0, 1], [2, 3], [4]]
+    assert _alpha_groups(3, 10**9, budget=100) == [[0], [1], [2]]  # at least one a group
+    assert _alpha_groups(1, 0) == [[0]]
+
+
+@pytest.mark.parametrize("budget", [1, 3])
+@pytest.mark.parametrize("shape", [(40, 60), (60, 15)], ids=["n<p", "n>p"])
+def test_fold_scores_with_alphas_in_small_groups(monkeypatch, budget, shape):
+    """Large folds build their inverses and stacked bases a few alphas per GEMM
+    (`_cv._alpha_groups` under its memory budget): one and two alphas at a time
+    here, still equal to brute-force refits and to the one-group build."""
+    import fastridge._cv as cv_module
+
+    X, Y = make_problem(*shape, 3, seed=8)
+    kw = dict(alphas=ALPHAS[:5], cv=KFold(4), alpha_per_target=True, store_cv_results=True)
+    whole = FastRidgeCV(**kw).fit(X, Y)
+    real, sizes = cv_module._alpha_groups, set()
+
+    def small(n_alphas, per_alpha):
+        groups = real(n_alphas, per_alpha, budget=max(1, per_alpha * budget - 1))
+        sizes.update(len(g) for g in groups)
+        return groups
+
+    monkeypatch.setattr(cv_module, "_alpha_groups", small)
+    grouped = FastRidgeCV(**kw).fit(X, Y)
+    assert sizes == ({1} if budget == 1 else {1, 2})  # 5 alphas: 2 + 2 + 1
+    ref = brute_force_fold_scores(X, Y, ALPHAS[:5], list(KFold(4).split(X)), True)
+    assert_allclose(grouped.cv_results_, ref, rtol=1e-7, atol=1e-9)
+    assert_allclose(grouped.cv_results_, whole.cv_results_, rtol=1e-12, atol=1e-14)
+    assert_allclose(grouped.coef_, whole.coef_, rtol=1e-12, atol=1e-14)
