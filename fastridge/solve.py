@@ -174,6 +174,7 @@ def _cv_scheme(
     *,
     X,
     splits,
+    partitions,
     sample_weight,
     fit_intercept,
     compute_dtype,
@@ -183,8 +184,9 @@ def _cv_scheme(
     workspace=None,
 ):
     """The held-out residual scheme for `cv` (see fastridge._cv); `splits` are
-    `_splits`' (train, test) pairs of a fold-based `cv` (None otherwise);
-    `workspace`, a buffer no longer needed, may hold the leave-one-out dual
+    `_splits`' (train, test) pairs of a fold-based `cv` (None otherwise), and
+    `partitions` whether they do (`_partitions`, found once by the caller: it is
+    O(n_samples) a split); `workspace`, a buffer no longer needed, may hold the leave-one-out dual
     route's makers."""
     if _is_loo(cv):
         return LeaveOneOut(decomp, alphas, precision, dual_route=dual_route, workspace=workspace)
@@ -195,7 +197,7 @@ def _cv_scheme(
             f"cv={cv!r} is not a known scheme: use None or 'loo' (exact leave-one-out), "
             "'gcv', an int (KFold), a scikit-learn splitter or (train, test) pairs"
         )
-    if _partitions(splits, decomp.n_samples):
+    if partitions:
         return LeaveGroupOut(decomp, alphas, [te for _, te in splits], precision)
     return RefitPerFold(
         X,
@@ -379,7 +381,8 @@ def ridge_cv(
         # intercepts take (X - x_offset) @ x_offset, from the decomposition). A
         # private copy of X (e.g. float32 input solved in float64) is then centred
         # in place.
-        x_later = splits is not None and not _partitions(splits, n_samples)
+        partitions = splits is not None and _partitions(splits, n_samples)
+        x_later = splits is not None and not partitions
         overwrite_x = not x_later and not shares_memory(Xt, X)
 
         decompose_x = functools.partial(
@@ -398,6 +401,7 @@ def ridge_cv(
             alphas=alphas,
             X=Xt if x_later else None,  # (refits per fold only: the rest take the decomposition)
             splits=splits,
+            partitions=partitions,
             sample_weight=swt,
             fit_intercept=fit_intercept,
             compute_dtype=cdtype,
