@@ -810,14 +810,37 @@ def row_sq_sums(E: torch.Tensor, indicator: torch.Tensor, buf: torch.Tensor) -> 
     the squares go through `buf`, of shape (n_buf, n_cols), n_buf rows at a time,
     each block summed by one thin GEMM while it is still in cache.
     """
+    return row_block_sq_sums(E, indicator, buf).sum(dim=1)
+
+
+def row_block_sq_sums(E: torch.Tensor, indicator: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+    """`row_sq_sums` before the last sum: per row of E (n_rows, n_cols), the sums of
+    squares of each column of `indicator` (n_cols, n_blocks), float64, shape
+    (n_rows, n_blocks); e.g. per fold with a `fold_indicator`."""
     n_rows = E.shape[0]
     step = buf.shape[0]
-    total = torch.empty(n_rows, dtype=torch.float64, device=E.device)
+    sums = torch.empty((n_rows, indicator.shape[1]), dtype=torch.float64, device=E.device)
     for start in range(0, n_rows, step):
         stop = min(start + step, n_rows)
         sq = torch.square(E[start:stop], out=buf[: stop - start])
-        total[start:stop] = mm(sq, indicator).to(torch.float64).sum(dim=1)
-    return total
+        sums[start:stop] = mm(sq, indicator)
+    return sums
+
+
+def fold_indicator(n: int, folds, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`block_indicator` for folds: (indicator (n, n_blocks), fold (n_blocks,) int64),
+    column k being 1 on up to SUM_BLOCK samples of fold fold[k] (a fold's samples
+    taken in pieces of SUM_BLOCK) and 0 elsewhere; `folds` are index arrays or slices."""
+    pieces, owner = [], []
+    for f, rows in enumerate(folds):
+        index = torch.arange(n)[rows] if isinstance(rows, slice) else torch.as_tensor(rows).cpu()
+        for start in range(0, index.numel(), SUM_BLOCK):
+            pieces.append(index[start : start + SUM_BLOCK])
+            owner.append(f)
+    indicator = torch.zeros((n, len(pieces)), dtype=dtype)
+    for k, piece in enumerate(pieces):
+        indicator[piece, k] = 1.0
+    return indicator.to(device), torch.tensor(owner, dtype=torch.int64, device=device)
 
 
 def copy_rows(src: torch.Tensor, dst: torch.Tensor, index: torch.Tensor, buf: torch.Tensor):

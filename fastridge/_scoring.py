@@ -45,6 +45,8 @@ BUILTIN_SCORES = (
     "correlation",
 )
 _NEEDS_Y = ("r2", "explained_variance", "correlation")
+# Built-in scores that need the held-out residuals only through their sum of squares.
+FROM_SQUARES = (None, "neg_mean_squared_error", "neg_root_mean_squared_error", "r2")
 
 
 class _IdentityRegressor(RegressorMixin, BaseEstimator):
@@ -121,25 +123,12 @@ class Scoring:
         n_rows = resid.shape[0]
         name = self.scoring
         sq = column_sq_sums(resid)  # sum w e^2 (resid is in the weighted space)
-        if name is None:
-            return -sq / n_rows
+        if name in FROM_SQUARES:
+            return self.from_squares(sq, n_rows, self.total_squares(y, sqrt_sw, n_rows), sqrt_sw)
         w_total = float(n_rows) if sqrt_sw is None else float((sqrt_sw.double() ** 2).sum())
-        if name == "neg_mean_squared_error":
-            return -sq / w_total
-        if name == "neg_root_mean_squared_error":
-            return -torch.sqrt(sq / w_total)
         if name == "neg_mean_absolute_error":
             return -_wsum(resid.abs(), sqrt_sw) / w_total
-
-        # Scores that need the targets' spread around their weighted mean.
-        w = None if sqrt_sw is None else (sqrt_sw * sqrt_sw)[:, None]
-        y_mean = _wsum(y, None if w is None else w[:, 0]) / w_total
-        yc = y - y_mean.to(y.dtype)
-        ss_tot = _wsum(yc * yc, None if w is None else w[:, 0])
-        if name == "r2":
-            if n_rows < 2:  # as scikit-learn: R^2 is undefined for one sample
-                return torch.full_like(sq, torch.nan)
-            return _force_finite(sq, ss_tot)
+        w, yc, ss_tot = _spread(y, sqrt_sw, w_total)
         e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
         e_mean = (_wsum(resid, sqrt_sw) / w_total).to(resid.dtype)  # sum w e / sum w
         if name == "explained_variance":
@@ -155,6 +144,38 @@ class Scoring:
             var_p = (w * pc * pc).sum(dim=0).double()
         den = torch.sqrt(ss_tot * var_p)
         return torch.where(den > 0, cov / torch.where(den > 0, den, 1.0), 0.0)
+
+    def from_squares(
+        self,
+        sq: torch.Tensor,
+        n_rows: int,
+        ss_tot: torch.Tensor | None = None,
+        sqrt_sw: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """A built-in score of `FROM_SQUARES` from the held-out residuals' sum of
+        squares alone, sq = sum_i w_i e_i^2 per target (float64, (n_chunk,)), over
+        `n_rows` samples, with "r2"'s `ss_tot` (`total_squares` of their targets):
+        what `__call__` gives for those residuals (the fold dual route of
+        `_cv.DualRoute` forms no residual per sample)."""
+        name = self.scoring
+        if name is None:
+            return -sq / n_rows
+        w_total = float(n_rows) if sqrt_sw is None else float((sqrt_sw.double() ** 2).sum())
+        if name == "neg_mean_squared_error":
+            return -sq / w_total
+        if name == "neg_root_mean_squared_error":
+            return -torch.sqrt(sq / w_total)
+        if n_rows < 2:  # r2, as scikit-learn: undefined for one sample
+            return torch.full_like(sq, torch.nan)
+        return _force_finite(sq, ss_tot)
+
+    def total_squares(self, y, sqrt_sw, n_rows: int) -> torch.Tensor | None:
+        """What `from_squares` needs of the targets y (n_rows, n_chunk): their weighted
+        sum of squares about their weighted mean (n_chunk,) for "r2", else None."""
+        if self.scoring != "r2":
+            return None
+        w_total = float(n_rows) if sqrt_sw is None else float((sqrt_sw.double() ** 2).sum())
+        return _spread(y, sqrt_sw, w_total)[2]
 
     def _params(self, rows) -> dict:
         """Score parameters, with per-sample ones (sample_weight) sliced to `rows`."""
@@ -201,6 +222,15 @@ def _wsum(a: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     if weights is None:
         return a.sum(dim=0).double()
     return (weights.to(a.dtype) @ a).double()
+
+
+def _spread(y: torch.Tensor, sqrt_sw: torch.Tensor | None, w_total: float):
+    """(w, yc, ss_tot): the weights (n_rows, 1) or None, the targets centred on their
+    weighted mean (n_rows, n_chunk), and their weighted sum of squares (n_chunk,)."""
+    w = None if sqrt_sw is None else (sqrt_sw * sqrt_sw)[:, None]
+    y_mean = _wsum(y, None if w is None else w[:, 0]) / w_total
+    yc = y - y_mean.to(y.dtype)
+    return w, yc, _wsum(yc * yc, None if w is None else w[:, 0])
 
 
 def _force_finite(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

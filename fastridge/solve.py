@@ -43,6 +43,7 @@ from ._chunks import (
 )
 from ._cv import (
     DualRouteUnavailable,
+    FoldDualRoute,
     GeneralizedCV,
     LeaveGroupOut,
     LeaveOneOut,
@@ -53,7 +54,7 @@ from ._decompose import choose_form, decompose
 from ._kernels import loo_epilogue
 from ._progress import Progress
 from ._refit import coefficients, dual_coefficients, from_residuals
-from ._scoring import Scoring, _unscale, select
+from ._scoring import FROM_SQUARES, Scoring, _unscale, select
 from ._validation import check_alphas, check_finite_chunk, check_sample_weight, check_target_array
 
 # Defer each chunk's host writes by one chunk (None: on CUDA only, where the
@@ -148,23 +149,47 @@ def _is_loo(cv) -> bool:
 CHOLESKY_MAX_ALPHAS = 8
 
 
+# Up to this many folds the fold dual route (`_cv.FoldDualRoute`) runs; with more
+# (e.g. a LeaveOneOut splitter) its per-fold Cholesky solves and score sums grow.
+FOLD_ROUTE_MAX_FOLDS = 64
+
+
 def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, shape,
-                    fit_intercept, gcv_mode, n_alphas, itemsize, device):  # fmt: skip
-    """How leave-one-out runs `_cv.DualRoute`: "cholesky" (no eigendecomposition),
-    "eigen" (makers from an eigh), or None (not at all). It needs per-target
-    alphas, the built-in score, nothing stored per sample, "highest" precision,
-    the Gram form, and its n_alphas n_samples x n_samples makers in a quarter of
-    the free memory (with room for the float64 work of building one)."""
+                    fit_intercept, gcv_mode, n_alphas, itemsize, device,
+                    folds=None, weighted=False, conservative=False):  # fmt: skip
+    """How leave-one-out, or folds that partition the samples, run `_cv.DualRoute`:
+    "cholesky" (no eigendecomposition), "eigen" (makers from an eigh; leave-one-out
+    only), or None (not at all). It needs per-target alphas, the built-in score
+    (folds: one of `_scoring.FROM_SQUARES`, no sample weights, not `conservative`,
+    at most FOLD_ROUTE_MAX_FOLDS test folds partitioning the samples, given in
+    `folds`), nothing stored per sample, "highest" precision, the Gram form, and
+    its n_alphas n_samples x n_samples makers in a quarter of the free memory
+    (with room for the float64 work of building one)."""
     n_samples, n_features = shape
     gram = choose_form(n_samples, n_features, fit_intercept, gcv_mode) == "gram"
-    if not (_is_loo(cv) and alpha_per_target and scoring is None and gram):
+    if not (alpha_per_target and gram) or store_cv_results or precision != "highest":
         return None
-    if store_cv_results or precision != "highest":
+    if _is_loo(cv):
+        if scoring is not None:
+            return None
+    elif folds is None or weighted or conservative or len(folds) > FOLD_ROUTE_MAX_FOLDS:
         return None
+    elif scoring not in FROM_SQUARES or n_alphas > CHOLESKY_MAX_ALPHAS:
+        return None  # (scoring None is r2 with folds, in FROM_SQUARES too)
     need = n_samples * n_samples * (n_alphas * itemsize + 3 * 8)
     if need > available_memory(device) // 4:
         return None
     return "cholesky" if n_alphas <= CHOLESKY_MAX_ALPHAS else "eigen"
+
+
+def _partition_folds(splits, n_samples: int):
+    """The test folds when they partition the samples (disjoint, covering each
+    sample once, each split's train set the rest), else None."""
+    tests = [te for _, te in splits]
+    seen = np.zeros(n_samples, dtype=np.int64)
+    for te in tests:
+        np.add.at(seen, te, 1)
+    return tests if (seen == 1).all() else None
 
 
 def _cv_scheme(
@@ -182,12 +207,13 @@ def _cv_scheme(
     precision="highest",
     dual_route=False,
     workspace=None,
+    scoring=None,
 ):
     """The held-out residual scheme for `cv` (see fastridge._cv); `splits` are
     `_splits`' (train, test) pairs of a fold-based `cv` (None otherwise), and
     `partitions` whether they do (`_partitions`, found once by the caller: it is
-    O(n_samples) a split); `workspace`, a buffer no longer needed, may hold the leave-one-out dual
-    route's makers."""
+    O(n_samples) a split); `workspace`, a buffer no longer needed, may hold the dual
+    route's makers; `scoring` is the fold dual route's."""
     if _is_loo(cv):
         return LeaveOneOut(decomp, alphas, precision, dual_route=dual_route, workspace=workspace)
     if isinstance(cv, str):
@@ -197,6 +223,9 @@ def _cv_scheme(
             f"cv={cv!r} is not a known scheme: use None or 'loo' (exact leave-one-out), "
             "'gcv', an int (KFold), a scikit-learn splitter or (train, test) pairs"
         )
+    if partitions and dual_route:  # (only offered folds that partition the samples)
+        scorer = Scoring("r2" if scoring is None else scoring)
+        return FoldDualRoute(decomp, alphas, [te for _, te in splits], scorer, workspace)
     if partitions:
         return LeaveGroupOut(decomp, alphas, [te for _, te in splits], precision)
     return RefitPerFold(
@@ -368,20 +397,23 @@ def ridge_cv(
         )
         Xt = as_tensor(X, dev, ddtype)
         swt = None if sw is None else torch.as_tensor(sw, dtype=ddtype, device=dev)
-        # leave-one-out from dual coefficients, with no eigendecomposition or from one
-        route = _use_dual_route(
-            cv, alpha_per_target, scoring, store_cv_results, precision, tuple(Xt.shape),
-            fit_intercept, gcv_mode, n_alphas, torch.finfo(cdtype).bits // 8, dev,
-        )  # fmt: skip
         # The splits once, before any work: a splitter that shuffles without a seed
         # must not be asked twice, and a bad one fails before the decomposition.
         splits = None if _is_loo(cv) or isinstance(cv, str) else _splits(cv, n_samples, groups)
+        partitions = splits is not None and _partitions(splits, n_samples)
+        # leave-one-out (or folds) from dual coefficients, with no eigendecomposition
+        # or from one
+        route = _use_dual_route(
+            cv, alpha_per_target, scoring, store_cv_results, precision, tuple(Xt.shape),
+            fit_intercept, gcv_mode, n_alphas, torch.finfo(cdtype).bits // 8, dev,
+            folds=_partition_folds(splits, n_samples) if partitions else None,
+            weighted=sw is not None, conservative=conservative,
+        )  # fmt: skip
         # Leave-one-out, GCV and folds that partition the samples (`_cv.LeaveGroupOut`)
         # need X only to decompose it; only refits per fold need it again (dual
         # intercepts take (X - x_offset) @ x_offset, from the decomposition). A
         # private copy of X (e.g. float32 input solved in float64) is then centred
         # in place.
-        partitions = splits is not None and _partitions(splits, n_samples)
         x_later = splits is not None and not partitions
         overwrite_x = not x_later and not shares_memory(Xt, X)
 
@@ -407,6 +439,7 @@ def ridge_cv(
             compute_dtype=cdtype,
             gcv_mode=gcv_mode,
             precision=precision,
+            scoring=scoring,
         )
         decomp = decompose_x(Xt, eigen=route != "cholesky")
         workspace = None
@@ -421,7 +454,7 @@ def ridge_cv(
         try:
             scheme = scheme_of(decomp=decomp, dual_route=route is not None, workspace=workspace)
         except DualRouteUnavailable as exc:
-            progress.message(f"leave-one-out dual route unavailable ({exc}): projecting")
+            progress.message(f"dual route unavailable ({exc}): projecting")
             workspace = None
             if decomp.U is None:
                 if Xt is None or overwrite_x:  # freed, or centred by the first decomposition
@@ -555,7 +588,7 @@ def ridge_cv(
             buf = reused_buffer(work, "buf", buf_shape, cdtype, dev)
             block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64, device=dev)
             joint_sums = np.zeros((n_blocks, n_alphas))
-            if fused:  # running best per target, kept by the epilogue
+            if fused or dual_route is not None:  # running best per target
                 run_score = torch.empty(width, dtype=torch.float64, device=dev)
                 run_index = torch.zeros(width, dtype=torch.int64, device=dev)
             if dual_route is not None:  # the best alpha's residuals, and squares
@@ -564,10 +597,10 @@ def ridge_cv(
                 squares = reused_buffer(work, "squares", (sq_rows, n_samples), cdtype, dev)
             for a in range(n_alphas):
                 if dual_route is not None:
-                    score, kept, buf = dual_route.score(
+                    scores, kept, buf = dual_route.score(
                         proj, a, kept, buf, squares, run_score, run_index
                     )
-                    block_scores[0, a] = score
+                    block_scores[:, a] = scores
                     work["kept"], work["buf"] = kept, buf  # (they may have traded places)
                     continue
                 if gcv_fast:  # no GEMM: O(rank * width) per alpha
@@ -616,8 +649,8 @@ def ridge_cv(
                 scores = block_scores.mean(dim=0)  # averaged over folds, (n_alphas, width)
                 if conservative:
                     best = _select_conservative(block_scores, alphas_t)
-                elif fused:
-                    best = run_index  # the epilogue applied select()'s rule
+                elif fused or dual_route is not None:
+                    best = run_index  # the epilogue (or dual route) applied select()'s rule
                 else:
                     best = select(scores)
                 w, b = _refit_into(
@@ -629,7 +662,7 @@ def ridge_cv(
                     solution,
                     x_dot_offset,
                     coef_scratch,
-                    kept=None if dual_route is None else kept,
+                    kept=None if dual_route is None else dual_route.residuals_of_best(kept, best),
                 )
                 chunk_out = {
                     "alpha_index": best,

@@ -491,7 +491,7 @@ def test_dual_route_equals_the_projection_route(
     # rows, and (most targets improved) copying the others and trading buffers
     traded = [t for a, t in calls if a > 0]
     assert any(traded) and not all(traded)
-    monkeypatch.setattr(solve_module, "_use_dual_route", lambda *a: None)
+    monkeypatch.setattr(solve_module, "_use_dual_route", lambda *a, **k: None)
     ref = ridge_cv(X, Y, alphas, sample_weight=sw, target_chunk=16, **kw)
     assert len(calls) == 3 * len(alphas)
     assert got.rank == ref.rank
@@ -559,7 +559,7 @@ def test_dual_route_where_it_applies(monkeypatch):
     )
     tiny = FastRidgeCV(alphas=[1e-16, 1.0], alpha_per_target=True).fit(X, Y)
     assert len(built) == 1  # tried, refused
-    monkeypatch.setattr(solve_module, "_use_dual_route", lambda *a: None)
+    monkeypatch.setattr(solve_module, "_use_dual_route", lambda *a, **k: None)
     ref = FastRidgeCV(alphas=[1e-16, 1.0], alpha_per_target=True).fit(X, Y)
     assert_array_equal(tiny.alpha_, ref.alpha_)
     assert_allclose(tiny.coef_, ref.coef_, rtol=1e-12, atol=1e-12)
@@ -652,7 +652,7 @@ def test_private_copy_of_x_survives_the_dual_route_fallback(monkeypatch):
 @pytest.mark.parametrize(
     "cv, solution, n_alphas, kept",
     [(None, "primal", 2, "workspace"), (None, "dual", 2, "workspace"), (None, "primal", 10, False),
-     ("gcv", "primal", 2, False), (3, "primal", 2, False),
+     ("gcv", "primal", 2, False), (3, "primal", 2, "workspace"), (3, "primal", 10, False),
      (ShuffleSplit(n_splits=2, train_size=0.5, test_size=0.3, random_state=0), "primal", 2, True)],
 )  # fmt: skip
 def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution, n_alphas, kept):
@@ -661,8 +661,9 @@ def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution,
     route with makers from the eigendecomposition (many alphas), free the
     float64 copy before the scheme is built; the dual route by Cholesky takes
     it as its workspace, and the makers (with the factorised Gram, the
-    headline's peak) are placed in its memory instead of fresh memory; folds
-    that partition the samples free it too, folds that refit keep it."""
+    headline's peak) are placed in its memory instead of fresh memory, as does
+    the fold dual route (folds that partition the samples, few alphas); with
+    more alphas those folds free it, folds that refit keep it."""
     import gc
     import weakref
 

@@ -262,3 +262,135 @@ def test_fold_scores_with_alphas_in_small_groups(monkeypatch, budget, shape):
     assert_allclose(grouped.cv_results_, ref, rtol=1e-7, atol=1e-9)
     assert_allclose(grouped.cv_results_, whole.cv_results_, rtol=1e-12, atol=1e-14)
     assert_allclose(grouped.coef_, whole.coef_, rtol=1e-12, atol=1e-14)
+
+
+# --- the fold dual route (_cv.FoldDualRoute): folds that partition the samples,
+# per-target alphas, a score from sums of squares, no sample weights ---------------
+
+
+def _mse(y, p, w):
+    return -((y - p) ** 2).mean(axis=0)
+
+
+FOLD_ROUTE_SCORES = {
+    None: None,  # r2, scikit-learn's default with cv given
+    "r2": None,
+    "neg_mean_squared_error": _mse,
+    "neg_root_mean_squared_error": lambda y, p, w: -np.sqrt(-_mse(y, p, w)),
+}
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def cpu_blas(request):
+    """Both CPU GEMM/LAPACK paths (fastridge._backend.cpu_blas)."""
+    from fastridge import _backend
+
+    _backend.set_cpu_blas(request.param)
+    yield request.param
+    _backend.set_cpu_blas(None)
+
+
+def _schemes(monkeypatch):
+    """The CV schemes a fit builds, recorded."""
+    import fastridge.solve as solve_module
+
+    made, real = [], solve_module._cv_scheme
+
+    def scheme(*a, **k):
+        made.append(real(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(solve_module, "_cv_scheme", scheme)
+    return made
+
+
+@pytest.mark.parametrize("splitter", ["kfold5", "kfold_shuffled", "groupkfold", "logo"])
+@pytest.mark.parametrize("scoring", list(FOLD_ROUTE_SCORES))
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("rank", [None, 12], ids=["full_rank", "rank_deficient"])
+def test_fold_dual_route_equals_brute_force_refits(
+    monkeypatch, cpu_blas, splitter, scoring, fit_intercept, rank
+):
+    """Per-target alphas, scores and coefficients of the fold dual route equal
+    scikit-learn Ridge refits without each fold (n_samples < n_features, where
+    the route runs), on both CPU BLAS paths."""
+    from fastridge._cv import FoldDualRoute
+
+    X, Y = make_problem(40, 70, 6, rank=rank, seed=31)
+    cv, groups = SPLITTERS[splitter](40)
+    schemes = _schemes(monkeypatch)
+    m = FastRidgeCV(
+        alphas=ALPHAS, cv=cv, scoring=scoring, fit_intercept=fit_intercept, alpha_per_target=True
+    ).fit(X, Y, groups=groups)
+    assert [type(s) for s in schemes] == [FoldDualRoute]
+    splits = list(cv.split(X, Y, groups))
+    ref = brute_force_fold_scores(
+        X, Y, ALPHAS, splits, fit_intercept, score=FOLD_ROUTE_SCORES[scoring]
+    ).mean(axis=0)  # (n_targets, n_alphas)
+    best = ref.argmax(axis=1)
+    assert len(set(best)) > 1  # the targets pick different alphas
+    assert_array_equal(m.alpha_, ALPHAS[best])
+    assert_allclose(m.best_score_, ref.max(axis=1), rtol=1e-8, atol=1e-12)
+    intercepts = np.broadcast_to(m.intercept_, Y.shape[1:])  # (0.0 without an intercept)
+    for t in range(Y.shape[1]):
+        r = Ridge(alpha=ALPHAS[best[t]], fit_intercept=fit_intercept, solver="svd").fit(X, Y[:, t])
+        assert_allclose(m.coef_[t], r.coef_, rtol=1e-8, atol=1e-10)
+        assert_allclose(intercepts[t], r.intercept_, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("solution", ["primal", "dual"])
+def test_fold_dual_route_float32_agrees_with_the_eigen_route(monkeypatch, solution):
+    """In float32 the route and `LeaveGroupOut` (eigendecomposition) pick the same
+    alphas; the route's scores are the closer to float64's (no projection)."""
+    import fastridge.solve as solve_module
+
+    X, Y = make_problem(60, 150, 40, seed=32)
+    kw = dict(alphas=ALPHAS, cv=5, alpha_per_target=True, solution=solution)
+    ref = FastRidgeCV(**kw).fit(X, Y)
+    route = FastRidgeCV(**kw).fit(X.astype(np.float32), Y.astype(np.float32))
+    monkeypatch.setattr(solve_module, "FOLD_ROUTE_MAX_FOLDS", 0)
+    eigen = FastRidgeCV(**kw).fit(X.astype(np.float32), Y.astype(np.float32))
+    assert_array_equal(route.alpha_, ref.alpha_)
+    assert_array_equal(eigen.alpha_, ref.alpha_)
+    route_err = np.abs(route.best_score_ - ref.best_score_).max()
+    assert route_err <= np.abs(eigen.best_score_ - ref.best_score_).max()
+    assert route_err < 1e-5
+    X_new = make_problem(7, 150, 1, seed=33)[0]
+    assert_allclose(route.predict(X_new), ref.predict(X_new), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["sample_weight", "conservative", "explained_variance", "store_cv_results", "many_alphas",
+     "too_many_folds", "shared_alpha", "n>p", "overlapping_folds"],
+)  # fmt: skip
+def test_fold_dual_route_only_where_it_applies(monkeypatch, case):
+    """Everything the route does not cover falls back to `LeaveGroupOut`."""
+    import fastridge.solve as solve_module
+    from fastridge._cv import FoldDualRoute, LeaveGroupOut
+
+    X, Y = make_problem(*((50, 12) if case == "n>p" else (30, 50)), 3, seed=34)
+    kw = dict(alphas=ALPHAS, cv=5, alpha_per_target=case != "shared_alpha")
+    fit = {}
+    if case == "sample_weight":
+        fit["sample_weight"] = np.linspace(0.5, 2.0, X.shape[0])
+    elif case == "conservative":
+        kw["conservative"] = True
+    elif case == "explained_variance":
+        kw["scoring"] = "explained_variance"
+    elif case == "store_cv_results":
+        kw["store_cv_results"] = True
+    elif case == "many_alphas":
+        kw["alphas"] = np.logspace(-2, 3, solve_module.CHOLESKY_MAX_ALPHAS + 1)
+    elif case == "too_many_folds":
+        monkeypatch.setattr(solve_module, "FOLD_ROUTE_MAX_FOLDS", 4)
+    elif case == "overlapping_folds":
+        kw["cv"] = ShuffleSplit(3, test_size=0.4, random_state=0)
+    schemes = _schemes(monkeypatch)
+    FastRidgeCV(**kw).fit(X, Y, **fit)
+    assert [type(s) for s in schemes] == [LeaveGroupOut]
+    if case in ("sample_weight", "store_cv_results"):  # the same fit without it: the route
+        fit.pop("sample_weight", None)
+        kw.pop("store_cv_results", None)
+        FastRidgeCV(**kw).fit(X, Y, **fit)
+        assert type(schemes[-1]) is FoldDualRoute
