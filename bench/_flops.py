@@ -24,6 +24,11 @@ since session 3) has no eigh, no projection and no M:
     residuals   R_a Yc, per alpha          2 N^2 T each    compute dtype
     coef        Xs^T c                     2 P N T         primal only; dual: none
 
+K folds that partition the samples, per-target alphas, up to 8 alphas
+(fastridge._cv.FoldDualRoute, since session 16): the same, plus per alpha the
+makers G_a^T = R_a blockdiag(R_bb)^-1, 2 N^3 / K (float64), and the held-out
+residuals of each target's alpha turned back into E, 2 N^2 T / K (in the refit).
+
 GCV needs no per-alpha GEMM (O(r T) per alpha, neglected here).
 
 The roofline time divides the GEMM flops by the GEMM rate measured in the
@@ -57,12 +62,16 @@ def flop_model(
     m = min(rows, P)
     r = m
     stages = {}
+    kfold = isinstance(cv, int) and not isinstance(cv, bool)
     if dual_route is None:
-        dual_route = cv is None and alpha_per_target and rows <= P
-    if dual_route:  # fastridge._cv.DualRoute
+        dual_route = alpha_per_target and rows <= P
+        dual_route &= cv is None or (kfold and n_alphas <= CHOLESKY_MAX_ALPHAS)
+    if dual_route:  # fastridge._cv.DualRoute (FoldDualRoute with K folds)
         stages["gram"] = 1.0 * rows * rows * P
         if n_alphas <= CHOLESKY_MAX_ALPHAS:  # makers by Cholesky: no eigh
             stages["factor"] = (n_alphas + 1.0 / 3.0) * rows**3  # float64, timed in decompose
+            if kfold:
+                stages["factor"] += n_alphas * 2.0 * N**3 / cv
             stages["M"] = 0.0
             m = 0
         else:  # makers U diag(.) U^T from the eigh, symmetric products in the compute dtype
@@ -71,6 +80,8 @@ def flop_model(
         stages["project"] = 0.0
         stages["cv"] = n_alphas * 2.0 * N * N * T
         stages["refit"] = 2.0 * P * N * T if solution == "primal" else 0.0
+        if kfold:
+            stages["refit"] += 2.0 * N * N * T / cv
         return {"eigh_size": m, "stages": stages, "gemm_flops": sum(stages.values())}
     # The Gram / covariance is a symmetric product (BLAS syrk): half a GEMM's flops.
     if rows <= P:
