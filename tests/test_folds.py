@@ -3,7 +3,7 @@ scikit-learn's RidgeCV(cv=...) (GridSearchCV) and himalaya's RidgeCV."""
 
 import numpy as np
 import pytest
-from conftest import make_problem
+from conftest import DEVICES, make_problem
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import r2_score
@@ -394,3 +394,23 @@ def test_fold_dual_route_only_where_it_applies(monkeypatch, case):
         kw.pop("store_cv_results", None)
         FastRidgeCV(**kw).fit(X, Y, **fit)
         assert type(schemes[-1]) is FoldDualRoute
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fold_dual_route_on_each_device(monkeypatch, device):
+    """The same route on CUDA (the torch path throughout) as on the CPU: against
+    Ridge refits without each fold, grouped folds of uneven sizes."""
+    from fastridge._cv import FoldDualRoute
+
+    X, Y = make_problem(40, 70, 5, seed=35)
+    groups = _groups(40)
+    schemes = _schemes(monkeypatch)
+    got = ridge_cv(X, Y, ALPHAS, cv=GroupKFold(3), groups=groups, alpha_per_target=True,
+                   scoring="neg_mean_squared_error", device=device)  # fmt: skip
+    assert [type(s) for s in schemes] == [FoldDualRoute]
+    splits = list(GroupKFold(3).split(X, Y, groups))
+    ref = brute_force_fold_scores(X, Y, ALPHAS, splits, True, score=_mse).mean(axis=0)
+    assert_array_equal(got.alpha_index, ref.argmax(axis=1))
+    for t in range(Y.shape[1]):
+        r = Ridge(alpha=ALPHAS[ref[t].argmax()], solver="svd").fit(X, Y[:, t])
+        assert_allclose(got.coef[t], r.coef_, rtol=1e-8, atol=1e-10)
