@@ -150,7 +150,7 @@ CHOLESKY_MAX_ALPHAS = 8
 
 
 # Up to this many folds the fold dual route (`_cv.FoldDualRoute`) runs; with more
-# (e.g. a LeaveOneOut splitter) its per-fold Cholesky solves and score sums grow.
+# (e.g. a LeaveOneOut splitter) its per-fold inverses and score sums grow.
 FOLD_ROUTE_MAX_FOLDS = 64
 
 
@@ -176,7 +176,9 @@ def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, 
         return None
     elif scoring not in FROM_SQUARES or n_alphas > CHOLESKY_MAX_ALPHAS:
         return None  # (scoring None is r2 with folds, in FROM_SQUARES too)
-    need = n_samples * n_samples * (n_alphas * itemsize + 3 * 8)
+    # the makers, the Gram, its factorisation and an inverse (float64); with folds
+    # also each maker's float64 R_a
+    need = n_samples * n_samples * (n_alphas * itemsize + (3 if _is_loo(cv) else 4) * 8)
     if need > available_memory(device) // 4:
         return None
     return "cholesky" if n_alphas <= CHOLESKY_MAX_ALPHAS else "eigen"
