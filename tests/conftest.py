@@ -23,6 +23,16 @@ DTYPES = [pytest.param(np.float64, id="f64"), pytest.param(np.float32, id="f32")
 TOL = {np.float64: dict(rtol=1e-8, atol=1e-10), np.float32: dict(rtol=2e-3, atol=2e-4)}
 
 
+@pytest.fixture(params=["numpy", "torch"])
+def blas(request):
+    """Both CPU GEMM/LAPACK paths (fastridge._backend.cpu_blas), one per test case."""
+    from fastridge import _backend
+
+    _backend.set_cpu_blas(request.param)
+    yield request.param
+    _backend.set_cpu_blas(None)
+
+
 def pytest_collection_modifyitems(config, items):
     if HAS_CUDA:
         return

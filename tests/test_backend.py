@@ -15,13 +15,6 @@ from fastridge import FastRidgeCV
 from fastridge import _backend as B
 
 
-@pytest.fixture(params=["numpy", "torch"])
-def blas(request):
-    B.set_cpu_blas(request.param)
-    yield request.param
-    B.set_cpu_blas(None)
-
-
 def _operands(dtype):
     g = torch.Generator().manual_seed(0)
     big_a = torch.randn(30, 40, generator=g, dtype=dtype)

@@ -280,16 +280,6 @@ FOLD_ROUTE_SCORES = {
 }
 
 
-@pytest.fixture(params=["numpy", "torch"])
-def cpu_blas(request):
-    """Both CPU GEMM/LAPACK paths (fastridge._backend.cpu_blas)."""
-    from fastridge import _backend
-
-    _backend.set_cpu_blas(request.param)
-    yield request.param
-    _backend.set_cpu_blas(None)
-
-
 def _schemes(monkeypatch):
     """The CV schemes a fit builds, recorded."""
     import fastridge.solve as solve_module
@@ -309,7 +299,7 @@ def _schemes(monkeypatch):
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("rank", [None, 12], ids=["full_rank", "rank_deficient"])
 def test_fold_dual_route_equals_brute_force_refits(
-    monkeypatch, cpu_blas, splitter, scoring, fit_intercept, rank
+    monkeypatch, blas, splitter, scoring, fit_intercept, rank
 ):
     """Per-target alphas, scores and coefficients of the fold dual route equal
     scikit-learn Ridge refits without each fold (n_samples < n_features, where
