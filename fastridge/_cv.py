@@ -521,7 +521,7 @@ class DualRoute:
             inv = cholesky_inverse(R_bb)  # (destroys R_bb)
             if inv is None:
                 raise ValueError(FOLD_NOT_HELD_OUT)
-            inv = inverse_combination(inv, torch.empty_like(inv))  # the whole matrix
+            inv = inverse_combination(inv, inv)  # the whole matrix, in place
             maker[:, rows] = mm(R[:, rows], inv)  # (cast to maker's dtype)
         return blocks
 
@@ -633,14 +633,16 @@ class DualRoute:
         if self.folds is None:
             return kept
         present = torch.unique(best_index).tolist()
+        # the targets of each alpha (all of them when only one alpha won)
+        chosen = {a: None if len(present) == 1 else (best_index == a).nonzero()[:, 0]
+                  for a in present}  # fmt: skip
         for f, rows in enumerate(self.folds):
             cols = kept[:, rows]  # (n_chunk, n_b)
-            for a in present:
-                if len(present) == 1:
+            for a, targets in chosen.items():
+                if targets is None:
                     cols = mm(cols, self.blocks[a][f])
-                    break
-                chosen = (best_index == a).nonzero()[:, 0]
-                cols[chosen] = mm(cols[chosen], self.blocks[a][f])
+                else:
+                    cols[targets] = mm(cols[targets], self.blocks[a][f])
             kept[:, rows] = cols
         return kept
 

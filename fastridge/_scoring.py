@@ -125,7 +125,7 @@ class Scoring:
         sq = column_sq_sums(resid)  # sum w e^2 (resid is in the weighted space)
         if name in FROM_SQUARES:
             return self.from_squares(sq, n_rows, self.total_squares(y, sqrt_sw, n_rows), sqrt_sw)
-        w_total = float(n_rows) if sqrt_sw is None else float((sqrt_sw.double() ** 2).sum())
+        w_total = _w_total(n_rows, sqrt_sw)
         if name == "neg_mean_absolute_error":
             return -_wsum(resid.abs(), sqrt_sw) / w_total
         w, yc, ss_tot = _spread(y, sqrt_sw, w_total)
@@ -160,7 +160,7 @@ class Scoring:
         name = self.scoring
         if name is None:
             return -sq / n_rows
-        w_total = float(n_rows) if sqrt_sw is None else float((sqrt_sw.double() ** 2).sum())
+        w_total = _w_total(n_rows, sqrt_sw)
         if name == "neg_mean_squared_error":
             return -sq / w_total
         if name == "neg_root_mean_squared_error":
@@ -174,8 +174,7 @@ class Scoring:
         sum of squares about their weighted mean (n_chunk,) for "r2", else None."""
         if self.scoring != "r2":
             return None
-        w_total = float(n_rows) if sqrt_sw is None else float((sqrt_sw.double() ** 2).sum())
-        return _spread(y, sqrt_sw, w_total)[2]
+        return _spread(y, sqrt_sw, _w_total(n_rows, sqrt_sw))[2]
 
     def _params(self, rows) -> dict:
         """Score parameters, with per-sample ones (sample_weight) sliced to `rows`."""
@@ -222,6 +221,11 @@ def _wsum(a: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     if weights is None:
         return a.sum(dim=0).double()
     return (weights.to(a.dtype) @ a).double()
+
+
+def _w_total(n_rows: int, sqrt_sw: torch.Tensor | None) -> float:
+    """The total weight of `n_rows` samples: n_rows unweighted, else sum w."""
+    return float(n_rows) if sqrt_sw is None else float((sqrt_sw.double() ** 2).sum())
 
 
 def _spread(y: torch.Tensor, sqrt_sw: torch.Tensor | None, w_total: float):

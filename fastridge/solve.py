@@ -186,7 +186,8 @@ def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, 
 
 def _partition_folds(splits, n_samples: int):
     """The test folds when they partition the samples (disjoint, covering each
-    sample once, each split's train set the rest), else None."""
+    sample once), else None; for splits whose train sets are the complements
+    of their test sets (`_partitions`)."""
     tests = [te for _, te in splits]
     seen = np.zeros(n_samples, dtype=np.int64)
     for te in tests:
