@@ -817,13 +817,49 @@ def row_block_sq_sums(E: torch.Tensor, indicator: torch.Tensor, buf: torch.Tenso
     """`row_sq_sums` before the last sum: per row of E (n_rows, n_cols), the sums of
     squares of each column of `indicator` (n_cols, n_blocks), float64, shape
     (n_rows, n_blocks); e.g. per fold with a `fold_indicator`."""
-    n_rows = E.shape[0]
-    step = buf.shape[0]
-    sums = torch.empty((n_rows, indicator.shape[1]), dtype=torch.float64, device=E.device)
+    return row_block_sums(E, indicator, buf, ("sq",))["sq"]
+
+
+ROW_SUM_KINDS = ("sq", "sum", "abs", "y_dot")  # what `row_block_sums` sums
+
+
+def row_block_sums(
+    E: torch.Tensor,
+    indicator: torch.Tensor,
+    buf: torch.Tensor,
+    kinds: tuple[str, ...],
+    Yt: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per row of E (n_rows, n_cols) and column of `indicator` (n_cols, n_blocks), the
+    sums of each of `kinds`, float64 arrays of shape (n_rows, n_blocks): "sq" of
+    E^2, "sum" of E, "abs" of |E| and "y_dot" of Yt * E, for `Yt` of E's shape.
+
+    Each as `row_sq_sums`' squares: the values in E's dtype, through `buf` (n_buf,
+    n_cols), n_buf rows at a time, each block summed by one thin GEMM while it is
+    still in cache, the block sums in float64.
+    """
+    unknown = set(kinds) - set(ROW_SUM_KINDS)
+    if unknown:
+        raise ValueError(f"unknown row sums {sorted(unknown)}")
+    if "y_dot" in kinds and (Yt is None or Yt.shape != E.shape):
+        raise ValueError("the products with the targets need the targets, shaped as E")
+    n_rows, step = E.shape[0], buf.shape[0]
+    shape = (n_rows, indicator.shape[1])
+    sums = {k: torch.empty(shape, dtype=torch.float64, device=E.device) for k in kinds}
     for start in range(0, n_rows, step):
         stop = min(start + step, n_rows)
-        sq = torch.square(E[start:stop], out=buf[: stop - start])
-        sums[start:stop] = mm(sq, indicator)
+        e, rows, out = E[start:stop], slice(start, stop), buf[: stop - start]
+        for kind in kinds:
+            if kind == "sum":
+                sums[kind][rows] = mm(e, indicator)
+                continue
+            if kind == "sq":
+                torch.square(e, out=out)
+            elif kind == "abs":
+                torch.abs(e, out=out)
+            else:
+                torch.mul(e, Yt[start:stop], out=out)
+            sums[kind][rows] = mm(out, indicator)
     return sums
 
 

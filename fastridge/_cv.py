@@ -42,12 +42,13 @@ from ._backend import (
     inverse_mv,
     mm,
     reused_buffer,
-    row_block_sq_sums,
+    row_block_sums,
     row_sq_sums,
 )
 from ._chunks import available_memory
 from ._decompose import Decomposition, gram_rank
 from ._kernels import gcv_sums, update_best
+from ._scoring import FOLD_PREDICTS, FOLD_SUMS
 
 
 @dataclass
@@ -435,7 +436,7 @@ class DualRoute:
         are then held-out ones, turned into E_a = blockdiag((R_a)_bb) resid at
         the end (`residuals_of_best`). Folds and `_from_eigen` exclude each other.
     scorer : _scoring.Scoring, with folds
-        A score of `_scoring.FROM_SQUARES`, per fold (averaged over folds).
+        A built-in score (`_scoring.FOLD_SUMS`), per fold (averaged over folds).
     """
 
     def __init__(
@@ -482,6 +483,10 @@ class DualRoute:
         # with folds, each R_a in float64 first (G_a is made from it)
         R = None if folds is None else space.empty((n, n), G.dtype, G.device)
         self.blocks = []  # with folds: [alpha][fold] -> (R_a)_bb, compute dtype
+        # with folds: whether the makers give held-out predictions, centred over each
+        # fold, instead of residuals, and [alpha] -> the maker of their means
+        self.predicts = folds is not None and scorer.scoring in FOLD_PREDICTS
+        self.fold_means = []
         for k, alpha in enumerate(alphas):
             last = k == len(alphas) - 1
             factor = G if last else A.copy_(G)
@@ -497,33 +502,56 @@ class DualRoute:
             else:
                 one_minus_h.append(self._reflected(inv, alpha, v.to(G.dtype), target))
             if R is not None:
-                self.blocks.append(self._fold_maker(R, maker))
+                blocks, means = self._fold_maker(R, maker)
+                self.blocks.append(blocks)
+                self.fold_means.append(means)
             self.makers.append(maker)
         del A, inv, factor, R
-        if folds is not None:  # the squares of each fold summed, unweighted
+        if folds is not None:  # the sums over each fold, unweighted
             self.fold_indicator = fold_indicator(n, folds, decomp.dtype, G.device)
             self.fold_sizes = [int(b.shape[0]) for b in self.blocks[0]]
+            self.fold_of = torch.empty(n, dtype=torch.long, device=G.device)  # (n_samples,)
+            for f, rows in enumerate(folds):
+                self.fold_of[rows] = f
+            self._yt = None  # the chunk's targets, one per row, when a score needs them
             return
         # 1 - h_i > 0 for alpha > 0 (validation rejects a single sample)
         self._set_weights(1.0 / torch.stack(one_minus_h) ** 2, decomp.dtype)
 
-    def _fold_maker(self, R: torch.Tensor, maker: torch.Tensor) -> list[torch.Tensor]:
+    def _fold_maker(self, R: torch.Tensor, maker: torch.Tensor):
         """maker = G^T (n_samples, n_samples), G = blockdiag(R_bb)^-1 R, from R = R_a
         (float64, symmetric): G^T's columns of fold b are R_:b R_bb^-1, one GEMM
         with the fold's Cholesky inverse (measured on the 2-core Zen 3 VM at
         n_samples = 2000, 5 folds: 0.09 s an alpha, against 0.22 s for a
         Cholesky solve per fold through torch; the GEMMs are 3.2 GFLOP).
-        Returns the blocks R_bb (n_b, n_b) of every fold, in maker's dtype."""
+
+        With `predicts`, maker = P^T C instead, P = I - G the held-out prediction
+        maker and C the centring of each fold's columns (a prediction's part
+        common to a fold, mostly the intercept, would dwarf a heavily shrunk one
+        in float32): as G_bb = I, P^T is -G^T with the folds' own blocks zeroed,
+        so it is formed exactly, in float64, before rounding.
+
+        Returns the blocks R_bb (n_b, n_b) of every fold, in maker's dtype, and with
+        `predicts` the maker of the means C took away, (n_samples, n_folds) (else
+        None): held-out predictions = Y^T maker + (Y^T means) per fold."""
         blocks = []
-        for rows in self.folds:
+        means = None
+        if self.predicts:
+            means = torch.empty((R.shape[0], len(self.folds)), dtype=R.dtype, device=R.device)
+        for f, rows in enumerate(self.folds):
             R_bb = R[rows][:, rows]  # (n_b, n_b), a copy
             blocks.append(R_bb.to(maker.dtype, copy=True))
             inv = cholesky_inverse(R_bb)  # (destroys R_bb)
             if inv is None:
                 raise ValueError(FOLD_NOT_HELD_OUT)
             inv = inverse_combination(inv, inv)  # the whole matrix, in place
-            maker[:, rows] = mm(R[:, rows], inv)  # (cast to maker's dtype)
-        return blocks
+            cols = mm(R[:, rows], inv)  # (n_samples, n_b): G^T's columns of the fold
+            if means is not None:
+                cols[rows] = 0.0
+                means[:, f] = cols.mean(dim=1).neg_()
+                cols.neg_().sub_(means[:, f : f + 1])
+            maker[:, rows] = cols  # (cast to maker's dtype)
+        return blocks, None if means is None else means.to(maker.dtype)
 
     @staticmethod
     def _reflected(inv: torch.Tensor, alpha: float, v: torch.Tensor, out: torch.Tensor):
@@ -609,19 +637,30 @@ class DualRoute:
 
     def _fold_scores(self, chunk: ProjectedChunk, a: int, E: torch.Tensor, squares):
         """Per fold, the scores (n_folds, n_chunk) of held-out residuals E (n_chunk,
-        n_samples), from each fold's sums of squares (and for r2 the spread of the
-        targets over the fold, found once a chunk, at alpha 0)."""
-        indicator, fold_of = self.fold_indicator
-        sums = row_block_sq_sums(E, indicator, squares)  # (n_chunk, n_pieces)
-        sq = sums.new_zeros((len(self.folds), E.shape[0])).index_add_(0, fold_of, sums.T)
+        n_samples), or with `predicts` of centred held-out predictions, from each
+        fold's sums (`_scoring.FOLD_SUMS`) and what the score needs of the targets
+        over the fold (found once a chunk, at alpha 0, as the targets one per row
+        when the sums or `residuals_of_best` need them)."""
+        kinds = FOLD_SUMS[self.scorer.scoring]
         if a == 0:
-            self._ss_tot = [
-                self.scorer.total_squares(chunk.Yc[rows], None, n_b)
+            self._y_stats = [
+                self.scorer.target_stats(chunk.Yc[rows], n_b)
                 for rows, n_b in zip(self.folds, self.fold_sizes, strict=True)
             ]
+            if "y_dot" in kinds or self.predicts:  # reused from chunk to chunk
+                if self._yt is None or self._yt.shape != E.shape:
+                    self._yt = torch.empty_like(E)
+                self._yt.copy_(chunk.Yc.T)
+        indicator, fold_of = self.fold_indicator
+        pieces = row_block_sums(E, indicator, squares, kinds, self._yt)  # (n_chunk, n_pieces)
+        n_folds = len(self.folds)
+        sums = {
+            k: v.new_zeros((n_folds, E.shape[0])).index_add_(0, fold_of, v.T)
+            for k, v in pieces.items()
+        }
         return torch.stack(
             [
-                self.scorer.from_squares(sq[f], n_b, self._ss_tot[f])
+                self.scorer.from_sums({k: v[f] for k, v in sums.items()}, n_b, self._y_stats[f])
                 for f, n_b in enumerate(self.fold_sizes)
             ]
         )
@@ -636,6 +675,15 @@ class DualRoute:
         # the targets of each alpha (all of them when only one alpha won)
         chosen = {a: None if len(present) == 1 else (best_index == a).nonzero()[:, 0]
                   for a in present}  # fmt: skip
+        if self.predicts:  # kept holds centred held-out predictions: the residuals
+            for a, targets in chosen.items():
+                y = self._yt if targets is None else self._yt[targets]  # (n_a, n_samples)
+                p = kept if targets is None else kept[targets]
+                resid = y - (p + mm(y, self.fold_means[a])[:, self.fold_of])
+                if targets is None:
+                    kept.copy_(resid)
+                else:
+                    kept[targets] = resid
         for f, rows in enumerate(self.folds):
             cols = kept[:, rows]  # (n_chunk, n_b)
             for a, targets in chosen.items():
@@ -782,8 +830,9 @@ class LeaveGroupOut:
 class FoldDualRoute:
     """Held-out residuals of folds that partition the samples by `DualRoute` (one
     Cholesky inverse per alpha, no eigendecomposition, no projection), for
-    per-target alphas with a score of `_scoring.FROM_SQUARES` and no sample
-    weights; the same results as `LeaveGroupOut`, up to rounding.
+    per-target alphas with a built-in score (each from sums over a fold,
+    `_scoring.FOLD_SUMS`) and no sample weights; the same results as
+    `LeaveGroupOut`, up to rounding.
 
     Parameters
     ----------

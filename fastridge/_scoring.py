@@ -47,6 +47,18 @@ BUILTIN_SCORES = (
 _NEEDS_Y = ("r2", "explained_variance", "correlation")
 # Built-in scores that need the held-out residuals only through their sum of squares.
 FROM_SQUARES = (None, "neg_mean_squared_error", "neg_root_mean_squared_error", "r2")
+# For every built-in score, what the fold dual route of `_cv.DualRoute` sums over
+# each fold instead of keeping a value per sample (`Scoring.from_sums`): of the
+# held-out residuals e ("sq": e^2, "sum": e, "abs": |e|), or for the scores of
+# `FOLD_PREDICTS` of the held-out predictions centred on their mean over the fold,
+# p ("sq": p^2, "y_dot": y p with the targets y).
+FOLD_SUMS = {
+    **{name: ("sq",) for name in FROM_SQUARES},
+    "neg_mean_absolute_error": ("abs",),
+    "explained_variance": ("sq", "sum"),
+    "correlation": ("sq", "y_dot"),
+}
+FOLD_PREDICTS = ("correlation",)
 
 
 class _IdentityRegressor(RegressorMixin, BaseEstimator):
@@ -168,6 +180,39 @@ class Scoring:
         if n_rows < 2:  # r2, as scikit-learn: undefined for one sample
             return torch.full_like(sq, torch.nan)
         return _force_finite(sq, ss_tot)
+
+    def from_sums(self, sums: dict, n_rows: int, y_stats: dict | None = None) -> torch.Tensor:
+        """A built-in score, unweighted, of `n_rows` held-out samples from their sums
+        `FOLD_SUMS[scoring]` (each float64, (n_chunk,); `_backend.row_block_sums`)
+        and `y_stats` (`target_stats` of their targets): what `__call__` gives for
+        them, up to rounding.
+
+        Explained variance is 1 - (sum e^2 - (sum e)^2 / n) / ss_tot, as `__call__`
+        forms it. The correlation is sum y p / sqrt(ss_tot sum p^2) for the
+        predictions p centred over the fold (so sum (y - mean y) p = sum y p): no
+        difference of large sums, so that a prediction shrunk far below the spread
+        of the targets keeps its digits.
+        """
+        name = self.scoring
+        if name in FROM_SQUARES:
+            ss_tot = None if y_stats is None else y_stats["ss_tot"]
+            return self.from_squares(sums["sq"], n_rows, ss_tot)
+        if name == "neg_mean_absolute_error":
+            return -sums["abs"] / n_rows
+        ss_tot = y_stats["ss_tot"]
+        if name == "explained_variance":
+            num = sums["sq"] - sums["sum"] ** 2 / n_rows
+            return _force_finite(torch.clamp(num, min=0.0), ss_tot)
+        den = torch.sqrt(ss_tot * sums["sq"])  # correlation
+        return torch.where(den > 0, sums["y_dot"] / torch.where(den > 0, den, 1.0), 0.0)
+
+    def target_stats(self, y: torch.Tensor, n_rows: int) -> dict | None:
+        """What `from_sums` needs of the (unweighted) targets y (n_rows, n_chunk), found
+        once a chunk: "ss_tot", their sum of squares about their mean (n_chunk,),
+        float64; None if nothing."""
+        if not self.shift_invariant:
+            return None
+        return {"ss_tot": _spread(y, None, float(n_rows))[2]}
 
     def total_squares(self, y, sqrt_sw, n_rows: int) -> torch.Tensor | None:
         """What `from_squares` needs of the targets y (n_rows, n_chunk): their weighted

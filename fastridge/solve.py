@@ -54,7 +54,7 @@ from ._decompose import choose_form, decompose
 from ._kernels import loo_epilogue
 from ._progress import Progress
 from ._refit import coefficients, dual_coefficients, from_residuals
-from ._scoring import FROM_SQUARES, Scoring, _unscale, select
+from ._scoring import FOLD_SUMS, Scoring, _unscale, select
 from ._validation import check_alphas, check_finite_chunk, check_sample_weight, check_target_array
 
 # Defer each chunk's host writes by one chunk (None: on CUDA only, where the
@@ -160,7 +160,7 @@ def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, 
     """How leave-one-out, or folds that partition the samples, run `_cv.DualRoute`:
     "cholesky" (no eigendecomposition), "eigen" (makers from an eigh; leave-one-out
     only), or None (not at all). It needs per-target alphas, the built-in score
-    (folds: one of `_scoring.FROM_SQUARES`, no sample weights, not `conservative`,
+    (folds: any built-in one, `_scoring.FOLD_SUMS`, no sample weights, not `conservative`,
     at most FOLD_ROUTE_MAX_FOLDS test folds partitioning the samples, given in
     `folds`), nothing stored per sample, "highest" precision, the Gram form, and
     its n_alphas n_samples x n_samples makers in a quarter of the free memory
@@ -174,8 +174,10 @@ def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, 
             return None
     elif folds is None or weighted or conservative or len(folds) > FOLD_ROUTE_MAX_FOLDS:
         return None
-    elif scoring not in FROM_SQUARES or n_alphas > CHOLESKY_MAX_ALPHAS:
-        return None  # (scoring None is r2 with folds, in FROM_SQUARES too)
+    elif not (scoring is None or isinstance(scoring, str) and scoring in FOLD_SUMS):
+        return None  # (None is r2 with folds; a callable may not even be hashable)
+    elif n_alphas > CHOLESKY_MAX_ALPHAS:
+        return None
     # the makers, the Gram, its factorisation and an inverse (float64); with folds
     # also each maker's float64 R_a
     need = n_samples * n_samples * (n_alphas * itemsize + (3 if _is_loo(cv) else 4) * 8)

@@ -1,4 +1,5 @@
-"""CPU BLAS routing (fastridge._backend.mm / addmm / eigh / column_sq_sums / row_sq_sums).
+"""CPU BLAS routing (fastridge._backend.mm / addmm / eigh / column_sq_sums / row_sq_sums /
+row_block_sums).
 
 Both libraries must give the same products for every layout the engine
 passes (transposed views, row and column slices, empty operands, an output
@@ -244,6 +245,38 @@ def test_row_sq_sums_is_column_sq_sums_of_the_transpose(blas, n_cols, buf_rows, 
     tol = 4e-6 if dtype == torch.float32 else 1e-13
     np.testing.assert_allclose(got.numpy(), by_column.numpy(), rtol=tol)
     np.testing.assert_allclose(got.numpy(), exact.numpy(), rtol=tol)
+
+
+@pytest.mark.parametrize("n_cols", [7, 300, 600])
+@pytest.mark.parametrize("buf_rows", [1, 16, 64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_block_sums_of_each_kind_per_fold(blas, n_cols, buf_rows, dtype):
+    """Per row and fold (a `fold_indicator` of shuffled folds, some longer than
+    SUM_BLOCK), the sums of E^2, E, |E| and Yt * E equal float64 sums; E and Yt
+    are left as they were, and the squares through `row_block_sq_sums` are the same."""
+    g = torch.Generator().manual_seed(n_cols + buf_rows)
+    E = torch.randn(40, n_cols, generator=g, dtype=dtype) * 3.0
+    Yt = torch.randn(40, n_cols, generator=g, dtype=dtype)
+    before, y_before = E.clone(), Yt.clone()
+    folds = np.array_split(np.random.default_rng(n_cols).permutation(n_cols), 3)
+    indicator, fold_of = B.fold_indicator(n_cols, folds, dtype, E.device)
+    buf = torch.empty(buf_rows, n_cols, dtype=dtype)
+    got = B.row_block_sums(E, indicator, buf, B.ROW_SUM_KINDS, Yt)
+    assert torch.equal(E, before) and torch.equal(Yt, y_before)
+    E64, Y64 = E.double().numpy(), Yt.double().numpy()
+    values = {"sq": E64**2, "sum": E64, "abs": np.abs(E64), "y_dot": Y64 * E64}
+    tol = 4e-6 if dtype == torch.float32 else 1e-12
+    for kind, v in values.items():
+        per_fold = np.zeros((40, len(folds)))
+        np.add.at(per_fold.T, fold_of.numpy(), (got[kind].numpy()).T)
+        exact = np.stack([v[:, f].sum(axis=1) for f in folds], axis=1)
+        np.testing.assert_allclose(per_fold, exact, rtol=tol, atol=tol * np.abs(v).sum())
+    squares = B.row_block_sq_sums(E, indicator, buf)
+    assert torch.equal(squares, got["sq"])
+    with pytest.raises(ValueError, match="unknown row sums"):
+        B.row_block_sums(E, indicator, buf, ("cube",))
+    with pytest.raises(ValueError, match="need the targets"):
+        B.row_block_sums(E, indicator, buf, ("y_dot",))
 
 
 @pytest.mark.parametrize("n_index", [0, 1, 7, 30])
