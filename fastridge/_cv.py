@@ -668,24 +668,29 @@ class DualRoute:
     def residuals_of_best(self, kept: torch.Tensor, best_index: torch.Tensor) -> torch.Tensor:
         """The in-sample residuals E of each target's best alpha (n_chunk,
         n_samples), in `kept` (which `score` left holding them, or with folds their
-        held-out residuals, turned into E in place: E_b = (R_a)_bb resid_b)."""
+        held-out residuals, turned into E in place: E_b = (R_a)_bb resid_b; with
+        `predicts` the held-out predictions centred over each fold, made
+        residuals first)."""
         if self.folds is None:
             return kept
         present = torch.unique(best_index).tolist()
         # the targets of each alpha (all of them when only one alpha won)
         chosen = {a: None if len(present) == 1 else (best_index == a).nonzero()[:, 0]
                   for a in present}  # fmt: skip
-        if self.predicts:  # kept holds centred held-out predictions: the residuals
-            for a, targets in chosen.items():
-                y = self._yt if targets is None else self._yt[targets]  # (n_a, n_samples)
-                p = kept if targets is None else kept[targets]
-                resid = y - (p + mm(y, self.fold_means[a])[:, self.fold_of])
-                if targets is None:
-                    kept.copy_(resid)
-                else:
-                    kept[targets] = resid
+        mean = None
+        if self.predicts:  # kept holds fold-centred held-out predictions p'
+            # p = p' + the fold means of each target's best alpha, (n_chunk, n_folds):
+            # one thin GEMM over every alpha that won, then resid = y - p, in place
+            means = torch.cat([self.fold_means[a] for a in present], dim=1)
+            n_folds = len(self.folds)
+            per_alpha = mm(self._yt, means).view(kept.shape[0], len(present), n_folds)
+            slot = torch.searchsorted(torch.tensor(present, device=best_index.device), best_index)
+            mean = per_alpha[torch.arange(kept.shape[0], device=kept.device), slot]
+            kept.neg_().add_(self._yt)  # y - p'
         for f, rows in enumerate(self.folds):
             cols = kept[:, rows]  # (n_chunk, n_b)
+            if mean is not None:
+                cols = cols - mean[:, f : f + 1]
             for a, targets in chosen.items():
                 if targets is None:
                     cols = mm(cols, self.blocks[a][f])
