@@ -281,12 +281,21 @@ class LeaveOneOut:
     workspace : tensor or None
         A buffer no longer needed (its contents are overwritten), for the dual
         route's makers: see `DualRoute`.
+    scorer : _scoring.Scoring or None
+        For the dual route, a built-in score other than leave-one-out's own (None),
+        over all samples' leave-one-out residuals (`DualRoute`'s score folds).
     """
 
     name = "loo"
 
     def __init__(
-        self, decomp: Decomposition, alphas, precision="highest", dual_route=False, workspace=None
+        self,
+        decomp: Decomposition,
+        alphas,
+        precision="highest",
+        dual_route=False,
+        workspace=None,
+        scorer=None,
     ):
         self.folds = None  # one block: scores over all samples, no per-fold averaging
         self.bases = None  # [alpha] -> (n_samples, rank), compute dtype
@@ -294,7 +303,7 @@ class LeaveOneOut:
         if decomp.U is None or dual_route:  # no eigendecomposition, or asked: the dual route
             if precision != "highest":
                 raise ValueError("the leave-one-out dual route runs at precision='highest'")
-            self.dual_route = DualRoute(decomp, alphas, workspace)
+            self.dual_route = DualRoute(decomp, alphas, workspace, scorer=scorer)
             self.decomp = _without_gram(decomp, self.dual_route.rank)
             return
         self.decomp = decomp
@@ -391,6 +400,9 @@ FOLD_NOT_HELD_OUT = (
 )
 
 
+_COLUMNS = 256  # columns of a maker per float64 pass (`DualRoute._loo_maker`)
+
+
 class DualRouteUnavailable(ValueError):
     """The Gram plus alpha * I could not be factorised (not numerically positive
     definite): the caller falls back to the eigendecomposition."""
@@ -449,9 +461,15 @@ class DualRoute:
     ):
         self.folds = folds
         self.scorer = scorer
+        # The blocks of samples that scores sum over: each fold; all samples for
+        # leave-one-out with a score given; None for leave-one-out's own score.
+        if folds is not None:
+            self.score_folds = folds
+        else:
+            self.score_folds = None if scorer is None else [slice(0, decomp.n_samples)]
         if decomp.U is not None:
-            if folds is not None:
-                raise ValueError("the fold dual route builds its makers by Cholesky")
+            if self.score_folds is not None:
+                raise ValueError("the dual route builds fold and scored makers by Cholesky")
             self._from_eigen(decomp, alphas)
             return
         G = decomp.gram  # (n_rows, n_rows), float64
@@ -480,12 +498,14 @@ class DualRoute:
         # alphas) that keeps every maker out of fresh memory: A and two makers in
         # the copy of X, one in A.
         self.rank = gram_rank(G, n, decomp.n_features, work=A)
-        # with folds, each R_a in float64 first (G_a is made from it)
-        R = None if folds is None else space.empty((n, n), G.dtype, G.device)
+        # with score folds, each R_a in float64 first (G_a is made from it)
+        scored = self.score_folds is not None
+        R = space.empty((n, n), G.dtype, G.device) if scored else None
         self.blocks = []  # with folds: [alpha][fold] -> (R_a)_bb, compute dtype
-        # with folds: whether the makers give held-out predictions, centred over each
-        # fold, instead of residuals, and [alpha] -> the maker of their means
-        self.predicts = folds is not None and scorer.scoring in FOLD_PREDICTS
+        # with score folds: whether the makers give held-out predictions, centred
+        # over each score fold, instead of residuals, and [alpha] -> the maker of
+        # their means
+        self.predicts = scored and scorer.scoring in FOLD_PREDICTS
         self.fold_means = []
         for k, alpha in enumerate(alphas):
             last = k == len(alphas) - 1
@@ -501,19 +521,22 @@ class DualRoute:
                 inverse_combination(inv, target, scale=alpha)  # (destroys inv)
             else:
                 one_minus_h.append(self._reflected(inv, alpha, v.to(G.dtype), target))
-            if R is not None:
+            if folds is not None:
                 blocks, means = self._fold_maker(R, maker)
                 self.blocks.append(blocks)
                 self.fold_means.append(means)
+            elif scored:
+                self.fold_means.append(self._loo_maker(R, maker))
+                one_minus_h[-1] = R.diagonal().clone()  # (the maker's own)
             self.makers.append(maker)
         del A, inv, factor, R
-        if folds is not None:  # the sums over each fold, unweighted
-            self.fold_indicator = fold_indicator(n, folds, decomp.dtype, G.device)
-            self.fold_sizes = [int(b.shape[0]) for b in self.blocks[0]]
-            self.fold_of = torch.empty(n, dtype=torch.long, device=G.device)  # (n_samples,)
-            for f, rows in enumerate(folds):
-                self.fold_of[rows] = f
+        if scored:  # the sums over each score fold, unweighted
+            self.fold_indicator = fold_indicator(n, self.score_folds, decomp.dtype, G.device)
+            self.fold_sizes = [len(range(n)[f]) if isinstance(f, slice) else int(f.numel())
+                               for f in self.score_folds]  # fmt: skip
             self._yt = None  # the chunk's targets, one per row, when a score needs them
+            if folds is None:  # leave-one-out: E = (1 - h) e_loo, (n_alphas, n_samples)
+                self.one_minus_h = torch.stack(one_minus_h).to(decomp.dtype)
             return
         # 1 - h_i > 0 for alpha > 0 (validation rejects a single sample)
         self._set_weights(1.0 / torch.stack(one_minus_h) ** 2, decomp.dtype)
@@ -552,6 +575,28 @@ class DualRoute:
                 cols.neg_().sub_(means[:, f : f + 1])
             maker[:, rows] = cols  # (cast to maker's dtype)
         return blocks, None if means is None else means.to(maker.dtype)
+
+    def _loo_maker(self, R: torch.Tensor, maker: torch.Tensor):
+        """maker = R diag(w) (n_samples, n_samples), w = 1 / diag(R) = 1 / (1 - h),
+        from R = R_a (float64, symmetric): leave-one-out residuals E / (1 - h) in
+        one GEMM (`_fold_maker` for folds of one sample, scored over all samples).
+
+        With `predicts`, maker = P^T C instead, P = I - diag(w) R the leave-one-out
+        prediction maker and C the centring over all columns: -R diag(w) with a
+        zero diagonal (w_j R_jj = 1), centred. Returns, then, the maker of the
+        means C took away, (n_samples, 1), (1 - R w) / n_samples; else None."""
+        n = R.shape[0]
+        w = 1.0 / R.diagonal()  # (n_samples,), float64
+        mean = None
+        if self.predicts:
+            mean = ((1.0 - R @ w) / n)[:, None]
+        for start in range(0, n, _COLUMNS):  # a column block at a time, in float64
+            cols = R[:, start : start + _COLUMNS] * w[start : start + _COLUMNS]
+            if mean is not None:
+                cols.diagonal(offset=-start).zero_()
+                cols.neg_().sub_(mean)
+            maker[:, start : start + _COLUMNS] = cols  # (cast to maker's dtype)
+        return None if mean is None else mean.to(maker.dtype)
 
     @staticmethod
     def _reflected(inv: torch.Tensor, alpha: float, v: torch.Tensor, out: torch.Tensor):
@@ -621,7 +666,7 @@ class DualRoute:
         """
         # E^T = Yc^T R_a (R_a is symmetric; with folds G_a^T): one row per target
         E = mm(chunk.Yc.T, self.makers[a], out=kept if a == 0 else scratch)
-        if self.folds is None:
+        if self.score_folds is None:
             scores = (-row_sq_sums(E, self.indicators[a], squares) / E.shape[1])[None]
         else:
             scores = self._fold_scores(chunk, a, E, squares)
@@ -645,7 +690,7 @@ class DualRoute:
         if a == 0:
             self._y_stats = [
                 self.scorer.target_stats(chunk.Yc[rows], n_b)
-                for rows, n_b in zip(self.folds, self.fold_sizes, strict=True)
+                for rows, n_b in zip(self.score_folds, self.fold_sizes, strict=True)
             ]
             if "y_dot" in kinds or self.predicts:  # reused from chunk to chunk
                 if self._yt is None or self._yt.shape != E.shape:
@@ -653,7 +698,7 @@ class DualRoute:
                 self._yt.copy_(chunk.Yc.T)
         indicator, fold_of = self.fold_indicator
         pieces = row_block_sums(E, indicator, squares, kinds, self._yt)  # (n_chunk, n_pieces)
-        n_folds = len(self.folds)
+        n_folds = len(self.score_folds)
         sums = {
             k: v.new_zeros((n_folds, E.shape[0])).index_add_(0, fold_of, v.T)
             for k, v in pieces.items()
@@ -667,30 +712,34 @@ class DualRoute:
 
     def residuals_of_best(self, kept: torch.Tensor, best_index: torch.Tensor) -> torch.Tensor:
         """The in-sample residuals E of each target's best alpha (n_chunk,
-        n_samples), in `kept` (which `score` left holding them, or with folds their
-        held-out residuals, turned into E in place: E_b = (R_a)_bb resid_b; with
-        `predicts` the held-out predictions centred over each fold, made
-        residuals first)."""
-        if self.folds is None:
+        n_samples), in `kept`: `score` left them there, or the held-out residuals,
+        turned into E in place (folds: E_b = (R_a)_bb resid_b; leave-one-out with
+        a score: E = (1 - h) e_loo), or with `predicts` the held-out predictions
+        centred over each score fold, made residuals first."""
+        if self.score_folds is None:
             return kept
         present = torch.unique(best_index).tolist()
-        # the targets of each alpha (all of them when only one alpha won)
-        chosen = {a: None if len(present) == 1 else (best_index == a).nonzero()[:, 0]
-                  for a in present}  # fmt: skip
-        mean = None
-        if self.predicts:  # kept holds fold-centred held-out predictions p'
-            # p = p' + the fold means of each target's best alpha, (n_chunk, n_folds):
-            # one thin GEMM over every alpha that won, then resid = y - p, in place
+        if self.predicts:  # kept holds centred held-out predictions p'
+            # p = p' + the score folds' means of each target's best alpha, (n_chunk,
+            # n_folds): one thin GEMM over every alpha that won; resid = y - p
             means = torch.cat([self.fold_means[a] for a in present], dim=1)
-            n_folds = len(self.folds)
+            n_folds = len(self.score_folds)
             per_alpha = mm(self._yt, means).view(kept.shape[0], len(present), n_folds)
             slot = torch.searchsorted(torch.tensor(present, device=best_index.device), best_index)
             mean = per_alpha[torch.arange(kept.shape[0], device=kept.device), slot]
             kept.neg_().add_(self._yt)  # y - p'
+            for f, rows in enumerate(self.score_folds):
+                kept[:, rows] -= mean[:, f : f + 1]
+        if self.folds is None:  # leave-one-out: a row block of targets at a time
+            for start in range(0, kept.shape[0], _COLUMNS):
+                rows = slice(start, start + _COLUMNS)
+                kept[rows] *= self.one_minus_h[best_index[rows]]
+            return kept
+        # the targets of each alpha (all of them when only one alpha won)
+        chosen = {a: None if len(present) == 1 else (best_index == a).nonzero()[:, 0]
+                  for a in present}  # fmt: skip
         for f, rows in enumerate(self.folds):
             cols = kept[:, rows]  # (n_chunk, n_b)
-            if mean is not None:
-                cols = cols - mean[:, f : f + 1]
             for a, targets in chosen.items():
                 if targets is None:
                     cols = mm(cols, self.blocks[a][f])

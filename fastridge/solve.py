@@ -159,28 +159,28 @@ def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, 
                     folds=None, weighted=False, conservative=False):  # fmt: skip
     """How leave-one-out, or folds that partition the samples, run `_cv.DualRoute`:
     "cholesky" (no eigendecomposition), "eigen" (makers from an eigh; leave-one-out
-    only), or None (not at all). It needs per-target alphas, the built-in score
-    (folds: any built-in one, `_scoring.FOLD_SUMS`, no sample weights, not `conservative`,
-    at most FOLD_ROUTE_MAX_FOLDS test folds partitioning the samples, given in
-    `folds`), nothing stored per sample, "highest" precision, the Gram form, and
+    only), or None (not at all). It needs per-target alphas, leave-one-out's own
+    score (scoring None) or any built-in one (`_scoring.FOLD_SUMS`) without sample
+    weights and with at most CHOLESKY_MAX_ALPHAS alphas (folds: always so, not
+    `conservative`, at most FOLD_ROUTE_MAX_FOLDS test folds partitioning the
+    samples, given in `folds`), nothing stored per sample, "highest" precision, the Gram form, and
     its n_alphas n_samples x n_samples makers in a quarter of the free memory
     (with room for the float64 work of building one)."""
     n_samples, n_features = shape
     gram = choose_form(n_samples, n_features, fit_intercept, gcv_mode) == "gram"
     if not (alpha_per_target and gram) or store_cv_results or precision != "highest":
         return None
-    if _is_loo(cv):
-        if scoring is not None:
+    loo = _is_loo(cv)
+    if not loo and (folds is None or conservative or len(folds) > FOLD_ROUTE_MAX_FOLDS):
+        return None
+    if scoring is not None or not loo:  # a score from sums over the samples or folds
+        if weighted or not (scoring is None or isinstance(scoring, str) and scoring in FOLD_SUMS):
+            return None  # (None is r2 with folds; a callable may not even be hashable)
+        if n_alphas > CHOLESKY_MAX_ALPHAS:
             return None
-    elif folds is None or weighted or conservative or len(folds) > FOLD_ROUTE_MAX_FOLDS:
-        return None
-    elif not (scoring is None or isinstance(scoring, str) and scoring in FOLD_SUMS):
-        return None  # (None is r2 with folds; a callable may not even be hashable)
-    elif n_alphas > CHOLESKY_MAX_ALPHAS:
-        return None
     # the makers, the Gram, its factorisation and an inverse (float64); with folds
     # also each maker's float64 R_a
-    need = n_samples * n_samples * (n_alphas * itemsize + (3 if _is_loo(cv) else 4) * 8)
+    need = n_samples * n_samples * (n_alphas * itemsize + (3 if loo and scoring is None else 4) * 8)
     if need > available_memory(device) // 4:
         return None
     return "cholesky" if n_alphas <= CHOLESKY_MAX_ALPHAS else "eigen"
@@ -220,7 +220,10 @@ def _cv_scheme(
     O(n_samples) a split); `workspace`, a buffer no longer needed, may hold the dual
     route's makers; `scoring` is the fold dual route's."""
     if _is_loo(cv):
-        return LeaveOneOut(decomp, alphas, precision, dual_route=dual_route, workspace=workspace)
+        scorer = None if scoring is None or not dual_route else Scoring(scoring)
+        return LeaveOneOut(
+            decomp, alphas, precision, dual_route=dual_route, workspace=workspace, scorer=scorer
+        )
     if isinstance(cv, str):
         if cv == "gcv":
             return GeneralizedCV(decomp, alphas, precision)

@@ -505,16 +505,19 @@ def test_dual_route_equals_the_projection_route(
 
 def test_dual_route_where_it_applies(monkeypatch):
     """Rank-deficient X takes the dual route too (its makers are exact on null
-    directions); the covariance form, a scorer, a shared alpha, stored CV values
-    and too little memory take the eigendecomposition route; a failed Cholesky
-    falls back to it. All agree with scikit-learn."""
+    directions), and so does a built-in score; the covariance form, a generic
+    scorer, a shared alpha, stored CV values and too little memory take the
+    eigendecomposition route; a failed Cholesky falls back to it. All agree with
+    scikit-learn."""
     import fastridge._cv as cv_module
     import fastridge.solve as solve_module
 
     built = []
     real_init = cv_module.DualRoute.__init__
     monkeypatch.setattr(
-        cv_module.DualRoute, "__init__", lambda self, *a: built.append(1) or real_init(self, *a)
+        cv_module.DualRoute,
+        "__init__",
+        lambda self, *a, **k: built.append(1) or real_init(self, *a, **k),
     )
     monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 10)
     alphas = np.logspace(-1, 3, 5)
@@ -535,14 +538,16 @@ def test_dual_route_where_it_applies(monkeypatch):
     deficient = check(Xr, Yr, alpha_per_target=True)
     assert len(built) == 2
     assert deficient.rank_ == 10 == FastRidgeCV(alphas=alphas).fit(Xr, Yr).rank_
-    check(Xt, Yt, alpha_per_target=True)
     check(X, Y, alpha_per_target=True, scoring="r2")
+    assert len(built) == 3
+    check(Xt, Yt, alpha_per_target=True)
+    check(X, Y, alpha_per_target=True, scoring="neg_median_absolute_error")
     check(X, Y)
     check(X, Y, alpha_per_target=True, store_cv_results=True)
-    assert len(built) == 2
+    assert len(built) == 3
     monkeypatch.setattr(solve_module, "available_memory", lambda device: 1000)
     check(X, Y, alpha_per_target=True)
-    assert len(built) == 2
+    assert len(built) == 3
     monkeypatch.undo()
     # a failed Cholesky, and an eigendecomposition with a remainder: projection route
     monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 10)
@@ -555,7 +560,9 @@ def test_dual_route_where_it_applies(monkeypatch):
     monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 10)
     built.clear()
     monkeypatch.setattr(
-        cv_module.DualRoute, "__init__", lambda self, *a: built.append(1) or real_init(self, *a)
+        cv_module.DualRoute,
+        "__init__",
+        lambda self, *a, **k: built.append(1) or real_init(self, *a, **k),
     )
     tiny = FastRidgeCV(alphas=[1e-16, 1.0], alpha_per_target=True).fit(X, Y)
     assert len(built) == 1  # tried, refused

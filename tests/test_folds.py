@@ -17,6 +17,7 @@ from sklearn.model_selection import (
 )
 
 from fastridge import FastRidgeCV, ridge_cv
+from fastridge._cv import DualRoute
 
 ALPHAS = np.logspace(-2, 3, 6)
 
@@ -359,6 +360,68 @@ def test_fold_dual_route_float32_agrees_with_the_eigen_route(monkeypatch, soluti
     assert_allclose(route.predict(X_new), ref.predict(X_new), rtol=1e-4, atol=1e-4)
 
 
+def brute_force_loo_scores(X, Y, alphas, fit_intercept, score):
+    """Scores (n_targets, n_alphas) of the leave-one-out predictions of scikit-learn
+    Ridge refits without each sample, over all samples together (as RidgeCV's)."""
+    out = np.empty((Y.shape[1], len(alphas)))
+    for a, alpha in enumerate(alphas):
+        pred = np.empty_like(Y)
+        for i in range(X.shape[0]):
+            keep = np.arange(X.shape[0]) != i
+            model = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
+            pred[i] = model.fit(X[keep], Y[keep]).predict(X[i : i + 1])[0]
+        out[:, a] = score(Y, pred, None)
+    return out
+
+
+@pytest.mark.parametrize("scoring", [s for s in FOLD_ROUTE_SCORES if s is not None])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("rank", [None, 9], ids=["full_rank", "rank_deficient"])
+def test_scored_leave_one_out_dual_route_equals_brute_force_refits(
+    monkeypatch, blas, scoring, fit_intercept, rank
+):
+    """Leave-one-out with any built-in score takes the dual route (scored over all
+    samples' leave-one-out residuals, or for the correlation their centred
+    predictions): per-target alphas, scores and coefficients equal Ridge refits
+    without each sample, and scikit-learn's RidgeCV where it has the score."""
+    X, Y = make_problem(24, 40, 6, rank=rank, seed=36)
+    schemes = _schemes(monkeypatch)
+    kw = dict(alphas=ALPHAS, scoring=scoring, fit_intercept=fit_intercept, alpha_per_target=True)
+    m = FastRidgeCV(**kw).fit(X, Y)
+    assert [type(s.dual_route) for s in schemes] == [DualRoute]
+    assert schemes[0].dual_route.score_folds is not None
+    score = FOLD_ROUTE_SCORES[scoring] or (lambda y, p, w: r2_score(y, p, multioutput="raw_values"))
+    ref = brute_force_loo_scores(X, Y, ALPHAS, fit_intercept, score)
+    best = ref.argmax(axis=1)
+    assert len(set(best)) > 1  # the targets pick different alphas
+    assert_array_equal(m.alpha_, ALPHAS[best])
+    assert_allclose(m.best_score_, ref.max(axis=1), rtol=1e-8, atol=1e-12)
+    for t in range(Y.shape[1]):
+        r = Ridge(alpha=ALPHAS[best[t]], fit_intercept=fit_intercept, solver="svd").fit(X, Y[:, t])
+        assert_allclose(m.coef_[t], r.coef_, rtol=1e-8, atol=1e-10)
+    if scoring != "correlation":
+        sk = RidgeCV(**kw).fit(X, Y)
+        assert_array_equal(m.alpha_, sk.alpha_)
+        assert_allclose(m.coef_, sk.coef_, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("scoring", ["r2", "correlation"])
+@pytest.mark.parametrize("solution", ["primal", "dual"])
+def test_scored_leave_one_out_float32_at_heavy_shrinkage(monkeypatch, scoring, solution):
+    """float32 on the scored leave-one-out route picks float64's alphas where the
+    alphas shrink the predictions far below the targets' spread."""
+    X, Y = make_problem(60, 150, 40, seed=32)
+    kw = dict(alphas=ALPHAS * 1e4, alpha_per_target=True, scoring=scoring, solution=solution)
+    ref = FastRidgeCV(**kw).fit(X, Y)
+    schemes = _schemes(monkeypatch)
+    got = FastRidgeCV(**kw).fit(X.astype(np.float32), Y.astype(np.float32))
+    assert [type(s.dual_route) for s in schemes] == [DualRoute]
+    assert_array_equal(got.alpha_, ref.alpha_)
+    assert np.abs(got.best_score_ - ref.best_score_).max() < 1e-5
+    X_new = make_problem(7, 150, 1, seed=33)[0]
+    assert_allclose(got.predict(X_new), ref.predict(X_new), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("scoring", list(FOLD_ROUTE_SCORES))
 @pytest.mark.parametrize("shrink", ["moderate", "heavy"])
 def test_fold_dual_route_float32_agrees_with_float64(monkeypatch, scoring, shrink):
@@ -435,6 +498,21 @@ def test_fold_dual_route_on_each_device(monkeypatch, device):
     assert [type(s) for s in schemes] == [FoldDualRoute]
     splits = list(GroupKFold(3).split(X, Y, groups))
     ref = brute_force_fold_scores(X, Y, ALPHAS, splits, True, score=_mse).mean(axis=0)
+    assert_array_equal(got.alpha_index, ref.argmax(axis=1))
+    for t in range(Y.shape[1]):
+        r = Ridge(alpha=ALPHAS[ref[t].argmax()], solver="svd").fit(X, Y[:, t])
+        assert_allclose(got.coef[t], r.coef_, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scored_leave_one_out_on_each_device(monkeypatch, device):
+    """The scored leave-one-out route on CUDA (the torch path throughout) as on the
+    CPU: the correlation, against Ridge refits without each sample."""
+    X, Y = make_problem(24, 40, 5, seed=37)
+    schemes = _schemes(monkeypatch)
+    got = ridge_cv(X, Y, ALPHAS, alpha_per_target=True, scoring="correlation", device=device)
+    assert [type(s.dual_route) for s in schemes] == [DualRoute]
+    ref = brute_force_loo_scores(X, Y, ALPHAS, True, _correlation)
     assert_array_equal(got.alpha_index, ref.argmax(axis=1))
     for t in range(Y.shape[1]):
         r = Ridge(alpha=ALPHAS[ref[t].argmax()], solver="svd").fit(X, Y[:, t])
