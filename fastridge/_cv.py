@@ -447,8 +447,12 @@ class DualRoute:
         inverse and a GEMM per fold, 2 n^3 / n_folds flops). The residuals kept
         are then held-out ones, turned into E_a = blockdiag((R_a)_bb) resid at
         the end (`residuals_of_best`). Folds and `_from_eigen` exclude each other.
-    scorer : _scoring.Scoring, with folds
+    scorer : _scoring.Scoring, with folds; or None
         A built-in score (`_scoring.FOLD_SUMS`), per fold (averaged over folds).
+        Without folds, leave-one-out with this score instead of its own: the
+        makers R_a diag(1 / (1 - h)) give leave-one-out residuals, scored over
+        all samples as one block (`_loo_maker`), turned into E = (1 - h) e_loo
+        at the end.
     """
 
     def __init__(

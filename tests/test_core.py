@@ -553,6 +553,7 @@ def test_dual_route_where_it_applies(monkeypatch):
     monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 10)
     monkeypatch.setattr(cv_module, "cholesky_inverse", lambda A: None)
     check(X, Y, alpha_per_target=True)
+    check(X, Y, alpha_per_target=True, scoring="explained_variance")
     monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 0)
     assert check(Xr, Yr, alpha_per_target=True).rank_ == 10
     # an alpha below eps * trace(Gram): the accurate eigendecomposition route
