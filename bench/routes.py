@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _problems  # noqa: E402
 
 
-def _fit(X, Y, cv, scoring, solution, route: bool):
+def _fit(X, Y, alphas, cv, scoring, solution, route: bool):
     """One timed fit: (seconds, the fitted estimator)."""
     import fastridge
     import fastridge.solve as solve
@@ -38,7 +38,7 @@ def _fit(X, Y, cv, scoring, solution, route: bool):
         solve._use_dual_route = lambda *a, **k: None
     try:
         model = fastridge.FastRidgeCV(
-            alphas=_problems.ALPHAS_6,
+            alphas=alphas,
             alpha_per_target=True,
             cv=None if cv == "loo" else int(cv),
             scoring=scoring,
@@ -60,10 +60,18 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--solution", nargs="+", default=["dual", "primal"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--n-alphas", type=int, default=6, help="6: the suite's grid; else a log grid 1e2-1e8"
+    )
     args = parser.parse_args(argv)
+    if args.n_alphas == 6:
+        alphas = _problems.ALPHAS_6
+    else:
+        alphas = tuple(float(a) for a in np.logspace(2, 8, args.n_alphas))
     size = _problems.SIZES[args.size]
     X, Y = _problems.make_problem(size["n_samples"], size["n_features"], size["n_targets"])
-    print(f"# {args.size}: X {X.shape}, Y {Y.shape}, float32, alphas {_problems.ALPHAS_6}")
+    print(f"# {args.size}: X {X.shape}, Y {Y.shape}, float32, {len(alphas)} alphas "
+          f"{', '.join(f'{a:.3g}' for a in alphas)}")  # fmt: skip
     print()
     print("| cv | scoring | solution | dual route s | eigen route s | eigen / route "
           "| same alpha | max score diff |")  # fmt: skip
@@ -74,10 +82,10 @@ def main(argv=None) -> int:
             for solution in args.solution:
                 times = {True: [], False: []}
                 fitted = {}
-                _fit(X, Y[:, :256], cv, scoring, solution, True)  # warm-up
+                _fit(X, Y[:, :256], alphas, cv, scoring, solution, True)  # warm-up
                 for _ in range(args.repeats):
                     for route in (True, False):
-                        seconds, fitted[route] = _fit(X, Y, cv, scoring, solution, route)
+                        seconds, fitted[route] = _fit(X, Y, alphas, cv, scoring, solution, route)
                         times[route].append(seconds)
                 a, b = fitted[True], fitted[False]
                 same = float(np.mean(np.asarray(a.alpha_) == np.asarray(b.alpha_)))

@@ -147,6 +147,13 @@ def _is_loo(cv) -> bool:
 # same ~1.0 s at 2000 (M) on the Zen 5 VM (the Zen 4 VM had measured the eigh
 # route 20% faster at 2000). Break-even is near 10 alphas.
 CHOLESKY_MAX_ALPHAS = 8
+# With a score other than leave-one-out's own (and for folds), beyond
+# CHOLESKY_MAX_ALPHAS the makers still come by Cholesky (the eigendecomposition
+# route is the alternative there, not eigh-made makers), up to this many alphas:
+# its cross-validation GEMMs cost the same per alpha, it skips the projection, and
+# its correlation keeps float32's digits at large alphas where that route's K-fold
+# loses them (tests/test_folds.py, 12 alphas up to 1e10, cv=5: 0.28 off).
+SCORED_MAX_ALPHAS = 32
 
 
 # Up to this many folds the fold dual route (`_cv.FoldDualRoute`) runs; with more
@@ -161,7 +168,7 @@ def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, 
     "cholesky" (no eigendecomposition), "eigen" (makers from an eigh; leave-one-out
     only), or None (not at all). It needs per-target alphas, leave-one-out's own
     score (scoring None) or any built-in one (`_scoring.FOLD_SUMS`) without sample
-    weights and with at most CHOLESKY_MAX_ALPHAS alphas (folds: always so, not
+    weights and with at most SCORED_MAX_ALPHAS alphas (folds: always so, not
     `conservative`, at most FOLD_ROUTE_MAX_FOLDS test folds partitioning the
     samples, given in `folds`), nothing stored per sample, "highest" precision, the Gram form, and
     its n_alphas n_samples x n_samples makers in a quarter of the free memory
@@ -176,14 +183,15 @@ def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, 
     if scoring is not None or not loo:  # a score from sums over the samples or folds
         if weighted or not (scoring is None or isinstance(scoring, str) and scoring in FOLD_SUMS):
             return None  # (None is r2 with folds; a callable may not even be hashable)
-        if n_alphas > CHOLESKY_MAX_ALPHAS:
+        if n_alphas > SCORED_MAX_ALPHAS:
             return None
     # the makers, the Gram, its factorisation and an inverse (float64); with folds
     # also each maker's float64 R_a
     need = n_samples * n_samples * (n_alphas * itemsize + (3 if loo and scoring is None else 4) * 8)
     if need > available_memory(device) // 4:
         return None
-    return "cholesky" if n_alphas <= CHOLESKY_MAX_ALPHAS else "eigen"
+    scored = scoring is not None or not loo
+    return "cholesky" if scored or n_alphas <= CHOLESKY_MAX_ALPHAS else "eigen"
 
 
 def _partition_folds(splits, n_samples: int):

@@ -660,7 +660,8 @@ def test_private_copy_of_x_survives_the_dual_route_fallback(monkeypatch):
 @pytest.mark.parametrize(
     "cv, solution, n_alphas, kept",
     [(None, "primal", 2, "workspace"), (None, "dual", 2, "workspace"), (None, "primal", 10, False),
-     ("gcv", "primal", 2, False), (3, "primal", 2, "workspace"), (3, "primal", 10, False),
+     ("gcv", "primal", 2, False), (3, "primal", 2, "workspace"), (3, "primal", 10, "workspace"),
+     (3, "primal", 33, False),
      (ShuffleSplit(n_splits=2, train_size=0.5, test_size=0.3, random_state=0), "primal", 2, True)],
 )  # fmt: skip
 def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution, n_alphas, kept):
@@ -670,8 +671,9 @@ def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution,
     float64 copy before the scheme is built; the dual route by Cholesky takes
     it as its workspace, and the makers (with the factorised Gram, the
     headline's peak) are placed in its memory instead of fresh memory, as does
-    the fold dual route (folds that partition the samples, few alphas); with
-    more alphas those folds free it, folds that refit keep it."""
+    the fold dual route (folds that partition the samples, up to
+    SCORED_MAX_ALPHAS = 32 alphas); with more alphas those folds free it, folds
+    that refit keep it."""
     import gc
     import weakref
 

@@ -447,6 +447,32 @@ def test_fold_dual_route_float32_agrees_with_float64(monkeypatch, scoring, shrin
     assert_allclose(got.predict(X_new), ref.predict(X_new), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("cv", ["loo", 5])
+def test_wide_alpha_grid_correlation_in_float32(monkeypatch, cv):
+    """12 alphas up to 1e10 (more than CHOLESKY_MAX_ALPHAS; the limit of an
+    infinitely shrunk prediction is a correlation too): float32 on the route
+    picks the brute-force refits' alphas, within 1e-6 of their scores. The
+    eigendecomposition route's float32 (`LeaveGroupOut`) was 0.28 off there at
+    cv=5, its alphas scoring up to 0.064 below the best (measured; its
+    leave-one-out was within 5e-8)."""
+    X, Y = make_problem(40, 70, 6, seed=31)
+    alphas = np.logspace(0, 10, 12)
+    schemes = _schemes(monkeypatch)
+    got = FastRidgeCV(
+        alphas=alphas, cv=None if cv == "loo" else cv, scoring="correlation", alpha_per_target=True
+    ).fit(X.astype(np.float32), Y.astype(np.float32))
+    assert [type(s.dual_route) for s in schemes] == [DualRoute]
+    if cv == "loo":
+        ref = brute_force_loo_scores(X, Y, alphas, True, _correlation)
+    else:
+        splits = list(KFold(cv).split(X))
+        ref = brute_force_fold_scores(X, Y, alphas, splits, True, score=_correlation).mean(axis=0)
+    assert np.abs(got.best_score_ - ref.max(axis=1)).max() < 1e-6
+    # the alpha chosen scores within 1e-6 of the best (large alphas nearly tie)
+    chosen = ref[np.arange(Y.shape[1]), np.searchsorted(alphas, got.alpha_)]
+    assert (chosen >= ref.max(axis=1) - 1e-6).all()
+
+
 @pytest.mark.parametrize(
     "case",
     ["sample_weight", "conservative", "generic_scorer", "store_cv_results", "many_alphas",
@@ -469,7 +495,7 @@ def test_fold_dual_route_only_where_it_applies(monkeypatch, case):
     elif case == "store_cv_results":
         kw["store_cv_results"] = True
     elif case == "many_alphas":
-        kw["alphas"] = np.logspace(-2, 3, solve_module.CHOLESKY_MAX_ALPHAS + 1)
+        kw["alphas"] = np.logspace(-2, 3, solve_module.SCORED_MAX_ALPHAS + 1)
     elif case == "too_many_folds":
         monkeypatch.setattr(solve_module, "FOLD_ROUTE_MAX_FOLDS", 4)
     elif case == "overlapping_folds":
