@@ -400,7 +400,9 @@ FOLD_NOT_HELD_OUT = (
 )
 
 
-_COLUMNS = 256  # columns of a maker per float64 pass (`DualRoute._loo_maker`)
+# `DualRoute`'s leave-one-out passes with a score: columns of a maker per float64
+# pass (`_loo_maker`), rows of targets per (1 - h) pass (`residuals_of_best`)
+_BLOCK = 256
 
 
 class DualRouteUnavailable(ValueError):
@@ -594,12 +596,12 @@ class DualRoute:
         mean = None
         if self.predicts:
             mean = ((1.0 - R @ w) / n)[:, None]
-        for start in range(0, n, _COLUMNS):  # a column block at a time, in float64
-            cols = R[:, start : start + _COLUMNS] * w[start : start + _COLUMNS]
+        for start in range(0, n, _BLOCK):  # a column block at a time, in float64
+            cols = R[:, start : start + _BLOCK] * w[start : start + _BLOCK]
             if mean is not None:
                 cols.diagonal(offset=-start).zero_()
                 cols.neg_().sub_(mean)
-            maker[:, start : start + _COLUMNS] = cols  # (cast to maker's dtype)
+            maker[:, start : start + _BLOCK] = cols  # (cast to maker's dtype)
         return None if mean is None else mean.to(maker.dtype)
 
     @staticmethod
@@ -735,8 +737,8 @@ class DualRoute:
             for f, rows in enumerate(self.score_folds):
                 kept[:, rows] -= mean[:, f : f + 1]
         if self.folds is None:  # leave-one-out: a row block of targets at a time
-            for start in range(0, kept.shape[0], _COLUMNS):
-                rows = slice(start, start + _COLUMNS)
+            for start in range(0, kept.shape[0], _BLOCK):
+                rows = slice(start, start + _BLOCK)
                 kept[rows] *= self.one_minus_h[best_index[rows]]
             return kept
         # the targets of each alpha (all of them when only one alpha won)

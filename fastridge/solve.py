@@ -180,17 +180,17 @@ def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, 
     loo = _is_loo(cv)
     if not loo and (folds is None or conservative or len(folds) > FOLD_ROUTE_MAX_FOLDS):
         return None
-    if scoring is not None or not loo:  # a score from sums over the samples or folds
+    scored = scoring is not None or not loo  # a score from sums over the samples or folds
+    if scored:
         if weighted or not (scoring is None or isinstance(scoring, str) and scoring in FOLD_SUMS):
             return None  # (None is r2 with folds; a callable may not even be hashable)
         if n_alphas > SCORED_MAX_ALPHAS:
             return None
-    # the makers, the Gram, its factorisation and an inverse (float64); with folds
-    # also each maker's float64 R_a
-    need = n_samples * n_samples * (n_alphas * itemsize + (3 if loo and scoring is None else 4) * 8)
+    # the makers, the Gram, its factorisation and an inverse (float64); scored also
+    # each maker's float64 R_a
+    need = n_samples * n_samples * (n_alphas * itemsize + (4 if scored else 3) * 8)
     if need > available_memory(device) // 4:
         return None
-    scored = scoring is not None or not loo
     return "cholesky" if scored or n_alphas <= CHOLESKY_MAX_ALPHAS else "eigen"
 
 
