@@ -789,6 +789,14 @@ def column_sq_sums(E: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
     return mm(indicator.T, sq).to(torch.float64).sum(dim=0)
 
 
+def column_sums(E: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_i w_i E[i, t] for every column t (w = 1 when `weights` is None), float64,
+    shape (n_cols,): summed as `column_sq_sums` sums squares, in blocks of SUM_BLOCK
+    rows by one thin GEMM, the block sums in float64."""
+    indicator = block_indicator(E.shape[0], weights, E.dtype, E.device)
+    return mm(indicator.T, E).to(torch.float64).sum(dim=0)
+
+
 def block_indicator(n: int, weights, dtype, device) -> torch.Tensor:
     """The (n, n_blocks) matrix whose column j is 1 (or `weights`, shape (n,)) on
     entries j * SUM_BLOCK .. (j + 1) * SUM_BLOCK - 1 and 0 elsewhere: one GEMM with

@@ -785,26 +785,60 @@ class LeaveGroupOut:
     Scores weight the test samples by `sample_weight`, as scikit-learn's
     GridSearchCV (it passes sample_weight to the scorer) and its leave-one-out do.
 
+    With `predictions`, the blocks are the held-out predictions instead, in the
+    weighted space and up to a constant per fold and target, for the scores
+    of `_scoring.FOLD_PREDICTS` (the correlation, which centres them). y - resid
+    would lose them: a prediction shrunk far below the targets' spread is a small
+    difference of large numbers (in float32 the correlation was 0.66 off with
+    alphas up to 1e10, measured). Formed directly, with y_b's own part taken out,
+
+        sqrt(w_b) (p_b - const) = (I - H_bb)^-1 U_b diag(phi) (UtY - U_b^T Yc_b)
+                                  - d_b (q_b^T Yc_b),
+        d_b = (I - H_bb)^-1 q_b - q_b / (1 - q_b^T q_b)
+
+    (phi = 1 - shrink; q_b / (1 - q_b^T q_b), the limit of (I - H_bb)^-1 q_b at
+    infinite alpha, is a constant prediction, so d_b is found in float64 with it
+    subtracted), every term keeps its digits however strong the shrinkage.
+
     Parameters
     ----------
     decomp : Decomposition
     alphas : array of shape (n_alphas,)
     test_folds : list of int arrays
         Test sample indices of each fold (training set = the other samples).
+    precision : see ScoringGemm
+    predictions : bool
+        Yield held-out predictions (above); only at precision="highest".
     """
 
     name = "folds"
 
-    def __init__(self, decomp: Decomposition, alphas, test_folds, precision: str = "highest"):
+    def __init__(
+        self,
+        decomp: Decomposition,
+        alphas,
+        test_folds,
+        precision: str = "highest",
+        predictions: bool = False,
+    ):
+        if predictions and precision != "highest":
+            raise ValueError("held-out predictions are formed at precision='highest' only")
         self.decomp = decomp
+        self.predictions = predictions
         self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank) float64
         self.shrink = shrink.to(decomp.dtype)
+        a64 = torch.as_tensor(alphas, dtype=torch.float64, device=decomp.device)[:, None]
+        # phi = 1 - shrink, as a quotient: 1 - shrink would lose it when alpha >> eigvals
+        phi = decomp.eigvals[None, :] / (decomp.eigvals[None, :] + a64)
+        self.phi = phi.to(decomp.dtype)
         U = decomp.U.to(torch.float64)
         q = None if decomp.q is None else decomp.q.to(torch.float64)
         self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
         n_alphas = shrink.shape[0]
         self.inverses = []  # [fold][alpha] -> (n_b, n_b), compute dtype
+        # [fold][alpha] -> d_b (n_b,), compute dtype; None without an intercept
+        self.offsets = [] if predictions and q is not None else None
         for rows in self.folds:
             Ub = U[rows]
             n_b = Ub.shape[0]
@@ -812,7 +846,7 @@ class LeaveGroupOut:
             if q is not None:
                 base -= torch.outer(q[rows], q[rows])
             base.diagonal().add_(1.0)
-            per_alpha = []
+            per_alpha, offsets = [], []
             # U_b diag(shrink) U_b^T of several alphas as ONE GEMM (their U_b diag(shrink)
             # stacked): at M, 5 folds of 400 and 6 alphas, 0.61 s against 0.70 with a
             # product per alpha, measured. (Only the lower triangle is read below.)
@@ -823,8 +857,15 @@ class LeaveGroupOut:
                     L, info = torch.linalg.cholesky_ex(product.add_(base))
                     if int(info) != 0:
                         raise ValueError(FOLD_NOT_HELD_OUT)
-                    per_alpha.append(torch.cholesky_inverse(L).to(decomp.dtype))
+                    inverse = torch.cholesky_inverse(L)
+                    per_alpha.append(inverse.to(decomp.dtype))
+                    if self.offsets is not None:
+                        qb = q[rows]
+                        d = mm(inverse, qb[:, None])[:, 0] - qb / (1.0 - qb @ qb)
+                        offsets.append(d.to(decomp.dtype))
             self.inverses.append(per_alpha)
+            if self.offsets is not None:
+                self.offsets.append(offsets)
         # Without a remainder, resid_b = (I - H_bb)^-1 U_b diag(shrink) UtY. The
         # matrices (I - H_bb)^-1 U_b diag(shrink) of all folds are stacked per alpha
         # (sum_b n_b x rank per alpha, like U), so an alpha's held-out residuals of
@@ -835,8 +876,9 @@ class LeaveGroupOut:
         self.stacked_bases = None  # [alpha] -> (sum_b n_b, rank), compute dtype
         sizes = [inverses[0].shape[0] for inverses in self.inverses]
         n_rows = sum(sizes)
+        # (predictions read no remainder: it is outside the span of H)
         if (
-            not decomp.has_remainder
+            (predictions or not decomp.has_remainder)
             and precision == "highest"
             and _bases_fit(decomp, n_alphas, n_rows)
         ):
@@ -856,10 +898,28 @@ class LeaveGroupOut:
                     for k, a in enumerate(group):
                         torch.mul(
                             block[k * n_b : (k + 1) * n_b],
-                            self.shrink[a],
+                            self.phi[a] if predictions else self.shrink[a],
                             out=self.stacked_bases[a][start:stop],
                         )
         self._work = {}
+        self._held_in = None  # (chunk, `_chunk_parts`)
+        # how predictions take y_b's own part out (`_prediction_blocks`): the cheapest
+        # that fits. Kept parts cost n_folds * rank rows a target (room for
+        # n_samples); own makers 2 n_b^2 flops a target and alpha, refound 2 n_b rank.
+        self._parts = self.own_makers = None
+        rank = decomp.rank
+        if predictions:
+            if len(self.folds) * rank <= decomp.n_samples:
+                self._parts = "kept"
+            elif self.stacked_bases is not None and sum(n * n for n in sizes) <= rank * n_rows:
+                self._parts = "own"
+                Uc = decomp.U
+                self.own_makers = [  # [fold][alpha] -> PB_b U_b^T (n_b, n_b), compute dtype
+                    [mm(bases[start:stop], Uc[rows].T) for bases in self.stacked_bases]
+                    for rows, (start, stop) in zip(self.folds, self._bounds, strict=True)
+                ]
+            else:
+                self._parts = "refound"
 
     def _buffer(self, n_rows: int, like: torch.Tensor) -> torch.Tensor:
         """A (n_rows, n_chunk) scratch block, reused across folds, alphas and chunks."""
@@ -868,9 +928,13 @@ class LeaveGroupOut:
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
         """Yield (rows, weighted held-out residuals (n_b, n_chunk), their sqrt weights)
-        per fold. A zero-weight sample's rows of U are zero, so its block of
-        I - H_bb is the identity and its (weighted) residual is 0, as it should."""
+        per fold, or with `predictions` the held-out predictions (see the class).
+        A zero-weight sample's rows of U are zero, so its block of I - H_bb is the
+        identity and its (weighted) residual is 0, as it should."""
         sqrt_sw = self.decomp.sqrt_sw
+        if self.predictions:
+            yield from self._prediction_blocks(chunk, a, out)
+            return
         if self.stacked_bases is not None:
             bases = self.stacked_bases[a]
             # folds may overlap (ShuffleSplit): then sum_b n_b > n_samples rows
@@ -885,6 +949,65 @@ class LeaveGroupOut:
         for rows, inverses in zip(self.folds, self.inverses, strict=True):
             held_out = mm(inverses[a], out[rows], out=buf[: inverses[a].shape[0]])
             yield rows, held_out, None if sqrt_sw is None else sqrt_sw[rows]
+
+    def _chunk_parts(self, chunk: ProjectedChunk) -> dict:
+        """This chunk's per-fold parts of the predictions, found once a chunk: "own",
+        [fold] -> q_b^T Yc_b (1, n_chunk) (with an intercept), and with the "kept"
+        parts [fold] -> UtY - U_b^T Yc_b (rank, n_chunk), the training rows'
+        projection (else None: found for each alpha in `_prediction_blocks`)."""
+        if self._held_in is not None and self._held_in[0] is chunk:
+            return self._held_in[1]
+        self._held_in = None  # (the previous chunk's, freed first)
+        parts = {"own": None, "rest": None}
+        if self.offsets is not None:
+            q = self.decomp.q
+            parts["own"] = [mm(q[rows][None, :], chunk.Yc[rows]) for rows in self.folds]
+        if self._parts == "kept":
+            U = self.decomp.U
+            # UtY - U_b^T Yc_b with one new block a fold
+            parts["rest"] = [
+                mm(U[rows].T, chunk.Yc[rows]).sub_(chunk.UtY).neg_() for rows in self.folds
+            ]
+        self._held_in = (chunk, parts)
+        return parts
+
+    def _prediction_blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
+        """`blocks` with `predictions`: the class's formula, per fold, with UtY -
+        U_b^T Yc_b kept for the chunk ("kept"), or its U_b^T Yc_b applied as
+        -(PB_b U_b^T) Yc_b, n_b x n_b matrices made once a fit ("own makers": for
+        folds smaller than the rank), or found again ("refound")."""
+        sqrt_sw = self.decomp.sqrt_sw
+        parts = self._chunk_parts(chunk)
+        bases = self.stacked_bases
+        n_rows = bases[a].shape[0] if bases is not None else self._largest_fold
+        held = out if n_rows <= out.shape[0] else self._buffer(n_rows, out)
+        for b, rows in enumerate(self.folds):
+            n_b = self.inverses[b][a].shape[0]
+            Yb = chunk.Yc[rows]
+            if self._parts == "own":
+                start, stop = self._bounds[b]
+                pred = mm(bases[a][start:stop], chunk.UtY, out=held[start:stop])
+                scratch = reused_buffer(self._work, "own", (n_b, Yb.shape[1]), Yb.dtype, Yb.device)
+                pred.sub_(mm(self.own_makers[b][a], Yb, out=scratch))
+            else:
+                if parts["rest"] is not None:
+                    rest = parts["rest"][b]
+                else:
+                    shape = chunk.UtY.shape
+                    rest = reused_buffer(self._work, "rest", shape, Yb.dtype, Yb.device)
+                    rest = mm(self.decomp.U[rows].T, Yb, out=rest).sub_(chunk.UtY).neg_()
+                if bases is not None:
+                    start, stop = self._bounds[b]
+                    pred = mm(bases[a][start:stop], rest, out=held[start:stop])
+                else:  # (no room for the bases)
+                    if parts["rest"] is None:  # a scratch block
+                        scaled = rest.mul_(self.phi[a][:, None])
+                    else:
+                        scaled = rest * self.phi[a][:, None]
+                    pred = mm(self.inverses[b][a], mm(self.decomp.U[rows], scaled), out=held[:n_b])
+            if parts["own"] is not None:
+                pred.addmm_(self.offsets[b][a][:, None], parts["own"][b], alpha=-1.0)
+            yield rows, pred, None if sqrt_sw is None else sqrt_sw[rows]
 
 
 class FoldDualRoute:
@@ -918,6 +1041,11 @@ class RefitPerFold:
     test set (TimeSeriesSplit, ShuffleSplit with train_size set, ...): the
     leave-group-out identity does not apply, so each fold gets a decomposition
     of its own training rows. Correct, but one decomposition per fold.
+
+    With `predictions`, the blocks are the held-out predictions in the weighted
+    space, less the constant intercept + x_offset . coef (see `LeaveGroupOut`):
+    formed from the test rows centred on the training mean, they keep their
+    digits when shrunk far below the targets' spread.
     """
 
     name = "refit"
@@ -932,9 +1060,11 @@ class RefitPerFold:
         sample_weight,
         compute_dtype,
         gcv_mode=None,
+        predictions: bool = False,
     ):
         from ._decompose import decompose
 
+        self.predictions = predictions
         self.alphas = torch.as_tensor(alphas, dtype=torch.float64, device=X.device)
         self.fit_intercept = fit_intercept
         self.sqrt_sw = None
@@ -956,7 +1086,10 @@ class RefitPerFold:
             self.trains.append(train_rows)
             rows = _rows(np.asarray(test), X.device)
             self.folds.append(rows)
-            self.X_tests.append(X[rows].to(compute_dtype))
+            X_test = X[rows].to(compute_dtype)  # (a view of X when a slice of that dtype)
+            if predictions:
+                X_test = X_test - self.decomps[-1].x_offset
+            self.X_tests.append(X_test)
         self._projections = None
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
@@ -972,7 +1105,10 @@ class RefitPerFold:
             self.decomps, self._projections, self.folds, self.X_tests, strict=True
         ):
             coef, intercept = coefficients(d, proj, self.alphas[a].expand(width))
-            resid = chunk.y[rows] - (Xt @ coef.T + intercept)
+            if self.predictions:  # Xt is centred
+                resid = Xt @ coef.T
+            else:
+                resid = chunk.y[rows] - (Xt @ coef.T + intercept)
             if self.sqrt_sw is None:
                 yield rows, resid, None
             else:  # weighted space, as the scores expect

@@ -34,7 +34,7 @@ import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import get_scorer
 
-from ._backend import column_sq_sums
+from ._backend import column_sq_sums, column_sums, reused_buffer
 
 BUILTIN_SCORES = (
     "neg_mean_squared_error",
@@ -82,6 +82,7 @@ class Scoring:
     def __init__(self, scoring=None, score_params=None):
         self.scoring = scoring
         self.score_params = dict(score_params or {})
+        self._work = {}  # scratch blocks, reused
         if scoring is None or scoring in BUILTIN_SCORES:
             self.builtin = True
             self.scorer = None
@@ -115,13 +116,18 @@ class Scoring:
         y: torch.Tensor | None,
         sqrt_sw: torch.Tensor | None,
         rows=None,
+        *,
+        predicted: bool = False,
+        ss_tot: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-target scores, shape (n_chunk,), float64.
 
         Parameters
         ----------
         resid : tensor of shape (n_rows, n_chunk)
-            Held-out residuals in the weighted space, sqrt(w) * (y - y_pred).
+            Held-out residuals in the weighted space, sqrt(w) * (y - y_pred); with
+            `predicted`, held-out predictions there instead, sqrt(w) * (y_pred + c)
+            for any constant c per target (scores of `FOLD_PREDICTS` only).
         y : tensor of shape (n_rows, n_chunk) or None
             Raw targets (needed when `needs_y`).
         sqrt_sw : tensor of shape (n_rows,) or None
@@ -129,31 +135,50 @@ class Scoring:
         rows : slice, index tensor or None
             Which samples these are (a fold), to slice a generic scorer's
             per-sample parameters such as sample_weight.
+        predicted : bool
+            Whether `resid` holds predictions (above). They are overwritten.
+        ss_tot : tensor of shape (n_chunk,) or None
+            `total_squares` of these targets, if known (found once for all alphas).
         """
+        if predicted and self.scoring not in FOLD_PREDICTS:
+            raise ValueError(f"scoring={self.scoring!r} is not scored from predictions")
         if not self.builtin:
             return self._generic(resid, y, sqrt_sw, rows)
         n_rows = resid.shape[0]
         name = self.scoring
+        if ss_tot is None and (predicted or name != "correlation"):  # (else from _spread)
+            ss_tot = self.total_squares(y, sqrt_sw, n_rows)
+        if predicted:
+            return self._predicted_correlation(resid, y, sqrt_sw, ss_tot)
         sq = column_sq_sums(resid)  # sum w e^2 (resid is in the weighted space)
         if name in FROM_SQUARES:
-            return self.from_squares(sq, n_rows, self.total_squares(y, sqrt_sw, n_rows), sqrt_sw)
+            return self.from_squares(sq, n_rows, ss_tot, sqrt_sw)
         w_total = _w_total(n_rows, sqrt_sw)
         if name == "neg_mean_absolute_error":
             return -_wsum(resid.abs(), sqrt_sw) / w_total
-        w, yc, ss_tot = _spread(y, sqrt_sw, w_total)
-        e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
         e_mean = (_wsum(resid, sqrt_sw) / w_total).to(resid.dtype)  # sum w e / sum w
         if name == "explained_variance":
             num = sq - w_total * e_mean.double() ** 2
             return _force_finite(torch.clamp(num, min=0.0), ss_tot)
         # correlation between y and the prediction p = y - e, weighted
-        pc = yc - (e - e_mean)
-        if w is None:
-            cov = (yc * pc).sum(dim=0).double()
-            var_p = (pc * pc).sum(dim=0).double()
-        else:
-            cov = (w * yc * pc).sum(dim=0).double()
-            var_p = (w * pc * pc).sum(dim=0).double()
+        w, yc, ss_tot = _spread(y, sqrt_sw, w_total)
+        e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
+        return _correlation(yc, yc - (e - e_mean), w, ss_tot)
+
+    def _predicted_correlation(self, pred, y, sqrt_sw, ss_tot) -> torch.Tensor:
+        """The correlation of predictions sqrt(w) (p + c), overwritten (`__call__`'s
+        `predicted`), with the targets' `ss_tot`: sums in blocks by thin GEMMs
+        (`_backend.column_sums`), and sum w (y - mean y) p = sum w y p once p is
+        centred, so the targets are not centred (a pass and a block fewer)."""
+        weights = None
+        if sqrt_sw is not None:
+            weights = sqrt_sw * sqrt_sw
+            pred.div_(torch.where(sqrt_sw > 0, sqrt_sw, 1.0)[:, None])  # (0 where w == 0)
+        w_total = _w_total(pred.shape[0], sqrt_sw)
+        pred.sub_((column_sums(pred, weights) / w_total).to(pred.dtype))
+        product = reused_buffer(self._work, "product", pred.shape, pred.dtype, pred.device)
+        cov = column_sums(torch.mul(y, pred, out=product), weights)
+        var_p = column_sums(torch.mul(pred, pred, out=product), weights)
         den = torch.sqrt(ss_tot * var_p)
         return torch.where(den > 0, cov / torch.where(den > 0, den, 1.0), 0.0)
 
@@ -212,14 +237,20 @@ class Scoring:
         float64; None if nothing."""
         if not self.shift_invariant:
             return None
-        return {"ss_tot": _spread(y, None, float(n_rows))[2]}
+        return {"ss_tot": self.total_squares(y, None, n_rows)}
 
     def total_squares(self, y, sqrt_sw, n_rows: int) -> torch.Tensor | None:
-        """What `from_squares` needs of the targets y (n_rows, n_chunk): their weighted
-        sum of squares about their weighted mean (n_chunk,) for "r2", else None."""
-        if self.scoring != "r2":
+        """What `__call__` and `from_squares` need of the targets y (n_rows, n_chunk):
+        their weighted sum of squares about their weighted mean (n_chunk,) for a
+        score of `_NEEDS_Y` (the shift-invariant ones), else None."""
+        if not self.builtin or self.scoring not in _NEEDS_Y:
             return None
-        return _spread(y, sqrt_sw, _w_total(n_rows, sqrt_sw))[2]
+        weights = None if sqrt_sw is None else sqrt_sw * sqrt_sw
+        y_mean = (column_sums(y, weights) / _w_total(n_rows, sqrt_sw)).to(y.dtype)
+        # into a block reused across calls: fresh memory's first touch cost more than
+        # the arithmetic (0.31 s against 0.06 for 800 x 10,000, measured)
+        centred = reused_buffer(self._work, "product", y.shape, y.dtype, y.device)
+        return column_sums(torch.sub(y, y_mean, out=centred).square_(), weights)
 
     def _params(self, rows) -> dict:
         """Score parameters, with per-sample ones (sample_weight) sliced to `rows`."""
@@ -277,9 +308,24 @@ def _spread(y: torch.Tensor, sqrt_sw: torch.Tensor | None, w_total: float):
     """(w, yc, ss_tot): the weights (n_rows, 1) or None, the targets centred on their
     weighted mean (n_rows, n_chunk), and their weighted sum of squares (n_chunk,)."""
     w = None if sqrt_sw is None else (sqrt_sw * sqrt_sw)[:, None]
-    y_mean = _wsum(y, None if w is None else w[:, 0]) / w_total
-    yc = y - y_mean.to(y.dtype)
-    return w, yc, _wsum(yc * yc, None if w is None else w[:, 0])
+    weights = None if w is None else w[:, 0]
+    # (sums by thin GEMMs: a strided sum over the rows ran several times slower)
+    yc = y - (column_sums(y, weights) / w_total).to(y.dtype)
+    return w, yc, column_sums(yc * yc, weights)
+
+
+def _correlation(yc, pc, w, ss_tot) -> torch.Tensor:
+    """Weighted correlations (n_chunk,) of the centred targets and predictions yc, pc
+    (n_rows, n_chunk), with the weights w (n_rows, 1) or None and sum w yc^2; 0 for a
+    constant target or prediction."""
+    if w is None:
+        cov = (yc * pc).sum(dim=0).double()
+        var_p = (pc * pc).sum(dim=0).double()
+    else:
+        cov = (w * yc * pc).sum(dim=0).double()
+        var_p = (w * pc * pc).sum(dim=0).double()
+    den = torch.sqrt(ss_tot * var_p)
+    return torch.where(den > 0, cov / torch.where(den > 0, den, 1.0), 0.0)
 
 
 def _force_finite(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

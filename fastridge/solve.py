@@ -54,7 +54,7 @@ from ._decompose import choose_form, decompose
 from ._kernels import loo_epilogue
 from ._progress import Progress
 from ._refit import coefficients, dual_coefficients, from_residuals
-from ._scoring import FOLD_SUMS, Scoring, _unscale, select
+from ._scoring import FOLD_PREDICTS, FOLD_SUMS, Scoring, _unscale, select
 from ._validation import check_alphas, check_finite_chunk, check_sample_weight, check_target_array
 
 # Defer each chunk's host writes by one chunk (None: on CUDA only, where the
@@ -226,7 +226,9 @@ def _cv_scheme(
     `_splits`' (train, test) pairs of a fold-based `cv` (None otherwise), and
     `partitions` whether they do (`_partitions`, found once by the caller: it is
     O(n_samples) a split); `workspace`, a buffer no longer needed, may hold the dual
-    route's makers; `scoring` is the fold dual route's."""
+    route's makers; `scoring` is the fold dual route's, and a score of
+    `FOLD_PREDICTS` has the other fold schemes yield held-out predictions."""
+    predictions = scoring in FOLD_PREDICTS
     if _is_loo(cv):
         scorer = None if scoring is None or not dual_route else Scoring(scoring)
         return LeaveOneOut(
@@ -243,7 +245,9 @@ def _cv_scheme(
         scorer = Scoring("r2" if scoring is None else scoring)
         return FoldDualRoute(decomp, alphas, [te for _, te in splits], scorer, workspace)
     if partitions:
-        return LeaveGroupOut(decomp, alphas, [te for _, te in splits], precision)
+        tests = [te for _, te in splits]
+        predictions = predictions and precision == "highest"
+        return LeaveGroupOut(decomp, alphas, tests, precision, predictions=predictions)
     return RefitPerFold(
         X,
         alphas,
@@ -252,6 +256,7 @@ def _cv_scheme(
         sample_weight=sample_weight,
         compute_dtype=compute_dtype,
         gcv_mode=gcv_mode,
+        predictions=predictions,
     )
 
 
@@ -484,6 +489,7 @@ def ridge_cv(
         del Xt, workspace, decompose_x, scheme_of
         release_free_heap()  # the decomposition's freed temporaries, off the peak
         folds = scheme.folds
+        predicted = getattr(scheme, "predictions", False)  # blocks of predictions
         if folds is not None and scoring is None:
             scorer = Scoring("r2", score_params)  # scikit-learn's default with cv given
         synchronize(dev)
@@ -604,6 +610,7 @@ def ridge_cv(
             buf = reused_buffer(work, "buf", buf_shape, cdtype, dev)
             block_scores = torch.empty((n_blocks, n_alphas, width), dtype=torch.float64, device=dev)
             joint_sums = np.zeros((n_blocks, n_alphas))
+            ss_tots = [None] * n_blocks  # [block] -> Scoring.total_squares of its targets
             if fused or dual_route is not None:  # running best per target
                 run_score = torch.empty(width, dtype=torch.float64, device=dev)
                 run_index = torch.zeros(width, dtype=torch.int64, device=dev)
@@ -640,7 +647,11 @@ def ridge_cv(
                 for i, (rows, resid, sqrt_sw) in enumerate(scheme.blocks(proj, a, buf)):
                     y = proj.Yc if y_from_centred else proj.y
                     y = y if y is None or rows is None else y[rows]
-                    block_scores[i, a] = scorer(resid, y, sqrt_sw, rows)
+                    if a == 0:  # what the score needs of a block's targets, once a chunk
+                        ss_tots[i] = scorer.total_squares(y, sqrt_sw, resid.shape[0])
+                    block_scores[i, a] = scorer(
+                        resid, y, sqrt_sw, rows, predicted=predicted, ss_tot=ss_tots[i]
+                    )
                     if joint:
                         joint_sums[i, a] = scorer.joint(resid, y, sqrt_sw, Y.ndim == 1, rows)
                     if cv_results is not None and folds is None:

@@ -473,6 +473,73 @@ def test_wide_alpha_grid_correlation_in_float32(monkeypatch, cv):
     assert (chosen >= ref.max(axis=1) - 1e-6).all()
 
 
+def _weighted_correlation(y, p, w):
+    """Pearson correlation per target weighted by `w` (None: `_correlation`)."""
+    if w is None:
+        return _correlation(y, p, w)
+    w = w[:, None] / w.sum()
+    yc, pc = y - (w * y).sum(axis=0), p - (w * p).sum(axis=0)
+    return (w * yc * pc).sum(axis=0) / np.sqrt((w * yc**2).sum(axis=0) * (w * pc**2).sum(axis=0))
+
+
+EIGEN_ROUTE_CORRELATION = {
+    # case: (shape, cv, scheme, how y_b's own part is taken out, FastRidgeCV keywords)
+    "n>p": ((200, 20), 5, "LeaveGroupOut", "kept", {}),  # 5 folds x rank 20 <= 200
+    "n>p_own_makers": ((120, 30), 5, "LeaveGroupOut", "own", {}),  # 150 > 120
+    "no_intercept": ((120, 30), 5, "LeaveGroupOut", "own", {"fit_intercept": False}),
+    "sample_weight": ((40, 70), 5, "LeaveGroupOut", "own", {}),
+    "shared_alpha": ((40, 70), 5, "LeaveGroupOut", "own", {"alpha_per_target": False}),
+    "many_alphas": ((40, 70), 5, "LeaveGroupOut", "own", {"alphas": np.logspace(0, 10, 40)}),
+    "no_bases": ((120, 30), 5, "LeaveGroupOut", "refound", {}),  # the bases do not fit
+    "no_bases_kept": ((200, 20), 5, "LeaveGroupOut", "kept", {}),
+    "overlapping_folds": ((120, 30), ShuffleSplit(3, test_size=0.3, random_state=1),
+                          "LeaveGroupOut", "kept", {}),  # 3 folds x 30 <= 120
+    "timeseries": ((120, 30), TimeSeriesSplit(3), "RefitPerFold", None, {}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(EIGEN_ROUTE_CORRELATION))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fold_correlation_off_the_route_from_predictions(monkeypatch, case, dtype):
+    """The correlation on the fold schemes off the dual route (n_samples >
+    n_features, sample weights, a shared alpha, many alphas, refits per fold) comes
+    from held-out predictions formed directly: with 12 alphas up to 1e10, the
+    scores of brute-force refits to 1e-5 in float32 (1e-8 in float64) and alphas
+    scoring within that of the best. From y - residuals, float32 was 0.09-0.66
+    off there and picked alphas up to 0.16 below the best (measured)."""
+    import fastridge._cv as cv_module
+
+    shape, cv, scheme_name, parts, kw = EIGEN_ROUTE_CORRELATION[case]
+    X, Y = make_problem(*shape, 6, seed=31)
+    kw = {"alphas": np.logspace(0, 10, 12), "alpha_per_target": True, **kw}
+    fit, sw = {}, None
+    if case == "sample_weight":
+        sw = np.linspace(0.5, 2.0, X.shape[0])
+        sw[::7] = 0.0
+        fit["sample_weight"] = sw
+    if case.startswith("no_bases"):
+        monkeypatch.setattr(cv_module, "_bases_fit", lambda *a, **k: False)
+    schemes = _schemes(monkeypatch)
+    X_in = X.astype(dtype)
+    got = FastRidgeCV(cv=cv, scoring="correlation", **kw).fit(X_in, Y.astype(dtype), **fit)
+    assert_array_equal(X_in, X.astype(dtype))  # (the test rows are centred in a copy)
+    assert [type(s).__name__ for s in schemes] == [scheme_name]
+    assert schemes[0].predictions
+    assert getattr(schemes[0], "_parts", None) == parts
+    splits = list(cv.split(X) if hasattr(cv, "split") else KFold(cv).split(X))
+    ref = brute_force_fold_scores(
+        X, Y, kw["alphas"], splits, kw.get("fit_intercept", True), sw, _weighted_correlation
+    ).mean(axis=0)  # (n_targets, n_alphas)
+    tol = 1e-5 if dtype == np.float32 else 1e-8
+    chosen = np.searchsorted(kw["alphas"], np.atleast_1d(got.alpha_))
+    if kw["alpha_per_target"]:
+        assert np.abs(got.best_score_ - ref.max(axis=1)).max() < tol
+        assert (ref[np.arange(Y.shape[1]), chosen] >= ref.max(axis=1) - tol).all()
+    else:
+        assert abs(got.best_score_ - ref.mean(axis=0).max()) < tol
+        assert ref.mean(axis=0)[chosen[0]] >= ref.mean(axis=0).max() - tol
+
+
 @pytest.mark.parametrize(
     "case",
     ["sample_weight", "conservative", "generic_scorer", "store_cv_results", "many_alphas",
