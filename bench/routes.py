@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _problems  # noqa: E402
 
 
-def _fit(X, Y, alphas, cv, scoring, solution, route: bool):
+def _fit(X, Y, alphas, cv, scoring, solution, route: bool, shared: bool = False):
     """One timed fit: (seconds, the fitted estimator)."""
     import fastridge
     import fastridge.solve as solve
@@ -39,7 +39,7 @@ def _fit(X, Y, alphas, cv, scoring, solution, route: bool):
     try:
         model = fastridge.FastRidgeCV(
             alphas=alphas,
-            alpha_per_target=True,
+            alpha_per_target=not shared,
             cv=None if cv == "loo" else int(cv),
             scoring=scoring,
             solution=solution,
@@ -63,6 +63,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--n-alphas", type=int, default=6, help="6: the suite's grid; else a log grid 1e2-1e8"
     )
+    parser.add_argument(
+        "--shared", action="store_true", help="one alpha for all targets (scikit-learn's default)"
+    )
     args = parser.parse_args(argv)
     if args.n_alphas == 6:
         alphas = _problems.ALPHAS_6
@@ -70,8 +73,9 @@ def main(argv=None) -> int:
         alphas = tuple(float(a) for a in np.logspace(2, 8, args.n_alphas))
     size = _problems.SIZES[args.size]
     X, Y = _problems.make_problem(size["n_samples"], size["n_features"], size["n_targets"])
+    kind = "one alpha for all targets" if args.shared else "an alpha per target"
     print(f"# {args.size}: X {X.shape}, Y {Y.shape}, float32, {len(alphas)} alphas "
-          f"{', '.join(f'{a:.3g}' for a in alphas)}")  # fmt: skip
+          f"{', '.join(f'{a:.3g}' for a in alphas)}, {kind}")  # fmt: skip
     print()
     print("| cv | scoring | solution | dual route s | eigen route s | eigen / route "
           "| same alpha | max score diff |")  # fmt: skip
@@ -82,10 +86,12 @@ def main(argv=None) -> int:
             for solution in args.solution:
                 times = {True: [], False: []}
                 fitted = {}
-                _fit(X, Y[:, :256], alphas, cv, scoring, solution, True)  # warm-up
+                _fit(X, Y[:, :256], alphas, cv, scoring, solution, True, args.shared)  # warm-up
                 for _ in range(args.repeats):
                     for route in (True, False):
-                        seconds, fitted[route] = _fit(X, Y, alphas, cv, scoring, solution, route)
+                        seconds, fitted[route] = _fit(
+                            X, Y, alphas, cv, scoring, solution, route, args.shared
+                        )
                         times[route].append(seconds)
                 a, b = fitted[True], fitted[False]
                 same = float(np.mean(np.asarray(a.alpha_) == np.asarray(b.alpha_)))

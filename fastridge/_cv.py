@@ -568,7 +568,9 @@ class DualRoute:
         if self.predicts:
             means = torch.empty((R.shape[0], len(self.folds)), dtype=R.dtype, device=R.device)
         for f, rows in enumerate(self.folds):
-            R_bb = R[rows][:, rows]  # (n_b, n_b), a copy
+            # (n_b, n_b), a copy: a slice's block is a view of R, and a 1 x 1 view counts
+            # as contiguous, so cholesky_inverse would overwrite R itself there
+            R_bb = R[rows][:, rows].clone()
             blocks.append(R_bb.to(maker.dtype, copy=True))
             inv = cholesky_inverse(R_bb)  # (destroys R_bb)
             if inv is None:
@@ -698,10 +700,8 @@ class DualRoute:
                 self.scorer.target_stats(chunk.Yc[rows], n_b)
                 for rows, n_b in zip(self.score_folds, self.fold_sizes, strict=True)
             ]
-            if "y_dot" in kinds or self.predicts:  # reused from chunk to chunk
-                if self._yt is None or self._yt.shape != E.shape:
-                    self._yt = torch.empty_like(E)
-                self._yt.copy_(chunk.Yc.T)
+            if "y_dot" in kinds or self.predicts:
+                self._keep_targets(chunk, E)
         indicator, fold_of = self.fold_indicator
         pieces = row_block_sums(E, indicator, squares, kinds, self._yt)  # (n_chunk, n_pieces)
         n_folds = len(self.score_folds)
@@ -715,6 +715,23 @@ class DualRoute:
                 for f, n_b in enumerate(self.fold_sizes)
             ]
         )
+
+    def _keep_targets(self, chunk: ProjectedChunk, like: torch.Tensor):
+        """The chunk's centred targets one per row, in `self._yt` (shaped as `like`,
+        (n_chunk, n_samples)), a buffer reused from chunk to chunk."""
+        if self._yt is None or self._yt.shape != like.shape:
+            self._yt = torch.empty_like(like)
+        self._yt.copy_(chunk.Yc.T)
+
+    def residuals(self, chunk: ProjectedChunk, a: int, out: torch.Tensor) -> torch.Tensor:
+        """The in-sample residuals E_a of every target of the chunk for alpha `a`
+        (n_chunk, n_samples), in `out` (of that shape): for a shared alpha, once it
+        is chosen. One GEMM with the alpha's maker, then `residuals_of_best`."""
+        E = mm(chunk.Yc.T, self.makers[a], out=out)
+        if self.predicts:  # residuals_of_best reads this chunk's targets
+            self._keep_targets(chunk, E)
+        best = torch.full((E.shape[0],), a, dtype=torch.long, device=E.device)
+        return self.residuals_of_best(E, best)
 
     def residuals_of_best(self, kept: torch.Tensor, best_index: torch.Tensor) -> torch.Tensor:
         """The in-sample residuals E of each target's best alpha (n_chunk,

@@ -166,7 +166,7 @@ def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, 
                     folds=None, weighted=False, conservative=False):  # fmt: skip
     """How leave-one-out, or folds that partition the samples, run `_cv.DualRoute`:
     "cholesky" (no eigendecomposition), "eigen" (makers from an eigh; leave-one-out
-    only), or None (not at all). It needs per-target alphas, leave-one-out's own
+    only), or None (not at all). With per-target or shared alphas, it needs leave-one-out's own
     score (scoring None) or any built-in one (`_scoring.FOLD_SUMS`) without sample
     weights and with at most SCORED_MAX_ALPHAS alphas (folds: always so, not
     `conservative`, at most FOLD_ROUTE_MAX_FOLDS test folds partitioning the
@@ -175,7 +175,7 @@ def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, 
     (with room for the float64 work of building one)."""
     n_samples, n_features = shape
     gram = choose_form(n_samples, n_features, fit_intercept, gcv_mode) == "gram"
-    if not (alpha_per_target and gram) or store_cv_results or precision != "highest":
+    if not gram or store_cv_results or precision != "highest":
         return None
     loo = _is_loo(cv)
     if not loo and (folds is None or conservative or len(folds) > FOLD_ROUTE_MAX_FOLDS):
@@ -740,12 +740,20 @@ def ridge_cv(
             shared_score = float(mean_scores[best])
 
             def refit(sl, nxt):
-                """Pass 2 for one chunk: coefficients of the shared alpha."""
+                """Pass 2 for one chunk: coefficients of the shared alpha (on the dual
+                route from its residuals, one more GEMM with the alpha's maker)."""
                 cached = work["cached"]
-                proj = cached if cached is not None else _project_into(work, decomp, read, sl)
-                if cached is None:
+                if cached is not None:
+                    proj = cached
+                else:
+                    on_basis = dual_route is None
+                    proj = _project_into(work, decomp, read, sl, on_basis=on_basis)
                     reader.prefetch(nxt)
                 width = sl.stop - sl.start
+                kept = None
+                if dual_route is not None:
+                    kept = reused_buffer(work, "kept", (width, n_samples), cdtype, dev)
+                    kept = dual_route.residuals(proj, best, kept)
                 w, b = _refit_into(
                     coef,
                     sl,
@@ -755,6 +763,7 @@ def ridge_cv(
                     solution,
                     x_dot_offset,
                     coef_scratch,
+                    kept=kept,
                 )
                 chunk_out = {"intercept": b} if w is None else {"intercept": b, "coef": w}
                 results.submit(chunk_out, functools.partial(write_chunk, sl))

@@ -505,8 +505,8 @@ def test_dual_route_equals_the_projection_route(
 
 def test_dual_route_where_it_applies(monkeypatch):
     """Rank-deficient X takes the dual route too (its makers are exact on null
-    directions), and so does a built-in score; the covariance form, a generic
-    scorer, a shared alpha, stored CV values and too little memory take the
+    directions), and so do a built-in score and a shared alpha; the covariance
+    form, a generic scorer, stored CV values and too little memory take the
     eigendecomposition route; a failed Cholesky falls back to it. All agree with
     scikit-learn."""
     import fastridge._cv as cv_module
@@ -537,17 +537,20 @@ def test_dual_route_where_it_applies(monkeypatch):
     assert len(built) == 1
     deficient = check(Xr, Yr, alpha_per_target=True)
     assert len(built) == 2
-    assert deficient.rank_ == 10 == FastRidgeCV(alphas=alphas).fit(Xr, Yr).rank_
-    check(X, Y, alpha_per_target=True, scoring="r2")
+    assert deficient.rank_ == 10 == check(Xr, Yr).rank_  # (a shared alpha)
     assert len(built) == 3
+    check(X, Y, alpha_per_target=True, scoring="r2")
+    assert len(built) == 4
     check(Xt, Yt, alpha_per_target=True)
     check(X, Y, alpha_per_target=True, scoring="neg_median_absolute_error")
-    check(X, Y)
+    assert len(built) == 4
+    check(X, Y)  # a shared alpha
+    assert len(built) == 5
     check(X, Y, alpha_per_target=True, store_cv_results=True)
-    assert len(built) == 3
+    assert len(built) == 5
     monkeypatch.setattr(solve_module, "available_memory", lambda device: 1000)
     check(X, Y, alpha_per_target=True)
-    assert len(built) == 3
+    assert len(built) == 5
     monkeypatch.undo()
     # a failed Cholesky, and an eigendecomposition with a remainder: projection route
     monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 10)
