@@ -651,9 +651,13 @@ class DualRoute:
             self.makers.append(mm(B, B.T))
         self._set_weights(1.0 / one_minus_h**2, decomp.dtype)
 
-    def score(self, chunk: ProjectedChunk, a: int, kept, scratch, squares, best_score, best_index):
+    def score(
+        self, chunk: ProjectedChunk, a: int, kept, scratch, squares, best_score, best_index,
+        keep: bool = True,
+    ):  # fmt: skip
         """Alpha `a`'s leave-one-out scores of the chunk (float64, (n_chunk,)), with the
-        running best per target (score, index) and its residuals updated in place;
+        running best per target (score, index) and its residuals updated in place
+        (not with `keep` False: for a shared alpha, scores only);
         alphas in order 0, 1, ...; ties keep the earlier alpha and NaN never wins,
         as `_scoring.select`.
 
@@ -673,11 +677,13 @@ class DualRoute:
         the trade, if any.
         """
         # E^T = Yc^T R_a (R_a is symmetric; with folds G_a^T): one row per target
-        E = mm(chunk.Yc.T, self.makers[a], out=kept if a == 0 else scratch)
+        E = mm(chunk.Yc.T, self.makers[a], out=kept if a == 0 and keep else scratch)
         if self.score_folds is None:
             scores = (-row_sq_sums(E, self.indicators[a], squares) / E.shape[1])[None]
         else:
             scores = self._fold_scores(chunk, a, E, squares)
+        if not keep:
+            return scores, kept, scratch
         better = update_best(scores.mean(dim=0), a, best_score, best_index)
         if better is None:  # alpha 0, computed into `kept` itself
             return scores, kept, scratch

@@ -621,7 +621,7 @@ def ridge_cv(
             for a in range(n_alphas):
                 if dual_route is not None:
                     scores, kept, buf = dual_route.score(
-                        proj, a, kept, buf, squares, run_score, run_index
+                        proj, a, kept, buf, squares, run_score, run_index, alpha_per_target
                     )
                     block_scores[:, a] = scores
                     work["kept"], work["buf"] = kept, buf  # (they may have traded places)
