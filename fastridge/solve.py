@@ -161,18 +161,19 @@ SCORED_MAX_ALPHAS = 32
 FOLD_ROUTE_MAX_FOLDS = 64
 
 
-def _use_dual_route(cv, alpha_per_target, scoring, store_cv_results, precision, shape,
+def _use_dual_route(cv, scoring, store_cv_results, precision, shape,
                     fit_intercept, gcv_mode, n_alphas, itemsize, device,
                     folds=None, weighted=False, conservative=False):  # fmt: skip
     """How leave-one-out, or folds that partition the samples, run `_cv.DualRoute`:
     "cholesky" (no eigendecomposition), "eigen" (makers from an eigh; leave-one-out
-    only), or None (not at all). With per-target or shared alphas, it needs leave-one-out's own
-    score (scoring None) or any built-in one (`_scoring.FOLD_SUMS`) without sample
-    weights and with at most SCORED_MAX_ALPHAS alphas (folds: always so, not
-    `conservative`, at most FOLD_ROUTE_MAX_FOLDS test folds partitioning the
-    samples, given in `folds`), nothing stored per sample, "highest" precision, the Gram form, and
-    its n_alphas n_samples x n_samples makers in a quarter of the free memory
-    (with room for the float64 work of building one)."""
+    only), or None (not at all). For per-target and shared alphas alike, it needs
+    leave-one-out's own score (scoring None) or any built-in one
+    (`_scoring.FOLD_SUMS`) without sample weights and with at most
+    SCORED_MAX_ALPHAS alphas (folds: always so, not `conservative`, at most
+    FOLD_ROUTE_MAX_FOLDS test folds partitioning the samples, given in `folds`),
+    nothing stored per sample, "highest" precision, the Gram form, and its
+    n_alphas n_samples x n_samples makers in a quarter of the free memory (with
+    room for the float64 work of building one)."""
     n_samples, n_features = shape
     gram = choose_form(n_samples, n_features, fit_intercept, gcv_mode) == "gram"
     if not gram or store_cv_results or precision != "highest":
@@ -425,7 +426,7 @@ def ridge_cv(
         # leave-one-out (or folds) from dual coefficients, with no eigendecomposition
         # or from one
         route = _use_dual_route(
-            cv, alpha_per_target, scoring, store_cv_results, precision, tuple(Xt.shape),
+            cv, scoring, store_cv_results, precision, tuple(Xt.shape),
             fit_intercept, gcv_mode, n_alphas, torch.finfo(cdtype).bits // 8, dev,
             folds=_partition_folds(splits, n_samples) if partitions else None,
             weighted=sw is not None, conservative=conservative,
