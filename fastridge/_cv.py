@@ -974,17 +974,17 @@ class LeaveGroupOut:
             yield rows, held_out, None if sqrt_sw is None else sqrt_sw[rows]
 
     def _chunk_parts(self, chunk: ProjectedChunk) -> dict:
-        """This chunk's per-fold parts of the predictions, found once a chunk: "own",
-        [fold] -> q_b^T Yc_b (1, n_chunk) (with an intercept), and with the "kept"
+        """This chunk's per-fold parts of the predictions, found once a chunk:
+        "intercept", [fold] -> q_b^T Yc_b (1, n_chunk) (with an intercept), and with "kept"
         parts [fold] -> UtY - U_b^T Yc_b (rank, n_chunk), the training rows'
         projection (else None: found for each alpha in `_prediction_blocks`)."""
         if self._held_in is not None and self._held_in[0] is chunk:
             return self._held_in[1]
         self._held_in = None  # (the previous chunk's, freed first)
-        parts = {"own": None, "rest": None}
+        parts = {"intercept": None, "rest": None}
         if self.offsets is not None:
             q = self.decomp.q
-            parts["own"] = [mm(q[rows][None, :], chunk.Yc[rows]) for rows in self.folds]
+            parts["intercept"] = [mm(q[rows][None, :], chunk.Yc[rows]) for rows in self.folds]
         if self._parts == "kept":
             U = self.decomp.U
             # UtY - U_b^T Yc_b with one new block a fold
@@ -1028,8 +1028,8 @@ class LeaveGroupOut:
                     else:
                         scaled = rest * self.phi[a][:, None]
                     pred = mm(self.inverses[b][a], mm(self.decomp.U[rows], scaled), out=held[:n_b])
-            if parts["own"] is not None:
-                pred.addmm_(self.offsets[b][a][:, None], parts["own"][b], alpha=-1.0)
+            if parts["intercept"] is not None:
+                pred.addmm_(self.offsets[b][a][:, None], parts["intercept"][b], alpha=-1.0)
             yield rows, pred, None if sqrt_sw is None else sqrt_sw[rows]
 
 
