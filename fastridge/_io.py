@@ -28,7 +28,7 @@ class UserError(ValueError):
 
 
 # -- reading ------------------------------------------------------------------------
-def open_npy(path, name: str) -> np.ndarray:
+def open_npy(path, name: str, labels: bool = False) -> np.ndarray:
     """Memory-map a .npy file read-only, refusing pickled or unsupported content.
 
     Parameters
@@ -36,12 +36,14 @@ def open_npy(path, name: str) -> np.ndarray:
     path : str or Path
     name : str
         What the array is ("X", "Y", ...), for messages.
+    labels : bool, default=False
+        Also accept string dtypes (group labels).
 
     Returns
     -------
     np.memmap (or ndarray for an empty file) of the stored dtype and shape.
     Float16/32/64 and integer/bool dtypes are accepted (integers are cast later);
-    complex, object, structured and string dtypes are refused.
+    complex, object, structured and (unless `labels`) string dtypes are refused.
     """
     path = Path(path)
     if not path.exists():
@@ -78,6 +80,8 @@ def open_npy(path, name: str) -> np.ndarray:
         raise UserError(f"{name} file {path} holds a structured array; give a plain numeric one")
     if dt.kind == "c":
         raise UserError(f"{name} has complex dtype {dt}: complex data is not supported")
+    if labels and dt.kind in "US":
+        return arr
     if dt.kind not in "fiub":
         raise UserError(f"{name} has dtype {dt}; give float16/32/64 (or integer) data")
     if dt.kind == "f" and dt.itemsize > 8:

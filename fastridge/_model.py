@@ -101,6 +101,17 @@ class ModelFiles:
         self.best_score = arrays["best_score"]
 
 
+def cv_param(cv, grouped: bool):
+    """FastRidgeCV's / ridge_cv's `cv` for a solve's options "cv" ("loo", "gcv",
+    "logo" or K) and "groups" (whether the samples had group labels): with
+    groups, LeaveOneGroupOut or GroupKFold(K)."""
+    if not grouped:
+        return cv
+    from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
+
+    return LeaveOneGroupOut() if cv == "logo" else GroupKFold(n_splits=cv)
+
+
 def load(model_dir, mmap_mode=None):
     """Load a model directory written by ``fastridge solve`` as a fitted FastRidgeCV.
 
@@ -128,7 +139,7 @@ def load(model_dir, mmap_mode=None):
         alphas=tuple(files.alphas.tolist()),
         fit_intercept=opts["fit_intercept"],
         scoring=opts["scoring"],
-        cv=opts["cv"],
+        cv=cv_param(opts["cv"], opts.get("groups", False)),
         alpha_per_target=opts["alpha_per_target"],
         device=opts.get("device", "auto"),
         dtype=opts.get("dtype"),

@@ -78,6 +78,8 @@ examples:
   fastridge solve X.npy Y_flat.npy --alphas 1e4 2e4 4e4 --target-shape 226 768 \\
       --out model/ --x-test Xte.npy --y-test Yte.npy --memory-budget 2GB
   fastridge solve X.npy Y.npy --alphas 1e4 2e4 4e4 --out model/ --resume   # after a crash
+  fastridge solve X.npy Y.npy --alphas 1e4 2e4 4e4 --out model/ --groups runs.npy
+      # leave one run out (--cv 4 --groups runs.npy: GroupKFold(4))
 
 MODEL_DIR holds coef.npy (n_targets, n_features), intercept.npy, alpha.npy,
 alpha_index.npy, best_score.npy and model.json; with --solution dual,
@@ -180,8 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--cv",
-        default="loo",
-        help="loo (exact leave-one-out, default), gcv, or an integer K (K-fold)",
+        default=None,
+        help="loo (exact leave-one-out, default), gcv, an integer K (K-fold; with "
+        "--groups GroupKFold), or logo (leave one group out, the default with --groups)",
+    )
+    p.add_argument(
+        "--groups",
+        default=None,
+        metavar="GROUPS",
+        help="group label of each sample, .npy of shape (n_samples,) (integers or "
+        "strings, e.g. the scanner run of each image): folds never split a group",
+    )
+    p.add_argument(
+        "--sample-weight",
+        default=None,
+        metavar="WEIGHTS",
+        help="non-negative weight of each sample, .npy of shape (n_samples,)",
     )
     p.add_argument("--no-intercept", action="store_true", help="do not fit an intercept")
     p.add_argument(
@@ -194,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scoring",
         default=None,
-        help="score used to choose alphas (default: neg. mean squared error); e.g. r2, correlation",
+        help="score used to choose alphas (default, as scikit-learn: neg. mean squared "
+        "error for loo and gcv, r2 for folds); e.g. r2, correlation",
     )
     p.add_argument(
         "--target-shape",
@@ -384,18 +401,72 @@ def _parse_alphas(values) -> np.ndarray:
         raise UserError(f"--alphas: {exc}") from None
 
 
-def _parse_cv(value):
-    if value in ("loo", "gcv"):
+def _parse_cv(value, grouped: bool):
+    """ "loo", "gcv", "logo" or K from --cv (None: "logo" with --groups, else "loo")."""
+    if value is None:
+        return "logo" if grouped else "loo"
+    if value in ("loo", "gcv", "logo"):
+        if grouped != (value == "logo"):
+            raise UserError(
+                f"--cv {value} takes no --groups: use --cv logo (leave one group out) or "
+                "--cv K (GroupKFold) with them"
+                if grouped
+                else "--cv logo (leave one group out) needs --groups GROUPS.npy"
+            )
         return value
     try:
         k = int(value)
     except ValueError:
         raise UserError(
-            f"--cv must be loo, gcv or an integer number of folds, got {value!r}"
+            f"--cv must be loo, gcv, logo or an integer number of folds, got {value!r}"
         ) from None
     if k < 2:
         raise UserError(f"--cv {k}: K-fold needs K >= 2")
     return k
+
+
+def _cv_text(cv, groups, weighted: bool) -> str:
+    """The solve's cross-validation in words, for its summary."""
+    n_groups = None if groups is None else np.unique(groups).size
+    text = {
+        "loo": "exact leave-one-out",
+        "gcv": "generalized cross-validation",
+        "logo": f"leave one group out ({n_groups} groups)",
+    }.get(cv)
+    if text is None:
+        text = f"{cv}-fold" if groups is None else f"GroupKFold({cv}) over {n_groups} groups"
+    return text + (", sample weights" if weighted else "")
+
+
+def _load_groups(path, n_samples: int, cv) -> np.ndarray:
+    """--groups as an in-memory array of shape (n_samples,), checked against --cv."""
+    groups = np.asarray(_io.open_npy(path, "--groups", labels=True))
+    if groups.ndim != 1 or groups.shape[0] != n_samples:
+        raise UserError(
+            f"--groups must have shape ({n_samples},), one label per sample of X; got "
+            f"shape {groups.shape}"
+        )
+    if groups.dtype.kind == "f" and not np.isfinite(groups).all():
+        raise UserError("--groups contains NaN or infinity")
+    n_groups = np.unique(groups).size
+    if n_groups < 2:
+        raise UserError(f"--groups has {n_groups} distinct label(s): folds need at least 2")
+    if isinstance(cv, int) and cv > n_groups:
+        raise UserError(f"--cv {cv}: GroupKFold needs K <= the {n_groups} distinct groups")
+    return groups
+
+
+def _load_sample_weight(path, n_samples: int) -> np.ndarray:
+    """--sample-weight as float64 of shape (n_samples,): finite, >= 0, not all 0."""
+    from ._validation import check_sample_weight
+
+    sw = _io.open_npy(path, "--sample-weight")
+    if sw.ndim != 1:
+        raise UserError(f"--sample-weight must be 1-D (n_samples,), got shape {sw.shape}")
+    try:
+        return check_sample_weight(np.array(sw, dtype=np.float64), n_samples)  # (a copy)
+    except ValueError as exc:
+        raise UserError(f"--sample-weight: {exc}") from None
 
 
 def _load_inputs(args):
@@ -435,6 +506,8 @@ def _options(args, alphas, cv, out_dtype, target_shape, y_ndim):
         "alphas": alphas.tolist(),
         "alpha_per_target": bool(args.alpha_per_target),
         "cv": cv,
+        "groups": args.groups is not None,  # cv "logo" or K: over these groups
+        "sample_weight": args.sample_weight is not None,
         "fit_intercept": not args.no_intercept,
         "scoring": args.scoring,
         "dtype": out_dtype,
@@ -452,12 +525,15 @@ _RESUME_KEYS = (
     "alphas",
     "alpha_per_target",
     "cv",
+    "groups",
+    "sample_weight",
     "fit_intercept",
     "scoring",
     "dtype",
     "target_shape",
     "solution",
 )
+_RESUME_DEFAULTS = {"groups": False, "sample_weight": False}
 
 
 def _merge(intervals):
@@ -501,16 +577,21 @@ def _prepare_staging(args, model_dir, manifest, n_targets, n_coef, out_dtype, ve
                 print("fastridge: nothing to resume; starting from the beginning", file=sys.stderr)
         else:
             old = _io.read_json(found / _io.MANIFEST)
-            for name in ("X", "Y"):
-                if not _io.same_inputs(old["inputs"][name], manifest["inputs"][name]):
+            for name in manifest["inputs"]:
+                if name not in old["inputs"] or not _io.same_inputs(
+                    old["inputs"][name], manifest["inputs"][name]
+                ):
+                    was = old["inputs"].get(name, {}).get("path", "not given")
                     raise UserError(
                         f"cannot resume: {name} differs from the interrupted run's "
-                        f"({old['inputs'][name]['path']}); run without --resume or delete {found}"
+                        f"({was}); run without --resume or delete {found}"
                     )
             for key in _RESUME_KEYS:
-                if old["options"].get(key) != manifest["options"].get(key):
+                # (a run from before --groups and --sample-weight had neither)
+                was = old["options"].get(key, _RESUME_DEFAULTS.get(key))
+                if was != manifest["options"].get(key):
                     raise UserError(
-                        f"cannot resume: option {key} was {old['options'].get(key)!r}, now "
+                        f"cannot resume: option {key} was {was!r}, now "
                         f"{manifest['options'].get(key)!r}; use the same options or drop --resume"
                     )
             os.rename(found, staging)  # claim it: a concurrent resume now finds nothing
@@ -555,14 +636,15 @@ def _prepare_staging(args, model_dir, manifest, n_targets, n_coef, out_dtype, ve
 def cmd_solve(args) -> int:
     from . import __version__
     from ._backend import float_dtype_of
-    from ._model import FORMAT, FORMAT_VERSION
+    from ._model import FORMAT, FORMAT_VERSION, cv_param
     from ._report import alpha_counts, summary
     from .solve import ridge_cv
 
     t_start = time.perf_counter()
     verbose = _verbose(args)
     alphas = _parse_alphas(args.alphas)
-    cv = _parse_cv(args.cv)
+    grouped = args.groups is not None
+    cv = _parse_cv(args.cv, grouped)
     target_chunk = _target_chunk(args.target_chunk)
     budget = _memory_budget(args.memory_budget)
     if (args.x_test is None) != (args.y_test is None):
@@ -581,6 +663,10 @@ def cmd_solve(args) -> int:
 
     X, Y, target_shape, n_targets = _load_inputs(args)
     n_samples, n_features = X.shape
+    groups = _load_groups(args.groups, n_samples, cv) if grouped else None
+    sample_weight = None
+    if args.sample_weight is not None:
+        sample_weight = _load_sample_weight(args.sample_weight, n_samples)
     y_ndim = 1 if Y.ndim == 1 and not args.target_shape else 1 + len(target_shape)
     out_dtype = args.dtype or float_dtype_of(X).name
     itemsize = np.dtype(out_dtype).itemsize
@@ -591,6 +677,9 @@ def cmd_solve(args) -> int:
 
     t = time.perf_counter()
     inputs = {"X": _io.fingerprint(args.X, full=True), "Y": _io.fingerprint(args.Y, full=False)}
+    for name, path in (("groups", args.groups), ("sample_weight", args.sample_weight)):
+        if path is not None:
+            inputs[name] = _io.fingerprint(path, full=True)
     t_fingerprint = time.perf_counter() - t
     options = _options(args, alphas, cv, out_dtype, target_shape, y_ndim)
     manifest = {
@@ -648,7 +737,9 @@ def cmd_solve(args) -> int:
             Y,
             alphas,
             fit_intercept=not args.no_intercept,
-            cv=None if cv == "loo" else cv,
+            cv=cv_param(cv, grouped),
+            groups=groups,
+            sample_weight=sample_weight,
             scoring=args.scoring,
             alpha_per_target=args.alpha_per_target,
             target_chunk=chunk,
@@ -738,8 +829,10 @@ def cmd_solve(args) -> int:
     )
     _say(args, "  time per stage: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
     _say(args, f"  peak resident memory: {_peak_rss() / 2**30:.2f} GiB")
+    _say(args, f"  cross-validation: {_cv_text(cv, groups, sample_weight is not None)}")
     _say(args, "  chosen alphas: " + ", ".join(f"{a}: {c:,}" for a, c in counts.items()))
-    score_name = args.scoring or "neg. mean squared error"
+    # scikit-learn's defaults: RidgeCV's own criterion, or the estimator's score (R^2) on folds
+    score_name = args.scoring or ("neg. mean squared error" if cv in ("loo", "gcv") else "r2")
     if args.alpha_per_target:
         _say(args, f"  median CV score ({score_name}): {np.median(best_score):.6g}")
     else:

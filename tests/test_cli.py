@@ -285,6 +285,51 @@ def test_kfold_cv_through_the_command_line(data, tmp_path):
     assert_allclose(est.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize(
+    "cv_args, labels",
+    [([], "strings"), (["--cv", "logo"], "integers"), (["--cv", "3"], "strings")],
+    ids=["default-logo", "logo", "groupkfold3"],
+)
+def test_groups_and_sample_weight_through_the_command_line(
+    data, tmp_path, capsys, cv_args, labels, weighted
+):
+    from sklearn.model_selection import GroupKFold, KFold, LeaveOneGroupOut
+
+    d, f = data
+    rng = np.random.default_rng(3)
+    runs = rng.permutation(np.repeat(np.arange(5), 12))  # 5 runs of 12 samples, interleaved
+    groups = np.array([f"run-{r}" for r in runs]) if labels == "strings" else runs
+    np.save(tmp_path / "groups.npy", groups)
+    w = rng.uniform(0.2, 3.0, 60)
+    np.save(tmp_path / "w.npy", w)
+    model = tmp_path / "model"
+    args = ["solve", d / "X.npy", d / "Y.npy", "--alphas", *ALPHAS, "--out", model]
+    args += ["--groups", tmp_path / "groups.npy", *cv_args]
+    if weighted:
+        args += ["--sample-weight", tmp_path / "w.npy"]
+    assert main(list(map(str, args))) == 0
+    out = capsys.readouterr().out
+    grouped = GroupKFold(n_splits=3) if "3" in cv_args else LeaveOneGroupOut()
+    expected = "GroupKFold(3) over 5 groups" if "3" in cv_args else "leave one group out (5 groups)"
+    assert f"cross-validation: {expected}" in out and "median CV score (r2)" in out
+    kw = dict(alphas=[float(a) for a in ALPHAS], alpha_per_target=True)
+    sw = w if weighted else None
+    ref = FastRidgeCV(cv=grouped, **kw).fit(f["X"], f["Y"], groups=groups, sample_weight=sw)
+    est = load(model)
+    assert type(est.cv) is type(grouped)
+    assert_array_equal(est.alpha_, ref.alpha_)
+    assert_allclose(est.best_score_, ref.best_score_, rtol=1e-10)
+    assert_allclose(est.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
+    assert_allclose(est.intercept_, ref.intercept_, rtol=1e-10, atol=1e-12)
+    # the groups and the weights were used: folds that ignore either score otherwise
+    ungrouped = FastRidgeCV(cv=KFold(3), **kw).fit(f["X"], f["Y"], sample_weight=sw)
+    assert not np.allclose(est.best_score_, ungrouped.best_score_, rtol=1e-3)
+    if weighted:
+        unweighted = FastRidgeCV(cv=grouped, **kw).fit(f["X"], f["Y"], groups=groups)
+        assert not np.allclose(est.best_score_, unweighted.best_score_, rtol=1e-3)
+
+
 def test_float16_x_integer_y_and_disk_full(data, tmp_path, capsys, monkeypatch):
     d, f = data
     x16 = f["X"].astype(np.float16)
@@ -321,6 +366,13 @@ def _bad(tmp_path, f):
     xnan = f["X"].copy()
     xnan[5, 3] = np.nan
     np.save(tmp_path / "xnan.npy", xnan)
+    np.save(tmp_path / "g59.npy", np.arange(59) % 4)
+    np.save(tmp_path / "g1.npy", np.zeros(60, np.int64))
+    np.save(tmp_path / "gnan.npy", np.where(np.arange(60) == 7, np.nan, np.arange(60) % 4))
+    np.save(tmp_path / "g4.npy", np.arange(60) % 4)
+    np.save(tmp_path / "wneg.npy", np.where(np.arange(60) == 3, -1.0, 1.0))
+    np.save(tmp_path / "w2d.npy", np.ones((60, 2)))
+    np.save(tmp_path / "wnan.npy", np.where(np.arange(60) == 3, np.nan, 1.0))
 
 
 @pytest.mark.parametrize(
@@ -340,6 +392,19 @@ def _bad(tmp_path, f):
         ("X", "Y", ["--target-chunk", "0"], "--target-chunk must be >= 1"),
         ("X", "Y", ["--x-test", "X.npy"], "--x-test and --y-test go together"),
         ("X", "Y", ["--resume", "--shared-alpha"], "--resume needs per-target alphas"),
+        ("X", "Y", ["--cv", "logo"], "--cv logo (leave one group out) needs --groups"),
+        ("X", "Y", ["--groups", "g4.npy", "--cv", "loo"], "--cv loo takes no --groups"),
+        ("X", "Y", ["--groups", "g4.npy", "--cv", "gcv"], "--cv gcv takes no --groups"),
+        ("X", "Y", ["--groups", "g4.npy", "--cv", "5"], "GroupKFold needs K <= the 4 distinct"),
+        ("X", "Y", ["--groups", "g59.npy"], "--groups must have shape (60,)"),
+        ("X", "Y", ["--groups", "g1.npy"], "--groups has 1 distinct label(s)"),
+        ("X", "Y", ["--groups", "gnan.npy"], "--groups contains NaN"),
+        ("X", "Y", ["--groups", "pickled.npy"], "--groups file"),
+        ("X", "Y", ["--groups", "missing.npy"], "--groups file not found"),
+        ("X", "Y", ["--sample-weight", "wneg.npy"], "--sample-weight: Negative values"),
+        ("X", "Y", ["--sample-weight", "w2d.npy"], "--sample-weight must be 1-D"),
+        ("X", "Y", ["--sample-weight", "wnan.npy"], "--sample-weight: sample_weight contains NaN"),
+        ("X", "Y", ["--sample-weight", "g59.npy"], "sample_weight.shape == (59,)"),
     ],
 )
 def test_bad_inputs_one_line_exit_2(data, tmp_path, capsys, x, y, extra, message):
@@ -353,7 +418,7 @@ def test_bad_inputs_one_line_exit_2(data, tmp_path, capsys, x, y, extra, message
     args = ["solve", path(x), path(y), "--out", tmp_path / "m"]
     if "--alphas" not in extra:
         args += ["--alphas", "1", "10"]
-    args += [str(d / e) if e.endswith(".npy") else e for e in extra]
+    args += [str(path(e[:-4])) if e.endswith(".npy") else e for e in extra]
     assert main(list(map(str, args))) == 2
     assert message in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "m").exists()
@@ -512,6 +577,12 @@ def test_kill_then_resume_equals_uninterrupted(big, tmp_path, capsys):
     bad[2] = str(y2)
     assert main(bad + ["--resume"]) == 2
     assert "cannot resume: Y differs" in one_error_line(capsys.readouterr().err)
+    assert list(tmp_path.glob("model.tmp-*"))
+    # so is resuming with groups the interrupted run did not have
+    np.save(tmp_path / "groups.npy", np.arange(y.shape[0]) % 3)
+    grouped = [str(a) for a in args] + ["--resume", "--groups", str(tmp_path / "groups.npy")]
+    assert main(grouped) == 2
+    assert "cannot resume: groups differs" in one_error_line(capsys.readouterr().err)
     assert list(tmp_path.glob("model.tmp-*"))
 
     r = cli(*args, "--resume")
