@@ -402,7 +402,8 @@ def _parse_alphas(values) -> np.ndarray:
 
 
 def _parse_cv(value, grouped: bool):
-    """ "loo", "gcv", "logo" or K from --cv (None: "logo" with --groups, else "loo")."""
+    """The scheme --cv names: "loo", "gcv", "logo" or K (none given: "logo" with
+    --groups, else "loo")."""
     if value is None:
         return "logo" if grouped else "loo"
     if value in ("loo", "gcv", "logo"):
