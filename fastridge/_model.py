@@ -8,6 +8,8 @@ Layout of a model directory (written by ``fastridge solve``)::
     alpha_index.npy  (n_targets,)              int64, index into model.json "alphas"
     best_score.npy   (n_targets,) float64 per-target held-out score, or a 0-d array
                      (the shared alpha's mean score)
+    alpha_scores.npy (n_targets, n_alphas)     float64, every alpha's held-out score
+                     (averaged over folds); models before it lack this file
     model.json       options, shapes, target_shape, alphas, versions, timings,
                      input fingerprints
 
@@ -98,6 +100,17 @@ class ModelFiles:
         self.intercept = arrays["intercept"]
         self.alpha = arrays["alpha"]
         self.alpha_index = arrays["alpha_index"]
+        # optional: written since session 19
+        p = self.path / "alpha_scores.npy"
+        self.alpha_scores = np.load(p) if p.exists() else None
+        if self.alpha_scores is not None and self.alpha_scores.shape != (
+            self.n_targets,
+            self.alphas.size,
+        ):
+            raise UserError(
+                f"{p} has shape {self.alpha_scores.shape}, model.json says "
+                f"{(self.n_targets, self.alphas.size)}"
+            )
         self.best_score = arrays["best_score"]
 
 
@@ -172,6 +185,10 @@ def load(model_dir, mmap_mode=None):
         est.alpha_ = float(files.alpha[0])
         score = np.float64(np.asarray(files.best_score).ravel()[0])
         est.best_score_ = score.reshape(1) if (opts["alpha_per_target"] and y_ndim == 2) else score
+    if files.alpha_scores is not None:
+        n_alphas = files.alphas.size
+        shape = (n_alphas,) if y_ndim == 1 else (*target_shape, n_alphas)
+        est.alpha_scores_ = files.alpha_scores.reshape(shape)
     est.n_features_in_ = n_features
     est.rank_ = int(meta.get("rank", -1))
     est.timings_ = dict(meta.get("timings", {}))

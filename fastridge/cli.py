@@ -82,7 +82,8 @@ examples:
       # leave one run out (--cv 4 --groups runs.npy: GroupKFold(4))
 
 MODEL_DIR holds coef.npy (n_targets, n_features), intercept.npy, alpha.npy,
-alpha_index.npy, best_score.npy and model.json; with --solution dual,
+alpha_index.npy, best_score.npy, alpha_scores.npy (n_targets, n_alphas: every
+alpha's CV score) and model.json; with --solution dual,
 dual_coef.npy (n_targets, n_samples), x_fit.npy (a copy of X) and x_mean.npy
 replace coef.npy (smaller and faster when n_features > n_samples; predict and
 evaluate work the same). It is written in MODEL_DIR.tmp-<pid>
@@ -568,7 +569,7 @@ def _find_resumable(model_dir: Path):
     return best
 
 
-def _prepare_staging(args, model_dir, manifest, n_targets, n_coef, out_dtype, verbose):
+def _prepare_staging(args, model_dir, manifest, n_targets, n_alphas, n_coef, out_dtype, verbose):
     """Create (or, with --resume, reclaim) the staging directory; returns (path, manifest)."""
     staging = model_dir.with_name(f"{model_dir.name}.tmp-{os.getpid()}")
     if args.resume:
@@ -596,6 +597,14 @@ def _prepare_staging(args, model_dir, manifest, n_targets, n_coef, out_dtype, ve
                         f"{manifest['options'].get(key)!r}; use the same options or drop --resume"
                     )
             os.rename(found, staging)  # claim it: a concurrent resume now finds nothing
+            if not (staging / "alpha_scores.npy").exists():
+                # a run from before alpha_scores.npy: its finished chunks' scores are unknown
+                scores = _io.open_new_npy(
+                    staging / "alpha_scores.npy", (n_targets, n_alphas), np.float64
+                )
+                scores[:] = np.nan
+                scores.flush()
+                del scores
             manifest["done"] = old.get("done", [])
             manifest["target_chunk"] = old.get("target_chunk")
             manifest["resumed_from"] = found.name
@@ -627,6 +636,7 @@ def _prepare_staging(args, model_dir, manifest, n_targets, n_coef, out_dtype, ve
         _io.create_npy(staging / "intercept.npy", (n_targets,), out_dtype)
         _io.create_npy(staging / "alpha_index.npy", (n_targets,), np.int64)
         _io.create_npy(staging / "best_score.npy", (n_targets,), np.float64)
+        _io.create_npy(staging / "alpha_scores.npy", (n_targets, n_alphas), np.float64)
         _io.write_json_atomic(staging / _io.MANIFEST, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -694,7 +704,7 @@ def cmd_solve(args) -> int:
     }
     dual = args.solution == "dual"
     n_coef = n_samples if dual else n_features  # values per target in the coefficient file
-    need = n_targets * (n_coef * itemsize + itemsize + 8 + 8 + 8) + (1 << 20)
+    need = n_targets * (n_coef * itemsize + itemsize + 8 + 8 + 8 + 8 * alphas.size) + (1 << 20)
     if dual:
         need += n_samples * n_features * itemsize  # x_fit.npy
     resumable = _io.staging_dirs(model_dir) if args.resume else []
@@ -702,7 +712,7 @@ def cmd_solve(args) -> int:
         _io.check_free_space(model_dir.parent, need, f"the model ({n_targets:,} targets)")
 
     staging, manifest = _prepare_staging(
-        args, model_dir, manifest, n_targets, n_coef, out_dtype, verbose
+        args, model_dir, manifest, n_targets, alphas.size, n_coef, out_dtype, verbose
     )
     chunk = manifest["target_chunk"] or target_chunk
     done = [list(iv) for iv in manifest["done"]]
@@ -710,7 +720,7 @@ def cmd_solve(args) -> int:
     writer = _io.RowWriter(staging / ("dual_coef.npy" if dual else "coef.npy"))
     small = {
         name: np.load(staging / f"{name}.npy", mmap_mode="r+")
-        for name in ("intercept", "alpha_index", "best_score")
+        for name in ("intercept", "alpha_index", "best_score", "alpha_scores")
     }
     state = {"chunks": 0}
 

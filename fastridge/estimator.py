@@ -119,6 +119,13 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Chosen alpha (per target when alpha_per_target and more than one target).
     best_score_ : float or ndarray of shape target_shape
         Held-out score of the chosen alpha(s).
+    alpha_scores_ : ndarray of shape (n_alphas,) or (*target_shape, n_alphas)
+        Held-out score of every alpha for every target (averaged over folds),
+        float64: the curve each alpha was chosen from, e.g. to see whether a
+        target's best alpha lies at the edge of the grid. With per-target
+        alphas best_score_ is its value at alpha_; with a shared alpha its
+        mean over targets is what the alpha was chosen by (built-in scores).
+        Not in scikit-learn (whose cv_results_ holds per-sample values).
     coef_ : array of shape (n_features,) or (*target_shape, n_features)
         Not set with solution="dual".
     dual_coef_ : array of shape (n_samples,) or (*target_shape, n_samples)
@@ -378,6 +385,9 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 self.best_score_ = np.float64(score)
             else:
                 self.best_score_ = score
+        n_alphas = res.alphas.shape[0]
+        shape = (n_alphas,) if y_ndim == 1 else (*target_shape, n_alphas)
+        self.alpha_scores_ = np.asarray(res.alpha_scores).reshape(shape)
         if res.cv_results is not None:
             n_samples = res.cv_results.shape[0]
             shape = (n_samples, *target_shape, res.alphas.shape[0])

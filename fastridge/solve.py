@@ -81,6 +81,9 @@ class RidgeCVResult:
         Squared held-out errors (scoring=None) or held-out predictions.
     mean_scores : array of shape (n_alphas,) or None
         Mean score over targets of each alpha (shared alpha only).
+    alpha_scores : array of shape (n_targets, n_alphas), float64
+        Every alpha's held-out score for every target (averaged over folds):
+        the curve each target's alpha was chosen from.
     """
 
     alphas: np.ndarray
@@ -99,6 +102,7 @@ class RidgeCVResult:
     timings: dict = field(default_factory=dict)
     solution: str = "primal"
     x_offset: np.ndarray | None = None  # (n_features,) the (weighted) mean of X removed
+    alpha_scores: np.ndarray | None = None
 
 
 def _splits(cv, n_samples: int, groups):
@@ -365,7 +369,8 @@ def ridge_cv(
     out : dict, optional
         Preallocated host arrays to write results into (e.g. memmaps), by name:
         "intercept" (n_targets,), "alpha_index" (n_targets,) int64,
-        "best_score" (n_targets,) float64. Missing names are allocated.
+        "best_score" (n_targets,) float64, "alpha_scores" (n_targets, n_alphas)
+        float64. Missing names are allocated.
     skip_chunk : callable(slice) -> bool, optional
         With alpha_per_target: chunks for which it returns True are not
         computed; their results must already be in `coef_out` and `out`
@@ -539,6 +544,14 @@ def ridge_cv(
         best_score = out.get("best_score")
         if best_score is None:
             best_score = np.empty(n_targets, dtype=np.float64)
+        alpha_scores = out.get("alpha_scores")
+        if alpha_scores is None:
+            alpha_scores = np.empty((n_targets, n_alphas), dtype=np.float64)
+        elif tuple(alpha_scores.shape) != (n_targets, n_alphas):
+            raise ValueError(
+                f"out['alpha_scores'] has shape {alpha_scores.shape}, expected "
+                f"{(n_targets, n_alphas)}"
+            )
         if skip_chunk is not None and not alpha_per_target:
             raise ValueError(
                 "skip_chunk needs alpha_per_target=True (a shared alpha depends on every chunk)"
@@ -664,6 +677,9 @@ def ridge_cv(
             if cv_results is not None and folds is not None:
                 cv_results[:, sl, :] = block_scores.permute(0, 2, 1).cpu().numpy()
             chunk_sums = joint_sums if joint else block_scores.sum(dim=2).cpu().numpy()
+            scores = block_scores.mean(dim=0)  # averaged over folds, (n_alphas, width)
+            if not alpha_per_target:  # (per target, they are written with the chunk)
+                alpha_scores[sl] = scores.T.cpu().numpy()
             synchronize(dev)
             timings["cv"] += time.perf_counter() - t
 
@@ -674,7 +690,6 @@ def ridge_cv(
                     # process's peak comes now, with every coefficient row written.
                     work["y"] = work["buf"] = work["squares"] = proj.Yc = buf = squares = None
                     release_free_heap()  # (freed into the heap, they would stay resident)
-                scores = block_scores.mean(dim=0)  # averaged over folds, (n_alphas, width)
                 if conservative:
                     best = _select_conservative(block_scores, alphas_t)
                 elif fused or dual_route is not None:
@@ -695,6 +710,7 @@ def ridge_cv(
                 chunk_out = {
                     "alpha_index": best,
                     "best_score": scores.gather(0, best[None, :])[0],
+                    "alpha_scores": scores.T,
                     "intercept": b,
                 }
                 if w is not None:
@@ -712,6 +728,7 @@ def ridge_cv(
             if "alpha_index" in host:
                 alpha_index[sl] = host["alpha_index"].numpy()
                 best_score[sl] = host["best_score"].numpy()
+                alpha_scores[sl] = host["alpha_scores"].numpy()
             intercept[sl] = host["intercept"].numpy()
             if on_chunk is not None:
                 on_chunk(sl)
@@ -792,6 +809,7 @@ def ridge_cv(
         timings=timings,
         solution=solution,
         x_offset=decomp.x_offset.cpu().numpy(),
+        alpha_scores=alpha_scores,
     )
 
 

@@ -105,6 +105,7 @@ def test_solve_load_predict_evaluate_match_estimator(data, tmp_path):
     assert sorted(p.name for p in model.iterdir()) == [
         "alpha.npy",
         "alpha_index.npy",
+        "alpha_scores.npy",
         "best_score.npy",
         "coef.npy",
         "intercept.npy",
@@ -119,6 +120,8 @@ def test_solve_load_predict_evaluate_match_estimator(data, tmp_path):
     assert_allclose(est.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
     assert_allclose(est.intercept_, ref.intercept_, rtol=1e-10, atol=1e-12)
     assert_allclose(est.best_score_, ref.best_score_, rtol=1e-10)
+    assert est.alpha_scores_.shape == (6, 8, 3)
+    assert_allclose(est.alpha_scores_, ref.alpha_scores_, rtol=1e-10)
     expected = ref.predict(f["Xt"])
     assert_allclose(est.predict(f["Xt"]), expected, rtol=1e-10, atol=1e-10)
 
@@ -189,6 +192,7 @@ def test_shared_alpha_flat_y_and_overwrite(data, tmp_path, capsys):
     assert est.coef_.dtype == np.float32 and est.coef_.shape == (6, 8, 30)
     assert est.alpha_ == ref.alpha_
     assert_allclose(est.best_score_, ref.best_score_, rtol=1e-4)
+    assert_allclose(est.alpha_scores_, ref.alpha_scores_, rtol=1e-4)  # (written in pass 1)
     assert_allclose(est.coef_, ref.coef_, rtol=1e-4, atol=1e-5)
     # an existing model directory is left untouched without --overwrite ...
     (model / "sentinel").write_text("keep")
@@ -322,12 +326,53 @@ def test_groups_and_sample_weight_through_the_command_line(
     assert_allclose(est.best_score_, ref.best_score_, rtol=1e-10)
     assert_allclose(est.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
     assert_allclose(est.intercept_, ref.intercept_, rtol=1e-10, atol=1e-12)
+    assert_allclose(est.alpha_scores_, ref.alpha_scores_, rtol=1e-10)
     # the groups and the weights were used: folds that ignore either score otherwise
     ungrouped = FastRidgeCV(cv=KFold(3), **kw).fit(f["X"], f["Y"], sample_weight=sw)
     assert not np.allclose(est.best_score_, ungrouped.best_score_, rtol=1e-3)
     if weighted:
         unweighted = FastRidgeCV(cv=grouped, **kw).fit(f["X"], f["Y"], groups=groups)
         assert not np.allclose(est.best_score_, unweighted.best_score_, rtol=1e-3)
+
+
+def test_resume_of_a_run_from_before_alpha_scores(data, tmp_path, capsys):
+    """A staging directory of an older fastridge (no alpha_scores.npy) resumes: the
+    skipped chunks' alpha scores are NaN (unknown), every other result is whole."""
+    import shutil
+
+    d, f = data
+    common = ["solve", d / "X.npy", d / "Y.npy", "--alphas", *ALPHAS, "--target-chunk", "16"]
+    done = tmp_path / "done"
+    assert main(list(map(str, [*common, "--out", done, "-q"]))) == 0
+    meta = json.loads((done / "model.json").read_text())
+    # what a run killed after its first chunk left behind, before alpha_scores.npy
+    staging = tmp_path / "model.tmp-999999999"
+    shutil.copytree(done, staging)
+    for name in ("alpha_scores.npy", "model.json", "alpha.npy"):
+        (staging / name).unlink()
+    options = {k: v for k, v in meta["options"].items() if k not in ("groups", "sample_weight")}
+    manifest = {
+        "format": "fastridge-solve-manifest",
+        "inputs": meta["inputs"],
+        "options": options,
+        "n_targets": 48,
+        "n_features": 30,
+        "target_chunk": 16,
+        "done": [[0, 16]],
+    }
+    (staging / "manifest.json").write_text(json.dumps(manifest))
+    model = tmp_path / "model"
+    assert main(list(map(str, [*common, "--out", model, "--resume", "-q"]))) == 0
+    scores, ref = np.load(model / "alpha_scores.npy"), np.load(done / "alpha_scores.npy")
+    assert np.isnan(scores[:16]).all()
+    assert_array_equal(scores[16:], ref[16:])
+    for name in ("coef", "intercept", "alpha", "alpha_index", "best_score"):
+        assert_array_equal(np.load(model / f"{name}.npy"), np.load(done / f"{name}.npy"), name)
+    # a model directory without alpha_scores.npy (an older one) loads without them
+    (done / "alpha_scores.npy").unlink()
+    est = load(done)
+    assert not hasattr(est, "alpha_scores_")
+    assert_allclose(est.predict(f["Xt"]), load(model).predict(f["Xt"]), rtol=1e-12)
 
 
 def test_float16_x_integer_y_and_disk_full(data, tmp_path, capsys, monkeypatch):
@@ -593,7 +638,7 @@ def test_kill_then_resume_equals_uninterrupted(big, tmp_path, capsys):
 
     ref = tmp_path / "ref"
     assert main([str(a) for a in common] + ["--out", str(ref), "-q"]) == 0
-    for name in ("coef", "intercept", "alpha", "alpha_index", "best_score"):
+    for name in ("coef", "intercept", "alpha", "alpha_index", "best_score", "alpha_scores"):
         assert_array_equal(np.load(model / f"{name}.npy"), np.load(ref / f"{name}.npy"), name)
 
 

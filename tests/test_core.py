@@ -53,6 +53,16 @@ def test_matches_sklearn_ridgecv(shape, fit_intercept, alpha_per_target):
     assert_allclose(got.best_score_, ref.best_score_, rtol=1e-8)
     assert np.shape(got.best_score_) == np.shape(ref.best_score_)
     assert type(got.alpha_) is type(ref.alpha_) or np.shape(got.alpha_) == np.shape(ref.alpha_)
+    # every alpha's score: minus the mean over samples of scikit-learn's squared LOO errors
+    stored = RidgeCV(alphas=ALPHAS, fit_intercept=fit_intercept, store_cv_results=True).fit(X, Y)
+    assert_allclose(got.alpha_scores_, -stored.cv_results_.mean(axis=0), rtol=1e-8, atol=1e-12)
+    if alpha_per_target:
+        index = np.searchsorted(ALPHAS, got.alpha_)
+        assert_array_equal(
+            np.take_along_axis(got.alpha_scores_, index[:, None], 1)[:, 0], got.best_score_
+        )
+    else:
+        assert got.alpha_ == ALPHAS[got.alpha_scores_.mean(axis=0).argmax()]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -149,6 +159,9 @@ def test_store_cv_results_matches_sklearn(scoring):
         got = FastRidgeCV(alphas=ALPHAS, scoring=scoring, store_cv_results=True).fit(X, y)
         assert got.cv_results_.shape == ref.cv_results_.shape
         assert_allclose(got.cv_results_, ref.cv_results_, rtol=1e-8, atol=1e-10)
+        if scoring is None:  # (with a score, cv_results_ holds predictions)
+            assert got.alpha_scores_.shape == ref.cv_results_.shape[1:]
+            assert_allclose(got.alpha_scores_, -ref.cv_results_.mean(axis=0), rtol=1e-8)
 
 
 def test_one_d_target_and_single_alpha_forms():
@@ -158,6 +171,7 @@ def test_one_d_target_and_single_alpha_forms():
     for alphas in (3.0, [3.0], (3.0,), np.array([3.0]), np.float32(3.0), 3):
         got = FastRidgeCV(alphas=alphas).fit(X, y)
         assert got.alpha_ == 3.0 and isinstance(got.alpha_, float)
+        assert got.alpha_scores_.shape == (1,) and got.alpha_scores_[0] == got.best_score_
         assert got.coef_.shape == (10,)
         assert isinstance(got.intercept_, float)
         assert_allclose(got.coef_, ref.coef_, rtol=1e-10)
@@ -176,6 +190,8 @@ def test_three_d_targets_equal_flattened_fit():
     assert m3.alpha_.shape == (3, 5) and m3.best_score_.shape == (3, 5)
     assert m3.coef_.shape == (3, 5, 30) and m3.intercept_.shape == (3, 5)
     assert m3.cv_results_.shape == (24, 3, 5, len(ALPHAS))
+    assert m3.alpha_scores_.shape == (3, 5, len(ALPHAS))
+    assert_array_equal(m3.alpha_scores_.reshape(15, -1), m2.alpha_scores_)
     assert_array_equal(m3.alpha_.ravel(), m2.alpha_)
     assert_allclose(m3.coef_.reshape(15, 30), m2.coef_, rtol=1e-12)
     Xt = rng.standard_normal((7, 30))
@@ -199,6 +215,7 @@ def test_chunked_equals_unchunked(dtype, alpha_per_target):
         assert_allclose(m.coef_, results[0].coef_, **tol)
         assert_allclose(m.intercept_, results[0].intercept_, **tol)
         assert_allclose(m.best_score_, results[0].best_score_, **tol)
+        assert_allclose(m.alpha_scores_, results[0].alpha_scores_, **tol)
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
@@ -353,8 +370,10 @@ def test_gcv_matches_explicit_hat_matrix(shape, fit_intercept):
     ).fit(X, Y)
     assert_array_equal(m.alpha_, np.array(alphas)[ref.argmin(0)])
     assert_allclose(-m.best_score_, ref.min(0), rtol=1e-8)
+    assert_allclose(-m.alpha_scores_, ref.T, rtol=1e-8)
     shared = FastRidgeCV(alphas=alphas, cv="gcv", fit_intercept=fit_intercept).fit(X, Y)
     assert shared.alpha_ == alphas[int(ref.mean(1).argmin())]
+    assert_allclose(-shared.alpha_scores_, ref.T, rtol=1e-8)
     # The stored (GEMM) path gives the same GCV errors as the O(rank) formula.
     st = FastRidgeCV(
         alphas=alphas, cv="gcv", fit_intercept=fit_intercept, store_cv_results=True

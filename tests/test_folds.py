@@ -83,6 +83,7 @@ def test_fold_scores_equal_brute_force_refits(splitter, shape, fit_intercept):
     mean = ref.mean(axis=0)  # (n_targets, n_alphas)
     assert_array_equal(m.alpha_, ALPHAS[mean.argmax(axis=1)])
     assert_allclose(m.best_score_, mean.max(axis=1), rtol=1e-8)
+    assert_allclose(m.alpha_scores_, mean, rtol=1e-7, atol=1e-9)  # every alpha's, not only the best
 
 
 @pytest.mark.parametrize("splitter", ["kfold5", "groupkfold", "timeseries"])
@@ -332,6 +333,7 @@ def test_fold_dual_route_equals_brute_force_refits(
     assert len(set(best)) > 1  # the targets pick different alphas
     assert_array_equal(m.alpha_, ALPHAS[best])
     assert_allclose(m.best_score_, ref.max(axis=1), rtol=1e-8, atol=1e-12)
+    assert_allclose(m.alpha_scores_, ref, rtol=1e-7, atol=1e-10)  # (non-best ones too)
     intercepts = np.broadcast_to(m.intercept_, Y.shape[1:])  # (0.0 without an intercept)
     for t in range(Y.shape[1]):
         r = Ridge(alpha=ALPHAS[best[t]], fit_intercept=fit_intercept, solver="svd").fit(X, Y[:, t])
@@ -430,6 +432,7 @@ def test_scored_leave_one_out_dual_route_equals_brute_force_refits(
     assert len(set(best)) > 1  # the targets pick different alphas
     assert_array_equal(m.alpha_, ALPHAS[best])
     assert_allclose(m.best_score_, ref.max(axis=1), rtol=1e-8, atol=1e-12)
+    assert_allclose(m.alpha_scores_, ref, rtol=1e-7, atol=1e-10)  # (non-best ones too)
     for t in range(Y.shape[1]):
         r = Ridge(alpha=ALPHAS[best[t]], fit_intercept=fit_intercept, solver="svd").fit(X, Y[:, t])
         assert_allclose(m.coef_[t], r.coef_, rtol=1e-8, atol=1e-10)
