@@ -80,6 +80,7 @@ examples:
   fastridge solve X.npy Y.npy --alphas 1e4 2e4 4e4 --out model/ --resume   # after a crash
   fastridge solve X.npy Y.npy --alphas 1e4 2e4 4e4 --out model/ --groups runs.npy
       # leave one run out (--cv 4 --groups runs.npy: GroupKFold(4))
+  fastridge solve X.npy Y.npy --alphas 1e1:1e6:11 --out model/ --cv 5   # 11 log-spaced alphas
 
 MODEL_DIR holds coef.npy (n_targets, n_features), intercept.npy, alpha.npy,
 alpha_index.npy, best_score.npy, alpha_scores.npy (n_targets, n_alphas: every
@@ -165,7 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("X", help="features, .npy of shape (n_samples, n_features)")
     p.add_argument("Y", help="targets, .npy of shape (n_samples, *target_shape)")
-    p.add_argument("--alphas", nargs="+", required=True, metavar="ALPHA", help="positive penalties")
+    p.add_argument(
+        "--alphas",
+        nargs="+",
+        required=True,
+        metavar="ALPHA",
+        help="positive penalties; START:STOP:NUM adds NUM log-spaced ones (1e1:1e6:11)",
+    )
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory to write")
     g = p.add_mutually_exclusive_group()
     g.add_argument(
@@ -387,11 +394,35 @@ def cmd_demo(args) -> int:
 
 
 # -- solve ----------------------------------------------------------------------------
+def _log_range(text: str) -> list[float]:
+    """START:STOP:NUM -> NUM log-spaced values from START to STOP, both included,
+    rounded to 12 significant digits (so 1e1:1e3:3 is exactly 10, 100, 1000)."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise UserError(f"--alphas: {text!r} is not a number nor a range START:STOP:NUM")
+    try:
+        start, stop, num = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise UserError(
+            f"--alphas: {text!r}: a range is START:STOP:NUM with positive START and STOP "
+            "and an integer NUM"
+        ) from None
+    if not (start > 0 and stop > 0 and np.isfinite(start) and np.isfinite(stop)):
+        raise UserError(f"--alphas: {text!r}: a log-spaced range needs START and STOP > 0")
+    if num < 2:
+        raise UserError(f"--alphas: {text!r}: a range needs NUM >= 2 values")
+    values = np.logspace(np.log10(start), np.log10(stop), num)
+    return [float(f"{v:.12g}") for v in values]
+
+
 def _parse_alphas(values) -> np.ndarray:
     from ._validation import check_alphas
 
     parsed = []
     for v in values:
+        if ":" in v:
+            parsed += _log_range(v)
+            continue
         try:
             parsed.append(float(v))
         except ValueError:

@@ -271,7 +271,7 @@ def test_kfold_cv_through_the_command_line(data, tmp_path):
         d / "X.npy",
         d / "Y.npy",
         "--alphas",
-        *ALPHAS,
+        "0.5:50:3",  # ALPHAS as a log-spaced range
         "--out",
         model,
         "--cv",
@@ -285,6 +285,7 @@ def test_kfold_cv_through_the_command_line(data, tmp_path):
         alphas=[float(a) for a in ALPHAS], cv=4, scoring="r2", alpha_per_target=True
     ).fit(f["X"], f["Y"])
     est = load(model)
+    assert est.alphas == (0.5, 5.0, 50.0)
     assert_array_equal(est.alpha_, ref.alpha_)
     assert_allclose(est.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
 
@@ -432,6 +433,10 @@ def _bad(tmp_path, f):
         ("xnan", "Y", [], "X contains NaN"),
         ("X", "Y", ["--alphas", "1", "-1"], "alphas[1] == -1.0, must be > 0"),
         ("X", "Y", ["--alphas", "0"], "must be > 0"),
+        ("X", "Y", ["--alphas", "1:2"], "nor a range START:STOP:NUM"),
+        ("X", "Y", ["--alphas", "0:10:3"], "needs START and STOP > 0"),
+        ("X", "Y", ["--alphas", "1:10:1"], "needs NUM >= 2"),
+        ("X", "Y", ["--alphas", "1:10:x"], "an integer NUM"),
         ("X", "Y", ["--cv", "one"], "--cv must be"),
         ("X", "Y", ["--target-shape", "5", "8"], "--target-shape 5 8 has 40 targets"),
         ("X", "Y", ["--target-chunk", "0"], "--target-chunk must be >= 1"),
