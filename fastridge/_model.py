@@ -100,7 +100,7 @@ class ModelFiles:
         self.intercept = arrays["intercept"]
         self.alpha = arrays["alpha"]
         self.alpha_index = arrays["alpha_index"]
-        # optional: written since session 19
+        # optional: models written before alpha_scores.npy existed have none
         p = self.path / "alpha_scores.npy"
         self.alpha_scores = np.load(p) if p.exists() else None
         if self.alpha_scores is not None and self.alpha_scores.shape != (

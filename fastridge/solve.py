@@ -710,7 +710,7 @@ def ridge_cv(
                 chunk_out = {
                     "alpha_index": best,
                     "best_score": scores.gather(0, best[None, :])[0],
-                    "alpha_scores": scores.T,
+                    "alpha_scores": scores.T.contiguous(),  # (width, n_alphas)
                     "intercept": b,
                 }
                 if w is not None:
