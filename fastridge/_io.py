@@ -68,7 +68,12 @@ def open_npy(path, name: str, labels: bool = False) -> np.ndarray:
         if "pickle" in str(exc) or "object" in str(exc).lower():
             raise UserError(
                 f"{name} file {path} holds a pickled/object array, which is never loaded "
-                "(it could run code): store a numeric array (float32 recommended)"
+                "(it could run code): store "
+                + (
+                    "integer or string labels"
+                    if labels
+                    else "a numeric array (float32 recommended)"
+                )
             ) from None
         raise UserError(f"cannot read {name} file {path}: {exc}") from None
     except OSError as exc:

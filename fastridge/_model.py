@@ -100,18 +100,23 @@ class ModelFiles:
         self.intercept = arrays["intercept"]
         self.alpha = arrays["alpha"]
         self.alpha_index = arrays["alpha_index"]
-        # optional: models written before alpha_scores.npy existed have none
+        self.best_score = arrays["best_score"]
+
+    def alpha_scores(self):
+        """alpha_scores.npy (n_targets, n_alphas), or None for a model written before
+        it existed. Read on demand: predict and evaluate do not need it."""
+        from ._io import UserError
+
         p = self.path / "alpha_scores.npy"
-        self.alpha_scores = np.load(p) if p.exists() else None
-        if self.alpha_scores is not None and self.alpha_scores.shape != (
-            self.n_targets,
-            self.alphas.size,
-        ):
+        if not p.exists():
+            return None
+        scores = np.load(p, allow_pickle=False)
+        if scores.shape != (self.n_targets, self.alphas.size):
             raise UserError(
-                f"{p} has shape {self.alpha_scores.shape}, model.json says "
+                f"{p} has shape {scores.shape}, model.json says "
                 f"{(self.n_targets, self.alphas.size)}"
             )
-        self.best_score = arrays["best_score"]
+        return scores
 
 
 def cv_param(cv, grouped: bool):
@@ -185,10 +190,11 @@ def load(model_dir, mmap_mode=None):
         est.alpha_ = float(files.alpha[0])
         score = np.float64(np.asarray(files.best_score).ravel()[0])
         est.best_score_ = score.reshape(1) if (opts["alpha_per_target"] and y_ndim == 2) else score
-    if files.alpha_scores is not None:
+    alpha_scores = files.alpha_scores()
+    if alpha_scores is not None:
         n_alphas = files.alphas.size
         shape = (n_alphas,) if y_ndim == 1 else (*target_shape, n_alphas)
-        est.alpha_scores_ = files.alpha_scores.reshape(shape)
+        est.alpha_scores_ = alpha_scores.reshape(shape)
     est.n_features_in_ = n_features
     est.rank_ = int(meta.get("rank", -1))
     est.timings_ = dict(meta.get("timings", {}))

@@ -97,7 +97,10 @@ def summary(values) -> dict:
 def alpha_counts(alpha_index, alphas) -> dict:
     """{alpha as text: number of targets that chose it}, in the order of `alphas`."""
     counts = np.bincount(np.asarray(alpha_index).ravel(), minlength=len(alphas))
-    return {f"{a:g}": int(c) for a, c in zip(alphas, counts, strict=True)}
+    out = {}
+    for a, c in zip(alphas, counts, strict=True):  # (an alpha listed twice: one entry)
+        out[f"{a:g}"] = out.get(f"{a:g}", 0) + int(c)
+    return out
 
 
 def have_matplotlib() -> bool:

@@ -394,6 +394,9 @@ def cmd_demo(args) -> int:
 
 
 # -- solve ----------------------------------------------------------------------------
+MAX_RANGE_ALPHAS = 1000  # a typo such as 1e1:1e3:100000000 is refused, not run
+
+
 def _log_range(text: str) -> list[float]:
     """START:STOP:NUM -> NUM log-spaced values from START to STOP, both included,
     rounded to 12 significant digits (so 1e1:1e3:3 is exactly 10, 100, 1000)."""
@@ -411,6 +414,11 @@ def _log_range(text: str) -> list[float]:
         raise UserError(f"--alphas: {text!r}: a log-spaced range needs START and STOP > 0")
     if num < 2:
         raise UserError(f"--alphas: {text!r}: a range needs NUM >= 2 values")
+    if num > MAX_RANGE_ALPHAS:
+        raise UserError(
+            f"--alphas: {text!r}: NUM = {num} is more than {MAX_RANGE_ALPHAS} alphas "
+            "(each costs a pass over every target)"
+        )
     values = np.logspace(np.log10(start), np.log10(stop), num)
     return [float(f"{v:.12g}") for v in values]
 
@@ -427,6 +435,10 @@ def _parse_alphas(values) -> np.ndarray:
             parsed.append(float(v))
         except ValueError:
             raise UserError(f"--alphas: {v!r} is not a number") from None
+    values, counts = np.unique(parsed, return_counts=True)
+    if (counts > 1).any():
+        # (a range's ends and plain values meet easily; a repeated alpha scores twice)
+        raise UserError(f"--alphas: {values[counts > 1][0]:g} is given more than once")
     try:
         return check_alphas(parsed)
     except (ValueError, TypeError) as exc:
@@ -705,6 +717,8 @@ def cmd_solve(args) -> int:
 
     X, Y, target_shape, n_targets = _load_inputs(args)
     n_samples, n_features = X.shape
+    if isinstance(cv, int) and cv > n_samples:
+        raise UserError(f"--cv {cv}: K-fold needs K <= the {n_samples} samples of X")
     groups = _load_groups(args.groups, n_samples, cv) if grouped else None
     sample_weight = None
     if args.sample_weight is not None:

@@ -449,7 +449,11 @@ def _bad(tmp_path, f):
         ("X", "Y", ["--groups", "g59.npy"], "--groups must have shape (60,)"),
         ("X", "Y", ["--groups", "g1.npy"], "--groups has 1 distinct label(s)"),
         ("X", "Y", ["--groups", "gnan.npy"], "--groups contains NaN"),
-        ("X", "Y", ["--groups", "pickled.npy"], "--groups file"),
+        ("X", "Y", ["--groups", "pickled.npy"], "is a Python pickle"),
+        ("X", "Y", ["--groups", "obj.npy"], "store integer or string labels"),
+        ("X", "Y", ["--cv", "61"], "--cv 61: K-fold needs K <= the 60 samples"),
+        ("X", "Y", ["--alphas", "1:100:3", "10"], "--alphas: 10 is given more than once"),
+        ("X", "Y", ["--alphas", "1e1:1e3:100000000"], "NUM = 100000000 is more than 1000"),
         ("X", "Y", ["--groups", "missing.npy"], "--groups file not found"),
         ("X", "Y", ["--sample-weight", "wneg.npy"], "--sample-weight: Negative values"),
         ("X", "Y", ["--sample-weight", "w2d.npy"], "--sample-weight must be 1-D"),
@@ -722,3 +726,12 @@ def test_peak_memory_is_bounded_by_chunks_not_y(tmp_path):
     )
     assert bound < 0.75 * y_bytes  # else the test could not tell Y held in memory
     assert peak - base < bound
+
+
+def test_alpha_counts_sum_to_the_targets_with_a_repeated_alpha():
+    """An alpha listed twice (possible through the Python API) has one entry, with
+    both indices' counts: the summary never loses targets."""
+    from fastridge._report import alpha_counts
+
+    counts = alpha_counts(np.array([0, 1, 1, 2, 0]), [10.0, 10.0, 100.0])
+    assert counts == {"10": 4, "100": 1}
