@@ -192,9 +192,7 @@ def load(model_dir, mmap_mode=None):
         est.best_score_ = score.reshape(1) if (opts["alpha_per_target"] and y_ndim == 2) else score
     alpha_scores = files.alpha_scores()
     if alpha_scores is not None:
-        n_alphas = files.alphas.size
-        shape = (n_alphas,) if y_ndim == 1 else (*target_shape, n_alphas)
-        est.alpha_scores_ = alpha_scores.reshape(shape)
+        est.alpha_scores_ = est._alpha_scores_layout(alpha_scores, y_ndim, target_shape)
     est.n_features_in_ = n_features
     est.rank_ = int(meta.get("rank", -1))
     est.timings_ = dict(meta.get("timings", {}))

@@ -385,9 +385,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 self.best_score_ = np.float64(score)
             else:
                 self.best_score_ = score
-        n_alphas = res.alphas.shape[0]
-        shape = (n_alphas,) if y_ndim == 1 else (*target_shape, n_alphas)
-        self.alpha_scores_ = np.asarray(res.alpha_scores).reshape(shape)
+        self.alpha_scores_ = self._alpha_scores_layout(res.alpha_scores, y_ndim, target_shape)
         if res.cv_results is not None:
             n_samples = res.cv_results.shape[0]
             shape = (n_samples, *target_shape, res.alphas.shape[0])
@@ -398,6 +396,14 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.timings_ = dict(res.timings)
         self._target_shape = target_shape
         self._y_ndim = y_ndim
+
+    @staticmethod
+    def _alpha_scores_layout(scores, y_ndim: int, target_shape: tuple) -> np.ndarray:
+        """(n_targets, n_alphas) scores as (n_alphas,) for 1-D y, else
+        (*target_shape, n_alphas)."""
+        scores = np.asarray(scores)
+        n_alphas = scores.shape[-1]
+        return scores.reshape((n_alphas,) if y_ndim == 1 else (*target_shape, n_alphas))
 
     @staticmethod
     def _result_layout(coef, y_ndim: int, target_shape: tuple, out: OutputKind):
