@@ -122,6 +122,21 @@ def _splits(cv, n_samples: int, groups):
     return splits
 
 
+def _check_fold_weights(splits, sample_weight: np.ndarray) -> None:
+    """Refuse a split whose train or test samples all have weight 0: a fit on no
+    weight is undefined, and so is a weighted score on no weight (scikit-learn's
+    RidgeCV scores such a fold NaN, so every alpha's mean is NaN and it picks the
+    first alpha; here the score would be 0/0 as well)."""
+    for i, (tr, te) in enumerate(splits):
+        for part, idx in (("test", te), ("train", tr)):
+            if not sample_weight[idx].any():
+                raise ValueError(
+                    f"cv split {i}: all {idx.size} {part} samples have sample_weight 0, "
+                    f"so its {'score' if part == 'test' else 'fit'} is undefined; drop "
+                    "those samples or give them weight"
+                )
+
+
 def _is_complement(train: np.ndarray, test: np.ndarray, n_samples: int) -> bool:
     """Whether train and test are disjoint and together hold every sample once."""
     if train.size + test.size != n_samples:
@@ -427,6 +442,8 @@ def ridge_cv(
         # The splits once, before any work: a splitter that shuffles without a seed
         # must not be asked twice, and a bad one fails before the decomposition.
         splits = None if _is_loo(cv) or isinstance(cv, str) else _splits(cv, n_samples, groups)
+        if splits is not None and sw is not None:
+            _check_fold_weights(splits, sw)
         partitions = splits is not None and _partitions(splits, n_samples)
         # leave-one-out (or folds) from dual coefficients, with no eigendecomposition
         # or from one

@@ -419,6 +419,7 @@ def _bad(tmp_path, f):
     np.save(tmp_path / "wneg.npy", np.where(np.arange(60) == 3, -1.0, 1.0))
     np.save(tmp_path / "w2d.npy", np.ones((60, 2)))
     np.save(tmp_path / "wnan.npy", np.where(np.arange(60) == 3, np.nan, 1.0))
+    np.save(tmp_path / "wgroup0.npy", np.where(np.arange(60) % 4 == 2, 0.0, 1.0))
 
 
 @pytest.mark.parametrize(
@@ -459,6 +460,12 @@ def _bad(tmp_path, f):
         ("X", "Y", ["--sample-weight", "w2d.npy"], "--sample-weight must be 1-D"),
         ("X", "Y", ["--sample-weight", "wnan.npy"], "--sample-weight: sample_weight contains NaN"),
         ("X", "Y", ["--sample-weight", "g59.npy"], "sample_weight.shape == (59,)"),
+        (
+            "X",
+            "Y",
+            ["--groups", "g4.npy", "--sample-weight", "wgroup0.npy"],
+            "cv split 2: all 15 test samples have sample_weight 0",
+        ),
     ],
 )
 def test_bad_inputs_one_line_exit_2(data, tmp_path, capsys, x, y, extra, message):

@@ -101,6 +101,29 @@ def test_weighted_fold_scores_equal_weighted_refits(splitter, zeros):
     assert_allclose(m.cv_results_, ref, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("part", ["test", "train"])
+def test_fold_with_no_weight_is_refused(part):
+    """A fold whose held-out samples all weigh 0 has no score (scikit-learn's RidgeCV
+    scores it NaN, so every alpha's mean is NaN and it returns the first alpha), and
+    a fit on training samples that all weigh 0 none: both are named, not scored."""
+    X, Y = make_problem(40, 12, 3, seed=2)
+    groups = np.repeat(np.arange(4), 10)
+    sw = np.random.default_rng(3).uniform(0.5, 2.0, 40)
+    if part == "test":
+        sw[groups == 1] = 0.0
+        cv, where = LeaveOneGroupOut(), "cv split 1: all 10 test samples"
+    else:
+        sw[groups != 3] = 0.0  # split 0 trains on groups 1-3 only, split 3 on 0-2
+        cv, where = [(np.flatnonzero(groups != 3), np.flatnonzero(groups == 3))], "all 30 train"
+    for alpha_per_target in (True, False):
+        with pytest.raises(ValueError, match=where):
+            FastRidgeCV(alphas=ALPHAS, cv=cv, alpha_per_target=alpha_per_target).fit(
+                X, Y, sample_weight=sw, groups=groups
+            )
+    sw[sw == 0] = 1e-3  # a little weight is a valid fit and score
+    FastRidgeCV(alphas=ALPHAS, cv=cv).fit(X, Y, sample_weight=sw, groups=groups)
+
+
 @pytest.mark.parametrize("cv", [5, KFold(3)])
 @pytest.mark.parametrize("shape", [(30, 50), (50, 12)])
 def test_shared_alpha_matches_sklearn_gridsearch(cv, shape):
