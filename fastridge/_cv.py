@@ -82,13 +82,15 @@ def project(
     keep_y: bool = False,
     on_basis: bool = True,
     out: torch.Tensor | None = None,
+    remainder: bool = True,
 ) -> ProjectedChunk:
     """Centre/weight a chunk Y of shape (n_samples, n_chunk) and project it on U
     (`on_basis=False`: centre/weight only, UtY is None; the dual-coefficient route).
 
     The centred chunk goes into `out` when given (of Y's shape; it may be Y
     itself, unless `keep_y`), else into a new tensor: Y may be a view of the
-    caller's array, so it is never written otherwise."""
+    caller's array, so it is never written otherwise. `remainder=False` skips the
+    remainder (a GEMM and a chunk-sized block) for schemes that do not read it."""
     if decomp.fit_intercept:
         if decomp.sqrt_sw is None:
             y_offset = Y.mean(dim=0)
@@ -106,10 +108,10 @@ def project(
     if not on_basis:
         return ProjectedChunk(y=y, Yc=Yc, y_offset=y_offset, UtY=None, remainder=None)
     UtY = mm(decomp.U.T, Yc)
-    remainder = None
-    if decomp.has_remainder:
-        remainder = addmm(Yc, decomp.U, UtY, alpha=-1.0)
-    return ProjectedChunk(y=y, Yc=Yc, y_offset=y_offset, UtY=UtY, remainder=remainder)
+    rest = None
+    if decomp.has_remainder and remainder:
+        rest = addmm(Yc, decomp.U, UtY, alpha=-1.0)
+    return ProjectedChunk(y=y, Yc=Yc, y_offset=y_offset, UtY=UtY, remainder=rest)
 
 
 def shrinkage(decomp: Decomposition, alphas) -> torch.Tensor:
@@ -930,10 +932,12 @@ class LeaveGroupOut:
         # that fits. Kept parts cost n_folds * rank rows a target (room for
         # n_samples); own makers 2 n_b^2 flops a target and alpha, refound 2 n_b rank.
         self._parts = self.own_makers = None
+        self.extra_per_target = 0  # values a target beyond `bytes_per_target`'s
         rank = decomp.rank
         if predictions:
             if len(self.folds) * rank <= decomp.n_samples:
                 self._parts = "kept"
+                self.extra_per_target = len(self.folds) * rank
             elif self.stacked_bases is not None and sum(n * n for n in sizes) <= rank * n_rows:
                 self._parts = "own"
                 Uc = decomp.U
@@ -1031,6 +1035,139 @@ class LeaveGroupOut:
             if parts["intercept"] is not None:
                 pred.addmm_(self.offsets[b][a][:, None], parts["intercept"][b], alpha=-1.0)
             yield rows, pred, None if sqrt_sw is None else sqrt_sw[rows]
+
+
+class FoldRefits:
+    """Exact held-out residuals for folds that partition the samples, by refitting
+    each fold in the shared basis Z = U diag(sqrt(eigvals)) (n_samples x rank):
+    ridge does not change under a rotation of the features, and its solution lies
+    in X's row space, so the fold's ridge in Z is its ridge in X. For X with more
+    samples than its rank (the covariance form) this costs one GEMM of 2 n_b rank
+    flops a target per fold and alpha, where `LeaveGroupOut` adds an n_b x n_b
+    block to a full residual GEMM (2 n_samples (rank + n_b) flops a target and
+    alpha). Per fold b, training rows T, s = sqrt(w), W_T = sum_T w:
+
+        m_b = -Z_b^T s_b / W_T                (Z's training mean; Z^T s = 0)
+        C_b = Z^T Z - Z_b^T Z_b - W_T m_b m_b^T = V_b diag(lam_b) V_b^T    (float64)
+        c_b = diag(sqrt(eigvals)) (UtY - U_b^T Yc_b) + m_b (s_b^T Yc_b)   (training X^T y)
+        resid_b(alpha) = Yc_b + s_b (s_b^T Yc_b) / W_T
+                         - (Z_b - s_b m_b^T) V_b diag(1 / (lam_b + alpha)) V_b^T c_b
+
+    (without an intercept m_b and the s_b terms are 0). So with, per fold and
+    alpha, made once a fit in float64,
+    P_ab = (Z_b - s_b m_b^T) V_b diag(1 / (lam_b + alpha)) V_b^T diag(sqrt(eigvals))
+    (n_b x rank) and d_ab = s_b / W_T - (Z_b - s_b m_b^T) V_b diag(..) V_b^T m_b,
+
+        resid_b(alpha) = Yc_b - [P_ab | -d_ab] [UtY - U_b^T Yc_b; s_b^T Yc_b]
+
+    one GEMM a fold and alpha, whose right-hand side is found once a chunk per
+    fold (n_folds x (rank + 1) values a target, `extra_per_target`). No remainder
+    Yc - U UtY is needed. With `predictions`, the blocks are s_b (p_b - the
+    training mean of y), the prediction less a constant per fold and target, as
+    `LeaveGroupOut`'s, from [P_ab | d'_ab] with d'_ab the part of d_ab after s_b / W_T.
+    Z^T Z is diag(sqrt(eigvals)) U^T U diag(sqrt(eigvals)) from the U the targets
+    are projected on (not diag(eigvals)), so each fold's refit is exact for that U.
+
+    Parameters
+    ----------
+    decomp : Decomposition with U (not the dual route's)
+    alphas : array of shape (n_alphas,)
+    test_folds : list of int arrays, disjoint, covering every sample
+    predictions : bool
+        Yield held-out predictions (above).
+    """
+
+    name = "folds"
+    reads_remainder = False  # (nor does the primal refit)
+
+    def __init__(self, decomp: Decomposition, alphas, test_folds, predictions: bool = False):
+        self.decomp = decomp
+        self.predictions = predictions
+        self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
+        rank = decomp.rank
+        self.extra_per_target = len(self.folds) * (rank + 1)
+        a64 = torch.as_tensor(alphas, dtype=torch.float64, device=decomp.device)
+        U = decomp.U.to(torch.float64)
+        root = decomp.eigvals.clamp(min=0.0).sqrt()  # (rank,)
+        gram = mm(U.T, U)  # U^T U, the identity up to U's rounding
+        s = decomp.sqrt_sw
+        s = None if s is None else s.to(torch.float64)
+        w_total = float(decomp.n_samples if s is None else (s * s).sum())
+        intercept = decomp.q is not None
+        # [fold][alpha] -> [P_ab | d_ab] (n_b, rank + 1) with an intercept (its
+        # rank-one term rides in the GEMM), else P_ab (n_b, rank); compute dtype
+        self.makers = []
+        for rows in self.folds:
+            Ub = U[rows]
+            Zb = Ub * root
+            C = (gram - mm(Ub.T, Ub)) * root[:, None] * root[None, :]
+            if intercept:
+                sb = torch.ones(Zb.shape[0], dtype=torch.float64, device=Zb.device)
+                sb = sb if s is None else s[rows]
+                w_train = w_total - float((sb * sb).sum())
+                if w_train <= 0.0:
+                    raise ValueError(FOLD_NOT_HELD_OUT)
+                m = -(Zb.T @ sb) / w_train
+                C -= w_train * torch.outer(m, m)
+                Zb = Zb - torch.outer(sb, m)  # test rows centred on the training mean
+            lam, V = torch.linalg.eigh((C + C.T) / 2)
+            lam = lam.clamp(min=0.0)
+            A = mm(Zb, V)  # (n_b, rank)
+            B = V.T * root[None, :]  # V_b^T diag(sqrt(eigvals))
+            per_alpha = []
+            for alpha in a64:
+                scaled = A / (lam + alpha)[None, :]
+                maker = torch.empty(
+                    (A.shape[0], rank + intercept), dtype=decomp.dtype, device=A.device
+                )
+                maker[:, :rank] = mm(scaled, B)
+                if intercept:  # P_ab' = (Z_b - s_b m^T) V diag(1/(lam+alpha)) V^T m
+                    d = scaled @ (V.T @ m)
+                    maker[:, rank] = d if predictions else d - sb / w_train
+                per_alpha.append(maker)
+            self.makers.append(per_alpha)
+        self._work = {}
+        self._held_in = None  # (chunk, [fold] -> `_chunk_parts`)
+
+    def _chunk_parts(self, chunk: ProjectedChunk):
+        """Per fold, UtY - U_b^T Yc_b (rank, n_chunk) and, with an intercept, one
+        row more: s_b^T Yc_b; found once a chunk."""
+        if self._held_in is not None and self._held_in[0] is chunk:
+            return self._held_in[1]
+        self._held_in = None  # (the previous chunk's, freed first)
+        U, sqrt_sw, UtY = self.decomp.U, self.decomp.sqrt_sw, chunk.UtY
+        rank, intercept = UtY.shape[0], self.decomp.q is not None
+        parts = []
+        for rows in self.folds:
+            Yb = chunk.Yc[rows]
+            rest = UtY.new_empty((rank + intercept, UtY.shape[1]))
+            mm(U[rows].T, Yb, out=rest[:rank]).sub_(UtY).neg_()
+            if intercept:
+                if sqrt_sw is None:
+                    torch.sum(Yb, 0, keepdim=True, out=rest[rank:])
+                else:
+                    mm(sqrt_sw[rows][None], Yb, out=rest[rank:])
+            parts.append(rest)
+        self._held_in = (chunk, parts)
+        return parts
+
+    def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
+        """Yield (rows, weighted held-out residuals (n_b, n_chunk), their sqrt
+        weights) per fold, or with `predictions` the held-out predictions (see
+        the class), each in its own rows of `out`."""
+        sqrt_sw = self.decomp.sqrt_sw
+        start = 0
+        for rows, makers, rest in zip(
+            self.folds, self.makers, self._chunk_parts(chunk), strict=True
+        ):
+            maker = makers[a]
+            dst = out[start : start + maker.shape[0]]
+            start += maker.shape[0]
+            if self.predictions:
+                mm(maker, rest, out=dst)
+            else:  # Yc_b - [P_ab | -d_ab] [rest; s_b^T Yc_b], one GEMM
+                addmm(chunk.Yc[rows], maker, rest, alpha=-1.0, out=dst)
+            yield rows, dst, None if sqrt_sw is None else sqrt_sw[rows]
 
 
 class FoldDualRoute:

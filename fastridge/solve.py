@@ -44,10 +44,12 @@ from ._chunks import (
 from ._cv import (
     DualRouteUnavailable,
     FoldDualRoute,
+    FoldRefits,
     GeneralizedCV,
     LeaveGroupOut,
     LeaveOneOut,
     RefitPerFold,
+    _bases_fit,
     project,
 )
 from ._decompose import choose_form, decompose
@@ -241,13 +243,16 @@ def _cv_scheme(
     dual_route=False,
     workspace=None,
     scoring=None,
+    n_targets=1,
+    dual=False,
 ):
     """The held-out residual scheme for `cv` (see fastridge._cv); `splits` are
     `_splits`' (train, test) pairs of a fold-based `cv` (None otherwise), and
     `partitions` whether they do (`_partitions`, found once by the caller: it is
     O(n_samples) a split); `workspace`, a buffer no longer needed, may hold the dual
     route's makers; `scoring` is the fold dual route's, and a score of
-    `FOLD_PREDICTS` has the other fold schemes yield held-out predictions."""
+    `FOLD_PREDICTS` has the other fold schemes yield held-out predictions; n_targets
+    and `dual` (dual coefficients) weigh `FoldRefits` against `LeaveGroupOut`."""
     predictions = scoring in FOLD_PREDICTS
     if _is_loo(cv):
         scorer = None if scoring is None or not dual_route else Scoring(scoring)
@@ -267,6 +272,8 @@ def _cv_scheme(
     if partitions:
         tests = [te for _, te in splits]
         predictions = predictions and precision == "highest"
+        if precision == "highest" and _fold_refits_pay(decomp, tests, len(alphas), n_targets, dual):
+            return FoldRefits(decomp, alphas, tests, predictions=predictions)
         return LeaveGroupOut(decomp, alphas, tests, precision, predictions=predictions)
     return RefitPerFold(
         X,
@@ -278,6 +285,34 @@ def _cv_scheme(
         gcv_mode=gcv_mode,
         predictions=predictions,
     )
+
+
+def _fold_refits_pay(decomp, tests, n_alphas: int, n_targets: int, dual: bool) -> bool:
+    """Whether `_cv.FoldRefits` costs fewer flops than `_cv.LeaveGroupOut` for folds
+    that partition the samples, with their makers in a quarter of the free memory.
+    Only with a remainder (more samples than rank): without, LeaveGroupOut's
+    stacked bases take one GEMM per alpha from UtY, as FoldRefits' folds do. Per
+    target, FoldRefits' UtY - U_b^T Yc_b (2 n rank) replaces the remainder (also 2
+    n rank, and still made for dual coefficients) and saves LeaveGroupOut's n_b x
+    n_b GEMMs (2 sum_b n_b^2 an alpha); per fit, its eigh per fold (counted as 8
+    rank^3, eigh runs well below the GEMM rate) and makers (2 (n_alphas + 3) n
+    rank^2) against LeaveGroupOut's per fold and alpha U_b diag U_b^T and Cholesky
+    inverse (2 n_b^2 rank + n_b^3)."""
+    if decomp.U is None or not decomp.has_remainder:
+        return False
+    n, rank = decomp.n_samples, decomp.rank
+    intercept = decomp.q is not None
+    if not _bases_fit(decomp, n_alphas, n, rank + intercept):
+        return False
+    sizes = np.array([len(te) for te in tests], dtype=np.float64)
+    squares = float((sizes**2).sum())
+    saved = n_targets * n_alphas * 2 * squares + n_alphas * float(
+        (2 * sizes**2 * rank + sizes**3).sum()
+    )
+    cost = len(tests) * 8.0 * rank**3 + 2.0 * (n_alphas + 3) * n * rank**2
+    if dual:  # (the remainder is made for the dual coefficients as well)
+        cost += n_targets * 2.0 * n * rank
+    return cost < saved
 
 
 def _select_conservative(fold_scores: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
@@ -484,6 +519,8 @@ def ridge_cv(
             gcv_mode=gcv_mode,
             precision=precision,
             scoring=scoring,
+            n_targets=n_targets,
+            dual=solution == "dual",
         )
         decomp = decompose_x(Xt, eigen=route != "cholesky")
         workspace = None
@@ -513,6 +550,9 @@ def ridge_cv(
         release_free_heap()  # the decomposition's freed temporaries, off the peak
         folds = scheme.folds
         predicted = getattr(scheme, "predictions", False)  # blocks of predictions
+        # the alpha-free remainder of the projection, for the schemes that read it and
+        # for dual coefficients of the covariance form
+        remainder = getattr(scheme, "reads_remainder", True) or solution == "dual"
         if folds is not None and scoring is None:
             scorer = Scoring("r2", score_params)  # scikit-learn's default with cv given
         synchronize(dev)
@@ -521,6 +561,7 @@ def ridge_cv(
 
         itemsize = torch.finfo(cdtype).bits // 8
         per_target = bytes_per_target(n_samples, decomp.rank, n_features, n_alphas, itemsize)
+        per_target += itemsize * getattr(scheme, "extra_per_target", 0)  # a scheme's own
         # The raw targets are kept when a score or the per-fold refit needs them,
         # or to store held-out predictions. Unweighted, y - mean(y over any rows) =
         # Yc - mean(Yc over them): r2 and its kin (K-fold's default) take the
@@ -629,7 +670,9 @@ def ridge_cv(
                 nxt = None
             t = time.perf_counter()
             width = sl.stop - sl.start
-            proj = _project_into(work, decomp, read, sl, keep_y, on_basis=dual_route is None)
+            proj = _project_into(
+                work, decomp, read, sl, keep_y, on_basis=dual_route is None, remainder=remainder
+            )
             if reader.in_background:  # the next chunk is read while this one's GEMMs run
                 reader.prefetch(nxt)
             synchronize(dev)
@@ -782,7 +825,9 @@ def ridge_cv(
                     proj = cached
                 else:
                     on_basis = dual_route is None
-                    proj = _project_into(work, decomp, read, sl, on_basis=on_basis)
+                    proj = _project_into(
+                        work, decomp, read, sl, on_basis=on_basis, remainder=remainder
+                    )
                     reader.prefetch(nxt)
                 width = sl.stop - sl.start
                 kept = None
@@ -830,14 +875,14 @@ def ridge_cv(
     )
 
 
-def _project_into(work: dict, decomp, read, sl: slice, keep_y=False, on_basis=True):
+def _project_into(work: dict, decomp, read, sl: slice, keep_y=False, on_basis=True, remainder=True):
     """`project` of chunk `sl`, read and centred in one buffer, work["y"], reused by
     every chunk (a separate centred copy when the raw targets are kept)."""
     if keep_y:
-        return project(decomp, read(sl), keep_y=True, on_basis=on_basis)
+        return project(decomp, read(sl), keep_y=True, on_basis=on_basis, remainder=remainder)
     n_samples = decomp.n_samples
     ybuf = reused_buffer(work, "y", (n_samples, sl.stop - sl.start), decomp.dtype, decomp.device)
-    return project(decomp, read(sl, ybuf), on_basis=on_basis, out=ybuf)
+    return project(decomp, read(sl, ybuf), on_basis=on_basis, out=ybuf, remainder=remainder)
 
 
 def _for_each_chunk(n_targets: int, chunk: int, process, progress, release) -> int:

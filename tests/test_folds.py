@@ -329,6 +329,96 @@ def _schemes(monkeypatch):
     return made
 
 
+REFIT_CASES = {
+    # case: (shape, FastRidgeCV keywords, fit keywords' maker)
+    "kfold5": ((60, 15), {}, None),
+    "no_intercept": ((60, 15), {"fit_intercept": False}, None),
+    "rank_deficient": ((60, 15), {}, None),  # 15 columns of rank 9
+    "weights_some_zero": ((60, 15), {}, "weights"),
+    "groups_weights": ((60, 15), {"cv": GroupKFold(4)}, "groups_weights"),
+    "logo": ((60, 15), {"cv": LeaveOneGroupOut()}, "groups"),
+    "shuffled_mse": ((60, 15), {"cv": KFold(4, shuffle=True, random_state=0),
+                                "scoring": "neg_mean_squared_error"}, None),
+    "explained_variance": ((60, 15), {"scoring": "explained_variance"}, "weights"),
+    "shared_alpha": ((60, 15), {"alpha_per_target": False}, None),
+    "chunked_dual": ((60, 15), {"target_chunk": 2, "solution": "dual"}, "weights"),
+    "n_near_p": ((40, 30), {"cv": 2}, None),  # 20 training rows < 30 features
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(REFIT_CASES))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fold_refits_equal_brute_force_refits(monkeypatch, case, dtype):
+    """Folds that partition the samples of X with more samples than rank, refit in
+    the shared basis (`FoldRefits`, its flop rule forced): every fold's score of
+    every alpha as scikit-learn Ridge refits on the training rows give, the
+    chosen alphas and the coefficients as `LeaveGroupOut` (forced) gives."""
+    import fastridge.solve as solve_module
+    from fastridge._cv import FoldRefits, LeaveGroupOut
+
+    shape, kw, extra = REFIT_CASES[case]
+    X, Y = make_problem(*shape, 5, seed=41)
+    if case == "rank_deficient":
+        X[:, 9:] = X[:, :6] @ np.random.default_rng(2).standard_normal((6, 6))
+    kw = {"alphas": ALPHAS, "cv": 5, "alpha_per_target": True, "store_cv_results": True, **kw}
+    fit = {}
+    groups = np.arange(shape[0]) % 6
+    if extra and "weights" in extra:
+        fit["sample_weight"] = np.random.default_rng(3).uniform(0.2, 3.0, shape[0])
+        fit["sample_weight"][[4, 11, 30]] = 0.0
+    if extra and "groups" in extra:
+        fit["groups"] = groups
+    got = {}
+    for pays in (True, False):
+        monkeypatch.setattr(solve_module, "_fold_refits_pay", lambda *a, pays=pays, **k: pays)
+        schemes = _schemes(monkeypatch)
+        got[pays] = FastRidgeCV(**kw).fit(X.astype(dtype), Y.astype(dtype), **fit)
+        assert [type(s) for s in schemes] == [FoldRefits if pays else LeaveGroupOut]
+        monkeypatch.undo()
+    m, lgo = got[True], got[False]
+    cv = kw["cv"]
+    cv = KFold(cv) if isinstance(cv, int) else cv
+    splits = list(cv.split(X, Y, groups))
+    sw = fit.get("sample_weight")
+    score = {
+        "neg_mean_squared_error": lambda y, p, w: -(np.average((y - p) ** 2, axis=0, weights=w)),
+        "explained_variance": lambda y, p, w: explained_variance_score(
+            y, p, sample_weight=w, multioutput="raw_values"
+        ),
+    }.get(kw.get("scoring"))
+    ref = brute_force_fold_scores(X, Y, ALPHAS, splits, kw.get("fit_intercept", True), sw, score)
+    if dtype == np.float64:
+        assert_allclose(m.cv_results_, ref, rtol=1e-7, atol=1e-9)
+        assert_allclose(m.alpha_scores_, ref.mean(0), rtol=1e-7, atol=1e-9)
+    else:  # float32: as close as LeaveGroupOut (4e-4 both at n_near_p's alpha 0.01)
+        err = np.abs(m.cv_results_ - ref).max()
+        assert err <= max(2e-5, 1.5 * np.abs(lgo.cv_results_ - ref).max())
+        assert np.abs(m.alpha_scores_ - ref.mean(0)).max() <= err
+    if dtype == np.float64:  # the same model as the other scheme
+        assert_array_equal(m.alpha_, lgo.alpha_)
+        for name in ("dual_coef_", "coef_") if kw.get("solution") == "dual" else ("coef_",):
+            if hasattr(m, name):
+                assert_allclose(getattr(m, name), getattr(lgo, name), rtol=1e-8, atol=1e-10)
+
+
+def test_fold_refits_chosen_by_their_flops(monkeypatch):
+    """`FoldRefits` where its flops are fewer (many samples per feature, many
+    targets), `LeaveGroupOut` where they are not (few targets to spread its eigh
+    per fold over) or where LeaveGroupOut needs no remainder (n < p; weighted, so
+    off the fold dual route)."""
+    from fastridge._cv import FoldRefits, LeaveGroupOut
+
+    cases = [((600, 40), 200, FoldRefits), ((120, 30), 6, LeaveGroupOut),
+             ((60, 100), 200, LeaveGroupOut)]  # fmt: skip
+    for (n, p), n_targets, expected in cases:
+        X, Y = make_problem(n, p, n_targets, seed=5)
+        schemes = _schemes(monkeypatch)
+        sw = np.linspace(0.5, 2.0, n)
+        FastRidgeCV(alphas=ALPHAS, cv=5, alpha_per_target=True).fit(X, Y, sample_weight=sw)
+        assert [type(s) for s in schemes] == [expected], (n, p, n_targets)
+        monkeypatch.undo()
+
+
 @pytest.mark.parametrize("splitter", ["kfold5", "kfold_shuffled", "groupkfold", "logo"])
 @pytest.mark.parametrize("scoring", list(FOLD_ROUTE_SCORES))
 @pytest.mark.parametrize("fit_intercept", [True, False])
@@ -583,6 +673,14 @@ EIGEN_ROUTE_CORRELATION = {
     "overlapping_folds": ((120, 30), ShuffleSplit(3, test_size=0.3, random_state=1),
                           "LeaveGroupOut", "kept", {}),  # 3 folds x 30 <= 120
     "timeseries": ((120, 30), TimeSeriesSplit(3), "RefitPerFold", None, {}),
+    # n > p, folds that partition the samples: refits in the shared basis (FoldRefits);
+    # the cases above force LeaveGroupOut there
+    "refits": ((200, 20), 5, "FoldRefits", None, {}),
+    "refits_wide_folds": ((120, 30), 3, "FoldRefits", None, {}),
+    "refits_no_intercept": ((120, 30), 5, "FoldRefits", None, {"fit_intercept": False}),
+    "refits_sample_weight": ((120, 30), 5, "FoldRefits", None, {}),
+    "refits_shared_alpha": ((120, 30), 5, "FoldRefits", None, {"alpha_per_target": False}),
+    "refits_groups": ((120, 30), GroupKFold(4), "FoldRefits", None, {}),
 }  # fmt: skip
 
 
@@ -600,13 +698,20 @@ def test_fold_correlation_off_the_route_from_predictions(monkeypatch, case, dtyp
     shape, cv, scheme_name, parts, kw = EIGEN_ROUTE_CORRELATION[case]
     X, Y = make_problem(*shape, 6, seed=31)
     kw = {"alphas": np.logspace(0, 10, 12), "alpha_per_target": True, **kw}
-    fit, sw = {}, None
-    if case == "sample_weight":
+    fit, sw, groups = {}, None, None
+    if case.endswith("sample_weight"):
         sw = np.linspace(0.5, 2.0, X.shape[0])
         sw[::7] = 0.0
         fit["sample_weight"] = sw
+    if case.endswith("groups"):
+        groups = fit["groups"] = np.arange(X.shape[0]) % 9
     if case.startswith("no_bases"):
         monkeypatch.setattr(cv_module, "_bases_fit", lambda *a, **k: False)
+    if scheme_name in ("LeaveGroupOut", "FoldRefits"):  # (its flop rule weighs them)
+        import fastridge.solve as solve_module
+
+        pays = scheme_name == "FoldRefits"
+        monkeypatch.setattr(solve_module, "_fold_refits_pay", lambda *a, **k: pays)
     schemes = _schemes(monkeypatch)
     X_in = X.astype(dtype)
     got = FastRidgeCV(cv=cv, scoring="correlation", **kw).fit(X_in, Y.astype(dtype), **fit)
@@ -614,7 +719,7 @@ def test_fold_correlation_off_the_route_from_predictions(monkeypatch, case, dtyp
     assert [type(s).__name__ for s in schemes] == [scheme_name]
     assert schemes[0].predictions
     assert getattr(schemes[0], "_parts", None) == parts
-    splits = list(cv.split(X) if hasattr(cv, "split") else KFold(cv).split(X))
+    splits = list(cv.split(X, groups=groups) if hasattr(cv, "split") else KFold(cv).split(X))
     ref = brute_force_fold_scores(
         X, Y, kw["alphas"], splits, kw.get("fit_intercept", True), sw, _weighted_correlation
     ).mean(axis=0)  # (n_targets, n_alphas)
