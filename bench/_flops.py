@@ -11,7 +11,13 @@ Dual form (n_samples <= n_features), rank r = n_samples - 1 with an intercept:
     coef        M (Ũ / (eig + alpha*))   2 P r T        compute dtype
 
 Primal form (N > P): the covariance Z^T Z costs 2 N P^2, its eigh 9 P^3, and
-U = Z V / s another 2 N P r.
+U = Z V / s another 2 N P r. Leave-one-out and GCV there also form the
+remainder Yc - U Ũ (2 N r T, in the projection). K folds that partition the
+samples refit each fold in the shared basis (fastridge._cv.FoldRefits, since
+session 20): per fold an eigh of r x r (K more eighs) and per fold and alpha a
+maker n_b x r (2 (n_alphas + 3) N r^2 in all, float64); per target the
+training rows' projection UtY - U_b^T Yc_b (2 N r T) instead of the remainder,
+and per alpha one GEMM a fold (2 N r T in all), with no n_b x n_b blocks.
 
 Leave-one-out with per-target alphas in the dual form (fastridge._cv.DualRoute,
 since session 3) has no eigh, no projection and no M:
@@ -91,17 +97,24 @@ def flop_model(
         stages["gram"] = 1.0 * N * P * P
         stages["M"] = 2.0 * N * P * r  # U = Z V / s
     stages["project"] = 2.0 * N * r * T
+    eigh_count = 1
+    if rows > P:  # the remainder (LOO, GCV), or FoldRefits' training projections
+        stages["project"] += 2.0 * N * r * T
+    if kfold and rows > P:  # FoldRefits: K eighs of r x r and the makers, float64
+        eigh_count += cv
+        stages["factor"] = 2.0 * (n_alphas + 3) * N * r * r
     if cv == "gcv":
         stages["cv"] = 0.0
-    else:
+    else:  # (in the Gram form each fold is one GEMM from UtY: fastridge._cv.LeaveGroupOut)
         stages["cv"] = n_alphas * 2.0 * N * r * T
-        if isinstance(cv, int) and not isinstance(cv, bool) and rows > P:
-            # covariance form (a remainder): E, then one n_b x n_b solve per fold;
-            # in the Gram form each fold is one GEMM from UtY (fastridge._cv.LeaveGroupOut)
-            stages["cv"] += n_alphas * 2.0 * N * (N / cv) * T
     # primal coef = M (psi * UtY): (P x r) GEMM; dual = U (psi * UtY): (N x r)
     stages["refit"] = 2.0 * (P if solution == "primal" else N) * r * T
-    return {"eigh_size": m, "stages": stages, "gemm_flops": sum(stages.values())}
+    return {
+        "eigh_size": m,
+        "eigh_count": eigh_count,
+        "stages": stages,
+        "gemm_flops": sum(stages.values()),
+    }
 
 
 def roofline(model: dict, calibration: dict, compute_dtype: str) -> dict:
@@ -110,6 +123,7 @@ def roofline(model: dict, calibration: dict, compute_dtype: str) -> dict:
     rate_c = calibration["gemm"][compute_dtype]["gflops"] * 1e9
     eigh = calibration["eigh"]["float64"]
     eigh_seconds = eigh["seconds"] * (model["eigh_size"] / eigh["size"]) ** 3
+    eigh_seconds *= model.get("eigh_count", 1)
     st = model["stages"]
     ideal = {
         # the Gram (and the dual route's Cholesky work) in float64, M = X^T U in the

@@ -37,6 +37,9 @@ SIZES = {
     "S": dict(n_samples=1000, n_features=4000, n_targets=8000),
     "M": dict(n_samples=2000, n_features=8000, n_targets=20000),
     "L": dict(n_samples=4000, n_features=20000, n_targets=40000),
+    # an encoding model: more samples than features (e.g. 8,000 images' 1,000-d
+    # embeddings predicting 20,000 voxels), the covariance form
+    "E": dict(n_samples=8000, n_features=1000, n_targets=20000),
     "headline": dict(n_samples=8859, n_features=20000, n_targets=173568),
 }
 
