@@ -67,6 +67,9 @@ class ProjectedChunk:
         U^T Yc (None when not projected, see `project`).
     remainder : tensor of shape (n_samples, n_chunk) or None
         Yc - U UtY; None when it is zero by construction.
+    fold_products : list of tensors of shape (rank + 1, n_chunk) or None
+        With ``project(..., folds=)``: per fold, U_b^T Yc_b in rows :rank (whose
+        sum over the folds is UtY) and row rank free for the scheme (`FoldRefits`).
     """
 
     y: torch.Tensor | None
@@ -74,6 +77,7 @@ class ProjectedChunk:
     y_offset: torch.Tensor
     UtY: torch.Tensor
     remainder: torch.Tensor | None
+    fold_products: list | None = None
 
 
 def project(
@@ -83,6 +87,7 @@ def project(
     on_basis: bool = True,
     out: torch.Tensor | None = None,
     remainder: bool = True,
+    folds=None,
 ) -> ProjectedChunk:
     """Centre/weight a chunk Y of shape (n_samples, n_chunk) and project it on U
     (`on_basis=False`: centre/weight only, UtY is None; the dual-coefficient route).
@@ -90,7 +95,10 @@ def project(
     The centred chunk goes into `out` when given (of Y's shape; it may be Y
     itself, unless `keep_y`), else into a new tensor: Y may be a view of the
     caller's array, so it is never written otherwise. `remainder=False` skips the
-    remainder (a GEMM and a chunk-sized block) for schemes that do not read it."""
+    remainder (a GEMM and a chunk-sized block) for schemes that do not read it.
+    `folds` (row indices or slices that partition the samples) makes UtY as the
+    sum of the folds' U_b^T Yc_b, kept in `fold_products` for the scheme: the
+    same flops as UtY alone."""
     if decomp.fit_intercept:
         if decomp.sqrt_sw is None:
             y_offset = Y.mean(dim=0)
@@ -107,11 +115,25 @@ def project(
         Yc.mul_(decomp.sqrt_sw[:, None])
     if not on_basis:
         return ProjectedChunk(y=y, Yc=Yc, y_offset=y_offset, UtY=None, remainder=None)
-    UtY = mm(decomp.U.T, Yc)
+    products = None
+    if folds is None:
+        UtY = mm(decomp.U.T, Yc)
+    else:
+        rank, U = decomp.rank, decomp.U
+        products = []
+        for rows in folds:
+            part = Yc.new_empty((rank + 1, Yc.shape[1]))
+            mm(U[rows].T, Yc[rows], out=part[:rank])
+            products.append(part)
+        UtY = products[0][:rank].clone()
+        for part in products[1:]:
+            UtY += part[:rank]
     rest = None
     if decomp.has_remainder and remainder:
         rest = addmm(Yc, decomp.U, UtY, alpha=-1.0)
-    return ProjectedChunk(y=y, Yc=Yc, y_offset=y_offset, UtY=UtY, remainder=rest)
+    return ProjectedChunk(
+        y=y, Yc=Yc, y_offset=y_offset, UtY=UtY, remainder=rest, fold_products=products
+    )
 
 
 def shrinkage(decomp: Decomposition, alphas) -> torch.Tensor:
@@ -320,6 +342,17 @@ class LeaveOneOut:
         # (n_samples x rank per alpha, like U): no scaling pass over UtY nor over
         # the residuals. Leave-one-out is leave-group-out with folds of one sample.
         n_alphas = shrink.shape[0]
+        # With a remainder (more samples than rank), E = Yc - U diag(phi) UtY, phi =
+        # eigvals / (eigvals + alpha), straight from the centred targets: the
+        # remainder Yc - U UtY (a GEMM and a chunk-sized block in the projection) is
+        # not needed, and no digits are lost that forming it had not lost already.
+        # (At reduced precision the rounded GEMM keeps to the small shrink term.)
+        self.neg_phi = None
+        if decomp.has_remainder and precision == "highest":
+            a64 = torch.as_tensor(alphas, dtype=torch.float64, device=decomp.device)[:, None]
+            phi = decomp.eigvals[None, :] / (decomp.eigvals[None, :] + a64)
+            self.neg_phi = (-phi).to(decomp.dtype)
+        self.reads_remainder = self.neg_phi is None
         if not decomp.has_remainder and precision == "highest" and _bases_fit(decomp, n_alphas):
             self.bases = [
                 (U64 * inv_one_minus_h[a][:, None] * shrink[a]).to(decomp.dtype)
@@ -332,7 +365,10 @@ class LeaveOneOut:
         when the basis already holds the scaling; E is written into `out`."""
         if self.bases is not None:
             return mm(self.bases[a], chunk.UtY, out=out), None
-        E = residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
+        if self.neg_phi is not None:
+            E = self.gemm(self.gemm.scale(chunk.UtY, self.neg_phi[a]), out, add=chunk.Yc)
+        else:
+            E = residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
         return E, self.inv_one_minus_h[a]
 
     def heldout_residuals(self, chunk: ProjectedChunk, a: int, out: torch.Tensor) -> torch.Tensor:
@@ -1079,10 +1115,13 @@ class FoldRefits:
 
     name = "folds"
     reads_remainder = False  # (nor does the primal refit)
+    projects_folds = True  # project(..., folds=self.folds): UtY from the folds' U_b^T Yc_b
 
     def __init__(self, decomp: Decomposition, alphas, test_folds, predictions: bool = False):
         self.decomp = decomp
         self.predictions = predictions
+        if sum(len(f) for f in test_folds) != decomp.n_samples:  # (their rows of `out`)
+            raise ValueError("FoldRefits needs test folds that partition the samples")
         self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
         rank = decomp.rank
         self.extra_per_target = len(self.folds) * (rank + 1)
@@ -1138,10 +1177,14 @@ class FoldRefits:
         U, sqrt_sw, UtY = self.decomp.U, self.decomp.sqrt_sw, chunk.UtY
         rank, intercept = UtY.shape[0], self.decomp.q is not None
         parts = []
-        for rows in self.folds:
+        for b, rows in enumerate(self.folds):
             Yb = chunk.Yc[rows]
-            rest = UtY.new_empty((rank + intercept, UtY.shape[1]))
-            mm(U[rows].T, Yb, out=rest[:rank]).sub_(UtY).neg_()
+            if chunk.fold_products is not None:  # (projected by `projects_folds`)
+                rest = chunk.fold_products[b][: rank + intercept]
+                rest[:rank].sub_(UtY).neg_()
+            else:
+                rest = UtY.new_empty((rank + intercept, UtY.shape[1]))
+                mm(U[rows].T, Yb, out=rest[:rank]).sub_(UtY).neg_()
             if intercept:
                 if sqrt_sw is None:
                     torch.sum(Yb, 0, keepdim=True, out=rest[rank:])

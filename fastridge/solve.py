@@ -272,7 +272,11 @@ def _cv_scheme(
     if partitions:
         tests = [te for _, te in splits]
         predictions = predictions and precision == "highest"
-        if precision == "highest" and _fold_refits_pay(decomp, tests, len(alphas), n_targets, dual):
+        if (
+            precision == "highest"
+            and _partition_folds(splits, decomp.n_samples) is not None  # (not ShuffleSplit)
+            and _fold_refits_pay(decomp, tests, len(alphas), n_targets, dual)
+        ):
             return FoldRefits(decomp, alphas, tests, predictions=predictions)
         return LeaveGroupOut(decomp, alphas, tests, precision, predictions=predictions)
     return RefitPerFold(
@@ -671,8 +675,9 @@ def ridge_cv(
             t = time.perf_counter()
             width = sl.stop - sl.start
             proj = _project_into(
-                work, decomp, read, sl, keep_y, on_basis=dual_route is None, remainder=remainder
-            )
+                work, decomp, read, sl, keep_y, on_basis=dual_route is None, remainder=remainder,
+                folds=folds if getattr(scheme, "projects_folds", False) else None,
+            )  # fmt: skip
             if reader.in_background:  # the next chunk is read while this one's GEMMs run
                 reader.prefetch(nxt)
             synchronize(dev)
@@ -875,14 +880,15 @@ def ridge_cv(
     )
 
 
-def _project_into(work: dict, decomp, read, sl: slice, keep_y=False, on_basis=True, remainder=True):
-    """`project` of chunk `sl`, read and centred in one buffer, work["y"], reused by
-    every chunk (a separate centred copy when the raw targets are kept)."""
+def _project_into(work: dict, decomp, read, sl: slice, keep_y=False, **kw):
+    """`project` of chunk `sl` (keywords `on_basis`, `remainder`, `folds`), read and
+    centred in one buffer, work["y"], reused by every chunk (a separate centred
+    copy when the raw targets are kept)."""
     if keep_y:
-        return project(decomp, read(sl), keep_y=True, on_basis=on_basis, remainder=remainder)
+        return project(decomp, read(sl), keep_y=True, **kw)
     n_samples = decomp.n_samples
     ybuf = reused_buffer(work, "y", (n_samples, sl.stop - sl.start), decomp.dtype, decomp.device)
-    return project(decomp, read(sl, ybuf), on_basis=on_basis, out=ybuf, remainder=remainder)
+    return project(decomp, read(sl, ybuf), out=ybuf, **kw)
 
 
 def _for_each_chunk(n_targets: int, chunk: int, process, progress, release) -> int:
