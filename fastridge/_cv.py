@@ -904,7 +904,8 @@ class LeaveGroupOut:
             # product per alpha, measured. (Only the lower triangle is read below.)
             for group in _alpha_groups(n_alphas, n_b * (Ub.shape[1] + n_b) * 8):
                 scaled = Ub[None] * shrink[group, None, :]  # (n_group, n_b, rank)
-                products = mm(scaled.reshape(-1, Ub.shape[1]), Ub.T).reshape(-1, n_b, n_b)
+                flat = scaled.reshape(len(group) * n_b, Ub.shape[1])  # (rank may be 0)
+                products = mm(flat, Ub.T).reshape(len(group), n_b, n_b)
                 for product in products:
                     L, info = torch.linalg.cholesky_ex(product.add_(base))
                     if int(info) != 0:

@@ -343,6 +343,7 @@ REFIT_CASES = {
     "shared_alpha": ((60, 15), {"alpha_per_target": False}, None),
     "chunked_dual": ((60, 15), {"target_chunk": 2, "solution": "dual"}, "weights"),
     "n_near_p": ((40, 30), {"cv": 2}, None),  # 20 training rows < 30 features
+    "constant_x": ((60, 15), {}, None),  # rank 0: the intercept alone
 }  # fmt: skip
 
 
@@ -360,6 +361,8 @@ def test_fold_refits_equal_brute_force_refits(monkeypatch, case, dtype):
     X, Y = make_problem(*shape, 5, seed=41)
     if case == "rank_deficient":
         X[:, 9:] = X[:, :6] @ np.random.default_rng(2).standard_normal((6, 6))
+    elif case == "constant_x":
+        X[:] = 3.0
     kw = {"alphas": ALPHAS, "cv": 5, "alpha_per_target": True, "store_cv_results": True, **kw}
     fit = {}
     groups = np.arange(shape[0]) % 6
