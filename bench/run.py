@@ -431,6 +431,8 @@ SWEEPS = {
     # kind -> (base dims, the varied key, values, alpha grid size)
     "t": (dict(n_samples=1000, n_features=4000), "n_targets", [1000, 2000, 4000, 8000, 16000], 3),
     "n": (dict(n_features=4000, n_targets=4000), "n_samples", [250, 500, 1000, 2000, 4000], 3),
+    # more samples than features (encoding models: the covariance form)
+    "n_enc": (dict(n_features=1000, n_targets=10000), "n_samples", [2000, 4000, 8000, 16000], 3),
     "alphas": (
         dict(n_samples=1000, n_features=4000, n_targets=4000),
         "n_alphas",
