@@ -1094,7 +1094,7 @@ class FoldRefits:
     made once a chunk) with the difference of the two makers. No remainder
     Yc - U UtY is needed. With `predictions`, the blocks are s_b (p_b - the
     training mean of y), the prediction less a constant per fold and target, as
-    `LeaveGroupOut`'s, from [P_ab | d'_ab] with d'_ab the part of d_ab after s_b / W_T.
+    `LeaveGroupOut`'s, from [P_ab | d'_ab], d'_ab = s_b / W_T - d_ab.
     Z^T Z is diag(sqrt(eigvals)) U^T U diag(sqrt(eigvals)) from the U the targets
     are projected on (not diag(eigvals)), so each fold's refit is exact for that U.
 

@@ -830,8 +830,9 @@ def ridge_cv(
                     proj = cached
                 else:
                     on_basis = dual_route is None
+                    # (the coefficients need UtY, and the remainder only when dual)
                     proj = _project_into(
-                        work, decomp, read, sl, on_basis=on_basis, remainder=remainder
+                        work, decomp, read, sl, on_basis=on_basis, remainder=solution == "dual"
                     )
                     reader.prefetch(nxt)
                 width = sl.stop - sl.start
