@@ -291,6 +291,20 @@ def _cv_scheme(
     )
 
 
+def _scheme_text(scheme) -> str:
+    """How the held-out residuals are found, for the progress line (which route)."""
+    n_folds = 0 if scheme.folds is None else len(scheme.folds)
+    route = " on the dual route" if getattr(scheme, "dual_route", None) is not None else ""
+    return {
+        "LeaveOneOut": f"exact leave-one-out{route}",
+        "GeneralizedCV": "generalized cross-validation",
+        "FoldDualRoute": f"{n_folds} folds on the dual route",
+        "LeaveGroupOut": f"{n_folds} folds from the shared decomposition",
+        "FoldRefits": f"{n_folds} folds refit in the shared basis",
+        "RefitPerFold": f"{n_folds} folds, each decomposed on its own",
+    }.get(type(scheme).__name__, type(scheme).__name__)
+
+
 def _fold_refits_pay(decomp, tests, n_alphas: int, n_targets: int, dual: bool) -> bool:
     """Whether `_cv.FoldRefits` costs fewer flops than `_cv.LeaveGroupOut` for folds
     that partition the samples, with their makers in a quarter of the free memory.
@@ -561,7 +575,10 @@ def ridge_cv(
             scorer = Scoring("r2", score_params)  # scikit-learn's default with cv given
         synchronize(dev)
         timings["decompose"] = time.perf_counter() - t0
-        progress.message(f"{decomp.form} form, rank {decomp.rank}, {timings['decompose']:.2f}s")
+        progress.message(
+            f"{decomp.form} form, rank {decomp.rank}, {timings['decompose']:.2f}s; "
+            f"{_scheme_text(scheme)}"
+        )
 
         itemsize = torch.finfo(cdtype).bits // 8
         per_target = bytes_per_target(n_samples, decomp.rank, n_features, n_alphas, itemsize)

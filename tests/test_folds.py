@@ -430,7 +430,7 @@ def test_fold_refits_choose_float32_alphas_as_well_as_leave_group_out(monkeypatc
     assert regret[True] <= 2 * regret[False] + 1e-6, regret
 
 
-def test_fold_refits_chosen_by_their_flops(monkeypatch):
+def test_fold_refits_chosen_by_their_flops(monkeypatch, capsys):
     """`FoldRefits` where its flops are fewer (many samples per feature, many
     targets), `LeaveGroupOut` where they are not (few targets to spread its eigh
     per fold over) or where LeaveGroupOut needs no remainder (n < p; weighted, so
@@ -443,9 +443,14 @@ def test_fold_refits_chosen_by_their_flops(monkeypatch):
         X, Y = make_problem(n, p, n_targets, seed=5)
         schemes = _schemes(monkeypatch)
         sw = np.linspace(0.5, 2.0, n)
-        FastRidgeCV(alphas=ALPHAS, cv=5, alpha_per_target=True).fit(X, Y, sample_weight=sw)
+        kw = dict(alphas=ALPHAS, cv=5, alpha_per_target=True, verbose=True)
+        FastRidgeCV(**kw).fit(X, Y, sample_weight=sw)
         assert [type(s) for s in schemes] == [expected], (n, p, n_targets)
         monkeypatch.undo()
+        # the progress line names the route
+        text = {FoldRefits: "5 folds refit in the shared basis",
+                LeaveGroupOut: "5 folds from the shared decomposition"}[expected]  # fmt: skip
+        assert text in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("splitter", ["kfold5", "kfold_shuffled", "groupkfold", "logo"])
