@@ -69,7 +69,8 @@ class ProjectedChunk:
         Yc - U UtY; None when it is zero by construction.
     fold_products : list of tensors of shape (rank + 1, n_chunk) or None
         With ``project(..., folds=)``: per fold, U_b^T Yc_b in rows :rank (whose
-        sum over the folds is UtY) and row rank free for the scheme (`FoldRefits`).
+        sum over the folds is UtY) and row rank free, for the scheme (`FoldRefits`),
+        which overwrites them with UtY - U_b^T Yc_b.
     """
 
     y: torch.Tensor | None
@@ -1118,7 +1119,8 @@ class FoldRefits:
             raise ValueError("FoldRefits needs test folds that partition the samples")
         self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
         rank = decomp.rank
-        self.extra_per_target = len(self.folds) * (rank + 1)
+        # the folds' right-hand sides, and the base residuals (n_samples a target)
+        self.extra_per_target = len(self.folds) * (rank + 1) + decomp.n_samples
         a64 = torch.as_tensor(alphas, dtype=torch.float64, device=decomp.device)
         U = decomp.U.to(torch.float64)
         root = decomp.eigvals.clamp(min=0.0).sqrt()  # (rank,)
@@ -1136,12 +1138,12 @@ class FoldRefits:
         # directly: shrunk by a large alpha they would be a small difference of the
         # base's large ones (the correlation was 0.05 off at alpha 1e10, float32).
         self.base = None if predictions else int(torch.argmin(a64))
-        alpha0 = None if predictions else a64[self.base]
         # [fold][alpha] -> the base alpha's [P_ab | -d_ab] (residuals; predictions:
         # [P_ab | d'_ab]), for the others the difference from it, [P_ab - P_a0b |
         # the same of the intercept column]; n_b x (rank + 1) with an intercept
         # (its rank-one term rides in the GEMM), else n_b x rank; compute dtype
         self.makers = []
+        self.direct = []  # [fold][alpha] -> whether makers[fold][alpha] is not a difference
         for rows in self.folds:
             Ub = U[rows]
             Zb = Ub * root
@@ -1160,26 +1162,40 @@ class FoldRefits:
             A = mm(Zb, V)  # (n_b, rank)
             B = V.T * root[None, :]  # V_b^T diag(sqrt(eigvals))
             Vm = V.T @ m if intercept else None
-            per_alpha = []
-            for a, alpha in enumerate(a64):
-                if self.base is None or a == self.base:
-                    factor = 1.0 / (lam + alpha)
-                else:  # 1/(lam + alpha) - 1/(lam + alpha0), without cancellation
-                    factor = (alpha0 - alpha) / ((lam + alpha) * (lam + alpha0))
-                scaled = A * factor[None, :]
-                maker = torch.empty(
-                    (A.shape[0], rank + intercept), dtype=decomp.dtype, device=A.device
-                )
+            full = []  # float64
+            for alpha in a64:
+                scaled = A / (lam + alpha)[None, :]
+                maker = A.new_empty((A.shape[0], rank + intercept))
                 maker[:, :rank] = mm(scaled, B)
-                if intercept:  # (Z_b - s_b m^T) V diag(factor) V^T m, less s_b / W_T
+                if intercept:  # (Z_b - s_b m^T) V diag(1/(lam + alpha)) V^T m, less s_b / W_T
                     d = scaled @ Vm
-                    if a == self.base:  # (residuals)
-                        d -= sb / w_train
-                    maker[:, rank] = d
-                per_alpha.append(maker)
+                    maker[:, rank] = d if predictions else d - sb / w_train
+                full.append(maker)
+            per_alpha, direct = [], []
+            for a, maker in enumerate(full):
+                if self.base is not None and a != self.base:
+                    # The difference only where it is no larger than the maker: with a
+                    # fold Gram near singular and a tiny smallest alpha the base's maker
+                    # is huge, and its rounding would swamp every other alpha's residuals
+                    # (float32 scores 70x off, measured), where a maker of its own keeps
+                    # each alpha's digits.
+                    diff = maker - full[self.base]
+                    if torch.linalg.norm(diff) <= torch.linalg.norm(maker):
+                        per_alpha.append(diff.to(decomp.dtype))
+                        direct.append(False)
+                        continue
+                per_alpha.append(maker.to(decomp.dtype))
+                direct.append(True)
             self.makers.append(per_alpha)
+            self.direct.append(direct)
         self._work = {}
         self._held_in = None  # (chunk, `_chunk_parts`)
+
+    def release(self):
+        """Drop the chunk's parts and buffers held between alphas (before a retry
+        with a smaller chunk, or at the end)."""
+        self._held_in = None
+        self._work.clear()
 
     def _chunk_parts(self, chunk: ProjectedChunk):
         """Per fold, UtY - U_b^T Yc_b (rank, n_chunk) and, with an intercept, one
@@ -1225,12 +1241,16 @@ class FoldRefits:
         residuals) its difference maker times the fold's right-hand side."""
         sqrt_sw = self.decomp.sqrt_sw
         parts, base = self._chunk_parts(chunk)
-        for rows, makers, (rest, start, stop) in zip(self.folds, self.makers, parts, strict=True):
+        for rows, makers, direct, (rest, start, stop) in zip(
+            self.folds, self.makers, self.direct, parts, strict=True
+        ):
             dst = out[start:stop]
             if base is None:  # predictions, [P_ab | d'_ab] [rest; s_b^T Yc_b]
                 mm(makers[a], rest, out=dst)
             elif a == self.base:  # (a copy: scores may overwrite their blocks)
                 dst.copy_(base[start:stop])
+            elif direct[a]:  # Yc_b - [P_ab | -d_ab] [rest; s_b^T Yc_b]
+                addmm(chunk.Yc[rows], makers[a], rest, alpha=-1.0, out=dst)
             else:
                 addmm(base[start:stop], makers[a], rest, alpha=-1.0, out=dst)
             yield rows, dst, None if sqrt_sw is None else sqrt_sw[rows]

@@ -275,7 +275,7 @@ def _cv_scheme(
         if (
             precision == "highest"
             and _partition_folds(splits, decomp.n_samples) is not None  # (not ShuffleSplit)
-            and _fold_refits_pay(decomp, tests, len(alphas), n_targets, dual)
+            and _fold_refits_pay(decomp, tests, len(alphas), n_targets, dual, predictions)
         ):
             return FoldRefits(decomp, alphas, tests, predictions=predictions)
         return LeaveGroupOut(decomp, alphas, tests, precision, predictions=predictions)
@@ -305,17 +305,20 @@ def _scheme_text(scheme) -> str:
     }.get(type(scheme).__name__, type(scheme).__name__)
 
 
-def _fold_refits_pay(decomp, tests, n_alphas: int, n_targets: int, dual: bool) -> bool:
+def _fold_refits_pay(
+    decomp, tests, n_alphas: int, n_targets: int, dual: bool, predictions: bool = False
+) -> bool:
     """Whether `_cv.FoldRefits` costs fewer flops than `_cv.LeaveGroupOut` for folds
     that partition the samples, with their makers in a quarter of the free memory.
     Only with a remainder (more samples than rank): without, LeaveGroupOut's
     stacked bases take one GEMM per alpha from UtY, as FoldRefits' folds do. Per
-    target, FoldRefits' UtY - U_b^T Yc_b (2 n rank) replaces the remainder (also 2
-    n rank, and still made for dual coefficients) and saves LeaveGroupOut's n_b x
-    n_b GEMMs (2 sum_b n_b^2 an alpha); per fit, its eigh per fold (counted as 8
-    rank^3, eigh runs well below the GEMM rate) and makers (2 (n_alphas + 3) n
-    rank^2) against LeaveGroupOut's per fold and alpha U_b diag U_b^T and Cholesky
-    inverse (2 n_b^2 rank + n_b^3)."""
+    target both make UtY (FoldRefits from its folds' products) and one GEMM an
+    alpha (2 n rank); FoldRefits saves the remainder (2 n rank, unless dual
+    coefficients need it) and LeaveGroupOut's n_b x n_b GEMMs (2 sum_b n_b^2 an
+    alpha), or with `predictions` its training rows' projection (2 n rank). Per
+    fit, its eigh per fold (counted as 8 rank^3, eigh runs well below the GEMM
+    rate) and makers (2 (n_alphas + 3) n rank^2) against LeaveGroupOut's per fold
+    and alpha U_b diag U_b^T and Cholesky inverse (2 n_b^2 rank + n_b^3)."""
     if decomp.U is None or not decomp.has_remainder:
         return False
     n, rank = decomp.n_samples, decomp.rank
@@ -323,13 +326,10 @@ def _fold_refits_pay(decomp, tests, n_alphas: int, n_targets: int, dual: bool) -
     if not _bases_fit(decomp, n_alphas, n, rank + intercept):
         return False
     sizes = np.array([len(te) for te in tests], dtype=np.float64)
-    squares = float((sizes**2).sum())
-    saved = n_targets * n_alphas * 2 * squares + n_alphas * float(
-        (2 * sizes**2 * rank + sizes**3).sum()
-    )
+    per_target = 0.0 if dual else 2.0 * n * rank
+    per_target += 2.0 * n * rank if predictions else n_alphas * 2.0 * float((sizes**2).sum())
+    saved = n_targets * per_target + n_alphas * float((2 * sizes**2 * rank + sizes**3).sum())
     cost = len(tests) * 8.0 * rank**3 + 2.0 * (n_alphas + 3) * n * rank**2
-    if dual:  # (the remainder is made for the dual coefficients as well)
-        cost += n_targets * 2.0 * n * rank
     return cost < saved
 
 
@@ -675,6 +675,8 @@ def ridge_cv(
             """Drop this chunk's device buffers (before retrying a smaller chunk)."""
             release_work()
             work["cached"] = None
+            if hasattr(scheme, "release"):  # what a scheme holds between alphas
+                scheme.release()
             reader.drop_prefetch()
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
