@@ -878,6 +878,9 @@ class LeaveGroupOut:
             raise ValueError("held-out predictions are formed at precision='highest' only")
         self.decomp = decomp
         self.predictions = predictions
+        # predictions are formed from UtY and the folds' own rows: the remainder lies
+        # outside the span of H, so the projection need not form it
+        self.reads_remainder = not predictions
         self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank) float64
         self.shrink = shrink.to(decomp.dtype)
@@ -1295,6 +1298,9 @@ class RefitPerFold:
     """
 
     name = "refit"
+    # each fold projects its own training rows; the primal refit in a fold reads
+    # their UtY only
+    reads_remainder = False
 
     def __init__(
         self,
@@ -1343,7 +1349,7 @@ class RefitPerFold:
 
         if a == 0:  # project each training set once per chunk, reuse for every alpha
             self._projections = [
-                project(d, chunk.y[tr], keep_y=False)
+                project(d, chunk.y[tr], keep_y=False, remainder=False)
                 for d, tr in zip(self.decomps, self.trains, strict=True)
             ]
         width = chunk.y.shape[1]

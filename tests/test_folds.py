@@ -743,6 +743,25 @@ EIGEN_ROUTE_CORRELATION = {
 }  # fmt: skip
 
 
+def _remainders_formed(monkeypatch) -> list:
+    """Whether each chunk `project` made (in solve and in the fold schemes) holds a
+    remainder, in order."""
+    import fastridge._cv as cv_module
+    import fastridge.solve as solve_module
+
+    formed = []
+    original = cv_module.project
+
+    def spy(*args, **kwargs):
+        chunk = original(*args, **kwargs)
+        formed.append(chunk.remainder is not None)
+        return chunk
+
+    monkeypatch.setattr(cv_module, "project", spy)
+    monkeypatch.setattr(solve_module, "project", spy)
+    return formed
+
+
 @pytest.mark.parametrize("case", list(EIGEN_ROUTE_CORRELATION))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fold_correlation_off_the_route_from_predictions(monkeypatch, case, dtype):
@@ -772,11 +791,15 @@ def test_fold_correlation_off_the_route_from_predictions(monkeypatch, case, dtyp
         pays = scheme_name == "FoldRefits"
         monkeypatch.setattr(solve_module, "_fold_refits_pay", lambda *a, **k: pays)
     schemes = _schemes(monkeypatch)
+    remainders = _remainders_formed(monkeypatch)
     X_in = X.astype(dtype)
     got = FastRidgeCV(cv=cv, scoring="correlation", **kw).fit(X_in, Y.astype(dtype), **fit)
     assert_array_equal(X_in, X.astype(dtype))  # (the test rows are centred in a copy)
     assert [type(s).__name__ for s in schemes] == [scheme_name]
     assert schemes[0].predictions
+    # predictions (and a refit per fold) read no remainder Yc - U UtY: none is formed
+    # (a GEMM of 2 n_samples rank flops a target, for the chunk and for every fold)
+    assert remainders and not any(remainders)
     assert getattr(schemes[0], "_parts", None) == parts
     splits = list(cv.split(X, groups=groups) if hasattr(cv, "split") else KFold(cv).split(X))
     ref = brute_force_fold_scores(
