@@ -1207,7 +1207,9 @@ class FoldRefits:
         if self._held_in is not None and self._held_in[0] is chunk:
             return self._held_in[1]
         self._held_in = None  # (the previous chunk's, freed first)
-        U, sqrt_sw, UtY = self.decomp.U, self.decomp.sqrt_sw, chunk.UtY
+        if chunk.fold_products is None:
+            raise ValueError("FoldRefits needs chunks projected with its folds (`projects_folds`)")
+        sqrt_sw, UtY = self.decomp.sqrt_sw, chunk.UtY
         rank, intercept = UtY.shape[0], self.decomp.q is not None
         base = None
         if self.base is not None:
@@ -1216,12 +1218,8 @@ class FoldRefits:
         parts, start = [], 0
         for b, rows in enumerate(self.folds):
             Yb = chunk.Yc[rows]
-            if chunk.fold_products is not None:  # (projected by `projects_folds`)
-                rest = chunk.fold_products[b][: rank + intercept]
-                rest[:rank].sub_(UtY).neg_()
-            else:
-                rest = UtY.new_empty((rank + intercept, UtY.shape[1]))
-                mm(U[rows].T, Yb, out=rest[:rank]).sub_(UtY).neg_()
+            rest = chunk.fold_products[b][: rank + intercept]  # U_b^T Yc_b, row rank free
+            rest[:rank].sub_(UtY).neg_()
             if intercept:
                 if sqrt_sw is None:
                     torch.sum(Yb, 0, keepdim=True, out=rest[rank:])
