@@ -2,7 +2,8 @@
 
 Usage (run by run.py, not by hand): python bench/_worker.py SPEC.json RESULT.json
 
-SPEC keys: solver ("fastridge", "sklearn", "himalaya_ridge", "himalaya_kernel"),
+SPEC keys: solver ("fastridge", "sklearn", "himalaya_ridge", "himalaya_kernel",
+"himalaya_kernel_primal"),
 params (solver options), X / Y (paths of .npy files in the solver's dtype),
 alphas, repeats, warmup ("subset", "full" or "none"), sample_targets (target
 indices whose coefficients are saved for the agreement check), prefix (path
@@ -82,7 +83,7 @@ class Solver:
                 cv=p.get("cv", 5),
                 solver_params=dict(local_alpha=True, warn=False, **p.get("solver_params", {})),
             ).fit(X, Y)
-        elif self.name == "himalaya_kernel":
+        elif self.name in ("himalaya_kernel", "himalaya_kernel_primal"):
             from himalaya.kernel_ridge import KernelRidgeCV
 
             model = KernelRidgeCV(
@@ -92,6 +93,11 @@ class Solver:
                 cv=p.get("cv", 5),
                 solver_params=dict(local_alpha=True, **p.get("solver_params", {})),
             ).fit(X, Y)
+            if self.name == "himalaya_kernel_primal":
+                # The same output as a primal fit, (n_features, n_targets), timed:
+                # himalaya's own X_fit^T dual_coef (the dual coefficients of a fit
+                # with an intercept sum to 0, so X need not be centred).
+                self.primal_coef = model.get_primal_coef()
         else:
             raise ValueError(f"unknown solver {self.name!r}")
         self.model = model
@@ -116,6 +122,8 @@ class Solver:
         self.snap_error = float(np.max(np.abs(raw / alpha - 1.0))) if raw.size else 0.0
         if self.name == "himalaya_ridge":
             coef = to_np(m.coef_)[:, idx].T.astype(np.float64)
+        elif self.name == "himalaya_kernel_primal":
+            coef = to_np(self.primal_coef)[:, idx].T.astype(np.float64)
         else:
             # Primal coefficients of a linear kernel with an intercept: the
             # centred X transposed times the dual coefficients (not timed).

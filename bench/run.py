@@ -73,6 +73,14 @@ CONFIGS = {
     "himalaya-ridge-torch-f32": ("himalaya_ridge", {"backend": "torch"}, "float32", "kfold5"),
     "himalaya-kernel-numpy-f32": ("himalaya_kernel", {"backend": "numpy"}, "float32", "kfold5"),
     "himalaya-kernel-torch-f32": ("himalaya_kernel", {"backend": "torch"}, "float32", "kfold5"),
+    # KernelRidgeCV then its get_primal_coef(), timed: the same output as
+    # fastridge's primal fit (KernelRidgeCV alone returns dual coefficients only)
+    "himalaya-kernel-primal-torch-f32": (
+        "himalaya_kernel_primal",
+        {"backend": "torch"},
+        "float32",
+        "kfold5",
+    ),
 }
 # K-fold: the first himalaya config that ran (all use KFold(5) without shuffling).
 REFERENCE = {
