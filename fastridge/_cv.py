@@ -503,6 +503,10 @@ class DualRoute:
             self.score_folds = folds
         else:
             self.score_folds = None if scorer is None else [slice(0, decomp.n_samples)]
+        scored = self.score_folds is not None
+        # whether the makers give held-out predictions, centred over each score fold,
+        # instead of residuals (set before either way of making them)
+        self.predicts = scored and scorer.scoring in FOLD_PREDICTS
         if decomp.U is not None:
             if self.score_folds is not None:
                 raise ValueError("the dual route builds fold and scored makers by Cholesky")
@@ -535,14 +539,9 @@ class DualRoute:
         # the copy of X, one in A.
         self.rank = gram_rank(G, n, decomp.n_features, work=A)
         # with score folds, each R_a in float64 first (G_a is made from it)
-        scored = self.score_folds is not None
         R = space.empty((n, n), G.dtype, G.device) if scored else None
         self.blocks = []  # with folds: [alpha][fold] -> (R_a)_bb, compute dtype
-        # with score folds: whether the makers give held-out predictions, centred
-        # over each score fold, instead of residuals, and [alpha] -> the maker of
-        # their means
-        self.predicts = scored and scorer.scoring in FOLD_PREDICTS
-        self.fold_means = []
+        self.fold_means = []  # with `predicts`: [alpha] -> the maker of their means
         for k, alpha in enumerate(alphas):
             last = k == len(alphas) - 1
             factor = G if last else A.copy_(G)

@@ -522,6 +522,45 @@ def test_dual_route_equals_the_projection_route(
     assert_allclose(got.intercept, ref.intercept, rtol=rtol, atol=rtol * 3)
 
 
+@pytest.mark.parametrize("makers", ["cholesky", "eigen", "default"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("solution", ["primal", "dual"])
+def test_shared_alpha_on_the_dual_route_equals_scikit_learn(
+    monkeypatch, makers, weighted, solution
+):
+    """One alpha for all targets (scikit-learn's default) on the dual route, its
+    makers by Cholesky or from an eigh ("default": 9 alphas, more than
+    CHOLESKY_MAX_ALPHAS; the eigh's makers once crashed in the second pass, which
+    forms the chosen alpha's residuals): scikit-learn's alpha, score, coefficients,
+    intercepts and predictions, in target chunks."""
+    import fastridge._cv as cv_module
+    import fastridge.solve as solve_module
+
+    if makers != "default":
+        monkeypatch.setattr(solve_module, "CHOLESKY_MAX_ALPHAS", 10 if makers == "cholesky" else 0)
+    routes = []  # whether each DualRoute made its makers from an eigh
+    real_init = cv_module.DualRoute.__init__
+
+    def init(self, decomp, *args, **kwargs):
+        routes.append(decomp.U is not None)
+        real_init(self, decomp, *args, **kwargs)
+
+    monkeypatch.setattr(cv_module.DualRoute, "__init__", init)
+    X, Y = make_problem(30, 50, 7, seed=17)
+    X_test, _ = make_problem(8, 50, 1, seed=18)
+    sw = np.random.default_rng(2).uniform(0.2, 2.0, 30) if weighted else None
+    alphas = np.logspace(-1, 3, 9)
+    got = FastRidgeCV(alphas=alphas, solution=solution, target_chunk=3).fit(X, Y, sample_weight=sw)
+    assert routes == [makers != "cholesky"]
+    ref = RidgeCV(alphas=alphas).fit(X, Y, sample_weight=sw)
+    assert got.alpha_ == ref.alpha_
+    assert_allclose(got.best_score_, ref.best_score_, rtol=1e-9)
+    assert_allclose(got.predict(X_test), ref.predict(X_test), rtol=1e-8, atol=1e-9)
+    assert_allclose(got.intercept_, ref.intercept_, rtol=1e-8, atol=1e-9)
+    if solution == "primal":
+        assert_allclose(got.coef_, ref.coef_, rtol=1e-8, atol=1e-9)
+
+
 def test_dual_route_where_it_applies(monkeypatch):
     """Rank-deficient X takes the dual route too (its makers are exact on null
     directions), and so do a built-in score and a shared alpha; the covariance
