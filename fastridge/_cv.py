@@ -610,7 +610,9 @@ class DualRoute:
                 cols[rows] = 0.0
                 means[:, f] = cols.mean(dim=1).neg_()
                 cols.neg_().sub_(means[:, f : f + 1])
-            maker[:, rows] = cols  # (cast to maker's dtype)
+            # (cast first: with rows an index tensor, not a slice, this is an index_put,
+            # which does not cast; float32 with shuffled or grouped folds crashed)
+            maker[:, rows] = cols.to(maker.dtype)
         return blocks, None if means is None else means.to(maker.dtype)
 
     def _loo_maker(self, R: torch.Tensor, maker: torch.Tensor):
