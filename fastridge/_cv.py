@@ -903,6 +903,14 @@ class LeaveGroupOut:
             if q is not None:
                 base -= torch.outer(q[rows], q[rows])
             base.diagonal().add_(1.0)
+            # The bracket I - q_b q_b^T - U_b U_b^T is 0 when U and q span every sample
+            # (no remainder): formed, it is U's rounding, which outweighs U_b diag(shrink)
+            # U_b^T at small alpha / eigvals (float32 at 1e-6 refused the fold as not
+            # positive definite; float64's scores were 1e-7 off), so residuals leave it
+            # out. Predictions keep it: their offsets d_b rest on it being exact at
+            # large alpha (the correlation at alpha 1e10 was 0.02 off without it);
+            # only where the fold is then not positive definite do they go without.
+            exact_bracket = decomp.has_remainder or predictions
             per_alpha, offsets = [], []
             # U_b diag(shrink) U_b^T of several alphas as ONE GEMM (their U_b diag(shrink)
             # stacked): at M, 5 folds of 400 and 6 alphas, 0.61 s against 0.70 with a
@@ -912,7 +920,11 @@ class LeaveGroupOut:
                 flat = scaled.reshape(len(group) * n_b, Ub.shape[1])  # (rank may be 0)
                 products = mm(flat, Ub.T).reshape(len(group), n_b, n_b)
                 for product in products:
-                    L, info = torch.linalg.cholesky_ex(product.add_(base))
+                    info = 1
+                    if exact_bracket:
+                        L, info = torch.linalg.cholesky_ex(product + base)
+                    if int(info) != 0 and not decomp.has_remainder:
+                        L, info = torch.linalg.cholesky_ex(product)
                     if int(info) != 0:
                         raise ValueError(FOLD_NOT_HELD_OUT)
                     inverse = torch.cholesky_inverse(L)

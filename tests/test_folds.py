@@ -669,6 +669,37 @@ def test_fold_dual_route_float32_agrees_with_float64(monkeypatch, scoring, shrin
     assert_allclose(got.predict(X_new)[:, same], ref.predict(X_new)[:, same], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_leave_group_out_at_a_tiny_alpha(monkeypatch, weighted, fit_intercept):
+    """An alpha ~5e-9 of the largest eigenvalue with folds and n_samples <
+    n_features (off the fold dual route, which refuses alphas below eps *
+    trace(Gram)): `LeaveGroupOut` takes I - H_bb = U_b diag(shrink) U_b^T, not 1 -
+    H_bb formed from U, whose rounding outweighed it: float32 refused the fold
+    as not positive definite, and float64's scores were 5e-8 to 1.2e-7 off
+    brute-force refits (measured). Now to 1e-10 in float64; float32 fits and picks
+    float64's alphas."""
+    import fastridge.solve as solve_module
+    from fastridge._cv import LeaveGroupOut
+
+    monkeypatch.setattr(solve_module, "FOLD_ROUTE_MAX_FOLDS", 0)  # (float64 would take it)
+    X, Y = make_problem(40, 60, 5, seed=41)
+    cv = KFold(4, shuffle=True, random_state=0)
+    alphas = np.array([1e-6, 1.0, 100.0])
+    sw = np.random.default_rng(3).uniform(0.5, 2.0, 40) if weighted else None
+    kw = dict(alphas=alphas, cv=cv, alpha_per_target=True, fit_intercept=fit_intercept)
+    schemes = _schemes(monkeypatch)
+    ref = FastRidgeCV(**kw).fit(X, Y, sample_weight=sw)
+    got = FastRidgeCV(**kw).fit(X.astype(np.float32), Y.astype(np.float32), sample_weight=sw)
+    assert [type(s) for s in schemes] == [LeaveGroupOut, LeaveGroupOut]
+    assert not schemes[0].decomp.has_remainder
+    splits = list(cv.split(X))
+    brute = brute_force_fold_scores(X, Y, alphas, splits, fit_intercept, sw).mean(axis=0)
+    assert_allclose(ref.alpha_scores_, brute, rtol=1e-10, atol=1e-10)
+    assert_array_equal(got.alpha_, ref.alpha_)
+    assert np.abs(got.best_score_ - ref.best_score_).max() < 1e-4
+
+
 @pytest.mark.parametrize("cv", ["loo", 5])
 def test_wide_alpha_grid_correlation_in_float32(monkeypatch, cv):
     """12 alphas up to 1e10 (more than CHOLESKY_MAX_ALPHAS; the limit of an
