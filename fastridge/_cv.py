@@ -852,7 +852,12 @@ class LeaveGroupOut:
 
     (phi = 1 - shrink; q_b / (1 - q_b^T q_b), the limit of (I - H_bb)^-1 q_b at
     infinite alpha, is a constant prediction, so d_b is found in float64 with it
-    subtracted), every term keeps its digits however strong the shrinkage.
+    subtracted), every term keeps its digits however strong the shrinkage. When U
+    and q span every sample (no remainder) the bracket above is 0 and
+    I - H_bb = U_b diag(shrink) U_b^T: residuals, and predictions of alphas up to
+    the largest eigenvalue, p_b - const = -(I - H_bb)^-1 U_b diag(shrink)
+    (UtY - U_b^T Yc_b), take that form, which keeps its digits however weak the
+    shrinkage (formed, the bracket is U's rounding).
 
     Parameters
     ----------
@@ -888,7 +893,15 @@ class LeaveGroupOut:
         a64 = torch.as_tensor(alphas, dtype=torch.float64, device=decomp.device)[:, None]
         # phi = 1 - shrink, as a quotient: 1 - shrink would lose it when alpha >> eigvals
         phi = decomp.eigvals[None, :] / (decomp.eigvals[None, :] + a64)
-        self.phi = phi.to(decomp.dtype)
+        # Without a remainder, I - H_bb = U_b diag(shrink) U_b^T exactly (`bracket`
+        # below), and the predictions of an alpha up to the largest eigenvalue are
+        # taken from it: p_b - const = -(I - H_bb)^-1 U_b diag(shrink) (UtY - U_b^T Yc_b),
+        # no offset. Above it the bracket form, exact in its limit, serves them better.
+        top = float(decomp.eigvals.max()) if decomp.eigvals.numel() else 0.0
+        self.small = [not decomp.has_remainder and float(a) <= top for a in a64[:, 0]]
+        small = torch.tensor(self.small, device=decomp.device)[:, None]
+        # [alpha] -> what multiplies UtY - U_b^T Yc_b in the predictions, (rank,)
+        self.phi = torch.where(small, -shrink, phi).to(decomp.dtype)
         U = decomp.U.to(torch.float64)
         q = None if decomp.q is None else decomp.q.to(torch.float64)
         self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
@@ -907,10 +920,10 @@ class LeaveGroupOut:
             # (no remainder): formed, it is U's rounding, which outweighs U_b diag(shrink)
             # U_b^T at small alpha / eigvals (float32 at 1e-6 refused the fold as not
             # positive definite; float64's scores were 1e-7 off), so residuals leave it
-            # out. Predictions keep it: their offsets d_b rest on it being exact at
-            # large alpha (the correlation at alpha 1e10 was 0.02 off without it);
-            # only where the fold is then not positive definite do they go without.
-            exact_bracket = decomp.has_remainder or predictions
+            # out, and so do the predictions of alphas up to the largest eigenvalue
+            # (`self.small`). Above it predictions keep it: their offsets d_b rest on it
+            # being exact at large alpha (the correlation at alpha 1e10 was 0.02 off
+            # without it).
             per_alpha, offsets = [], []
             # U_b diag(shrink) U_b^T of several alphas as ONE GEMM (their U_b diag(shrink)
             # stacked): at M, 5 folds of 400 and 6 alphas, 0.61 s against 0.70 with a
@@ -919,19 +932,19 @@ class LeaveGroupOut:
                 scaled = Ub[None] * shrink[group, None, :]  # (n_group, n_b, rank)
                 flat = scaled.reshape(len(group) * n_b, Ub.shape[1])  # (rank may be 0)
                 products = mm(flat, Ub.T).reshape(len(group), n_b, n_b)
-                for product in products:
-                    info = 1
-                    if exact_bracket:
-                        L, info = torch.linalg.cholesky_ex(product + base)
-                    if int(info) != 0 and not decomp.has_remainder:
-                        L, info = torch.linalg.cholesky_ex(product)
+                for a, product in zip(group, products, strict=True):
+                    bracket = decomp.has_remainder or (predictions and not self.small[a])
+                    L, info = torch.linalg.cholesky_ex(product.add_(base) if bracket else product)
                     if int(info) != 0:
                         raise ValueError(FOLD_NOT_HELD_OUT)
                     inverse = torch.cholesky_inverse(L)
                     per_alpha.append(inverse.to(decomp.dtype))
                     if self.offsets is not None:
                         qb = q[rows]
-                        d = mm(inverse, qb[:, None])[:, 0] - qb / (1.0 - qb @ qb)
+                        if bracket:
+                            d = mm(inverse, qb[:, None])[:, 0] - qb / (1.0 - qb @ qb)
+                        else:  # (the shrink form's predictions need no offset)
+                            d = torch.zeros_like(qb)
                         offsets.append(d.to(decomp.dtype))
             self.inverses.append(per_alpha)
             if self.offsets is not None:

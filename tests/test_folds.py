@@ -700,6 +700,36 @@ def test_leave_group_out_at_a_tiny_alpha(monkeypatch, weighted, fit_intercept):
     assert np.abs(got.best_score_ - ref.best_score_).max() < 1e-4
 
 
+@pytest.mark.parametrize("scoring", [None, "correlation"])
+@pytest.mark.parametrize("shape", [(19, 79), (40, 60), (80, 30)])
+def test_leave_group_out_float32_from_tiny_to_large_alphas(monkeypatch, scoring, shape):
+    """`LeaveGroupOut` in float32 (weighted, off the dual route) keeps float64's
+    scores to 1e-5 for alphas 1e-9 to 10 times the largest eigenvalue, residuals
+    and predictions alike. Predictions took I - H_bb with the bracket I - q_b
+    q_b^T - U_b U_b^T at every alpha, and float32 at alpha / lambda_max ~1e-6
+    scored the correlation 0.03-0.12 off and chose the wrong alphas (a
+    differential fuzz found it)."""
+    from fastridge._cv import LeaveGroupOut
+
+    rng = np.random.default_rng(shape[0])
+    X = rng.standard_normal(shape)
+    scale = 10 ** rng.uniform(-2, 0.5, 6) / np.sqrt(shape[1])
+    Y = X @ rng.standard_normal((shape[1], 6)) * scale + rng.standard_normal((shape[0], 6))
+    Xc = X - X.mean(axis=0)
+    top = np.linalg.eigvalsh(Xc.T @ Xc).max()
+    alphas = top * np.logspace(-9, 1, 11)
+    sw = rng.uniform(0.5, 2.0, shape[0])  # (so no fold takes the dual route)
+    kw = dict(alphas=alphas, cv=KFold(5), scoring=scoring, alpha_per_target=True)
+    schemes = _schemes(monkeypatch)
+    ref = FastRidgeCV(**kw).fit(X, Y, sample_weight=sw)
+    got = FastRidgeCV(**kw).fit(X.astype(np.float32), Y.astype(np.float32), sample_weight=sw)
+    assert [type(s) for s in schemes] == [LeaveGroupOut, LeaveGroupOut]
+    assert_allclose(got.alpha_scores_, ref.alpha_scores_, rtol=1e-5, atol=1e-5)
+    # the alpha chosen scores within that of the best (the tiniest alphas tie)
+    chosen = np.searchsorted(alphas, got.alpha_)
+    assert (ref.alpha_scores_[np.arange(6), chosen] >= ref.best_score_ - 1e-5).all()
+
+
 @pytest.mark.parametrize("cv", ["loo", 5])
 def test_wide_alpha_grid_correlation_in_float32(monkeypatch, cv):
     """12 alphas up to 1e10 (more than CHOLESKY_MAX_ALPHAS; the limit of an
