@@ -68,7 +68,12 @@ def resolve_device(device, *arrays) -> torch.device:
             if kind == "cupy":
                 return torch.device("cuda", a.device.id)
         return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device={device!r} is not a device: give 'auto', 'cpu', 'cuda' or 'cuda:k'"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available")
     return dev

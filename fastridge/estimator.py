@@ -478,8 +478,15 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """
         pred = self.predict(X)
         p = as_tensor(pred, torch.device("cpu"), torch.float64)
+        y, _ = check_target_array(y, p.shape[0])
         y = as_tensor(y, torch.device("cpu"), torch.float64)
         p, y = p.reshape(p.shape[0], -1), y.reshape(y.shape[0], -1)
+        if y.shape[1] != p.shape[1]:
+            raise ValueError(
+                f"y has {y.shape[1]} targets per sample, the model predicts {p.shape[1]} "
+                f"(target shape {tuple(self._target_shape) or '()'})"
+            )
+        check_finite_chunk(y, "y")
         sw = check_sample_weight(sample_weight, y.shape[0])
         sqrt_sw = None if sw is None else torch.sqrt(torch.from_numpy(sw))
         resid = y - p if sqrt_sw is None else (y - p) * sqrt_sw[:, None]

@@ -121,6 +121,17 @@ def _splits(cv, n_samples: int, groups):
     for i, (tr, te) in enumerate(splits):
         if te.size == 0 or tr.size == 0:
             raise ValueError(f"cv split {i} has an empty train or test set")
+        for part, idx in (("train", tr), ("test", te)):
+            if idx.dtype.kind not in "iu":
+                raise ValueError(
+                    f"cv split {i}: its {part} indices have dtype {idx.dtype}; give integer "
+                    "sample indices"
+                )
+            if idx.min() < -n_samples or idx.max() >= n_samples:
+                raise ValueError(
+                    f"cv split {i}: a {part} index is out of range for {n_samples} samples "
+                    f"(min {idx.min()}, max {idx.max()})"
+                )
     return splits
 
 
@@ -497,6 +508,12 @@ def ridge_cv(
         splits = None if _is_loo(cv) or isinstance(cv, str) else _splits(cv, n_samples, groups)
         if splits is not None and sw is not None:
             _check_fold_weights(splits, sw)
+        elif sw is not None and np.count_nonzero(sw) < 2:
+            # leave-one-out (or GCV) without the one weighted sample fits on no weight
+            raise ValueError(
+                f"{np.count_nonzero(sw)} sample(s) have sample_weight > 0: leave-one-out "
+                "needs at least 2 (without one, the fit has no weight)"
+            )
         partitions = splits is not None and _partitions(splits, n_samples)
         # leave-one-out (or folds) from dual coefficients, with no eigendecomposition
         # or from one

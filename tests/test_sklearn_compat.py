@@ -371,7 +371,14 @@ BAD_INPUTS = {
     "cv_unknown": (None, {"cv": "foo"}, "'cv' parameter"),
     "scoring_unknown": (None, {"scoring": "foo"}, "'scoring' parameter"),
     "fit_intercept_str": (None, {"fit_intercept": "yes"}, "'fit_intercept' parameter"),
-}
+    "device_unknown": (None, {"device": "tpu"}, "device='tpu' is not a device"),
+    "cv_index_out_of_range": (
+        None, {"cv": [(np.arange(5), np.arange(8, 12))]}, "test index is out of range",
+    ),
+    "cv_float_indices": (
+        None, {"cv": [(np.arange(5.0), np.arange(5.0, 10.0))]}, "give integer sample indices",
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
@@ -390,8 +397,9 @@ def test_bad_input_raises_value_error(Xy, case):
         (-np.ones(10), "Negative values in data passed to sample_weight"),
         (np.full(10, np.nan), "sample_weight contains NaN"),
         (np.zeros(10), "sample_weight is zero everywhere"),
+        (np.r_[np.zeros(9), 1.0], "leave-one-out needs at least 2"),
     ],
-    ids=["2d", "length", "negative", "nan", "zero"],
+    ids=["2d", "length", "negative", "nan", "zero", "one_weighted"],
 )
 def test_bad_sample_weight(Xy, sample_weight, match):
     with pytest.raises(ValueError, match=match):
@@ -415,6 +423,25 @@ def test_bad_torch_input_raises_value_error(Xy, make, match):
     X, y = make(*Xy)
     with pytest.raises(ValueError, match=match):
         FastRidgeCV().fit(torch.from_numpy(np.asarray(X)), torch.from_numpy(np.asarray(y)))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda y: _nan_at(y, np.nan), "Input y contains NaN"),
+        (lambda y: y[:-1], "inconsistent numbers of samples"),
+        (lambda y: np.c_[y, y], "y has 2 targets per sample, the model predicts 1"),
+        (lambda y: y.astype(str), "non-numeric dtype"),
+    ],
+    ids=["nan", "length", "targets", "strings"],
+)
+def test_score_checks_y(Xy, make, match):
+    """score() names what is wrong with y (a NaN in y had scored a silent 0.0, a
+    wrong length or target count raised torch's RuntimeError)."""
+    X, y = Xy
+    model = FastRidgeCV().fit(X, y)
+    with pytest.raises(ValueError, match=match):
+        model.score(X, make(y))
 
 
 def test_predict_checks_features(Xy):
