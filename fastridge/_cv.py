@@ -898,10 +898,11 @@ class LeaveGroupOut:
         # taken from it: p_b - const = -(I - H_bb)^-1 U_b diag(shrink) (UtY - U_b^T Yc_b),
         # no offset. Above it the bracket form, exact in its limit, serves them better.
         top = float(decomp.eigvals.max()) if decomp.eigvals.numel() else 0.0
-        self.small = [not decomp.has_remainder and float(a) <= top for a in a64[:, 0]]
-        small = torch.tensor(self.small, device=decomp.device)[:, None]
+        # [alpha] -> whether its predictions take the shrink form
+        self.shrink_form = [not decomp.has_remainder and float(a) <= top for a in a64[:, 0]]
+        form = torch.tensor(self.shrink_form, device=decomp.device)[:, None]
         # [alpha] -> what multiplies UtY - U_b^T Yc_b in the predictions, (rank,)
-        self.phi = torch.where(small, -shrink, phi).to(decomp.dtype)
+        self.predict_scale = torch.where(form, -shrink, phi).to(decomp.dtype)
         U = decomp.U.to(torch.float64)
         q = None if decomp.q is None else decomp.q.to(torch.float64)
         self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
@@ -921,7 +922,7 @@ class LeaveGroupOut:
             # U_b^T at small alpha / eigvals (float32 at 1e-6 refused the fold as not
             # positive definite; float64's scores were 1e-7 off), so residuals leave it
             # out, and so do the predictions of alphas up to the largest eigenvalue
-            # (`self.small`). Above it predictions keep it: their offsets d_b rest on it
+            # (`self.shrink_form`). Above it predictions keep it: their offsets d_b rest on it
             # being exact at large alpha (the correlation at alpha 1e10 was 0.02 off
             # without it).
             per_alpha, offsets = [], []
@@ -933,7 +934,7 @@ class LeaveGroupOut:
                 flat = scaled.reshape(len(group) * n_b, Ub.shape[1])  # (rank may be 0)
                 products = mm(flat, Ub.T).reshape(len(group), n_b, n_b)
                 for a, product in zip(group, products, strict=True):
-                    bracket = decomp.has_remainder or (predictions and not self.small[a])
+                    bracket = decomp.has_remainder or (predictions and not self.shrink_form[a])
                     L, info = torch.linalg.cholesky_ex(product.add_(base) if bracket else product)
                     if int(info) != 0:
                         raise ValueError(FOLD_NOT_HELD_OUT)
@@ -981,7 +982,7 @@ class LeaveGroupOut:
                     for k, a in enumerate(group):
                         torch.mul(
                             block[k * n_b : (k + 1) * n_b],
-                            self.phi[a] if predictions else self.shrink[a],
+                            self.predict_scale[a] if predictions else self.shrink[a],
                             out=self.stacked_bases[a][start:stop],
                         )
         self._work = {}
@@ -1086,9 +1087,9 @@ class LeaveGroupOut:
                     pred = mm(bases[a][start:stop], rest, out=held[start:stop])
                 else:  # (no room for the bases)
                     if parts["rest"] is None:  # a scratch block
-                        scaled = rest.mul_(self.phi[a][:, None])
+                        scaled = rest.mul_(self.predict_scale[a][:, None])
                     else:
-                        scaled = rest * self.phi[a][:, None]
+                        scaled = rest * self.predict_scale[a][:, None]
                     pred = mm(self.inverses[b][a], mm(self.decomp.U[rows], scaled), out=held[:n_b])
             if parts["intercept"] is not None:
                 pred.addmm_(self.offsets[b][a][:, None], parts["intercept"][b], alpha=-1.0)
