@@ -36,6 +36,7 @@ from ._backend import (
     block_indicator,
     cholesky_inverse,
     column_sq_sums,
+    constant_columns_exact,
     copy_rows,
     fold_indicator,
     inverse_combination,
@@ -106,6 +107,8 @@ def project(
         else:
             w = decomp.sqrt_sw * decomp.sqrt_sw
             y_offset = (w / w.sum()) @ Y
+        # (a constant target is centred to exactly 0: its residuals are 0, not noise)
+        y_offset = constant_columns_exact(Y, y_offset)
     else:
         y_offset = torch.zeros(Y.shape[1], dtype=Y.dtype, device=Y.device)
     y = Y if keep_y else None
@@ -733,10 +736,7 @@ class DualRoute:
         when the sums or `residuals_of_best` need them)."""
         kinds = FOLD_SUMS[self.scorer.scoring]
         if a == 0:
-            self._y_stats = [
-                self.scorer.target_stats(chunk.Yc[rows], n_b)
-                for rows, n_b in zip(self.score_folds, self.fold_sizes, strict=True)
-            ]
+            self._y_stats = [self.scorer.target_stats(chunk.Yc[rows]) for rows in self.score_folds]
             if "y_dot" in kinds or self.predicts:
                 self._keep_targets(chunk, E)
         indicator, fold_of = self.fold_indicator

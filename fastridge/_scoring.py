@@ -34,7 +34,7 @@ import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import get_scorer
 
-from ._backend import column_sq_sums, column_sums, reused_buffer
+from ._backend import column_sq_sums, column_sums, constant_columns_exact, reused_buffer
 
 BUILTIN_SCORES = (
     "neg_mean_squared_error",
@@ -147,7 +147,7 @@ class Scoring:
         n_rows = resid.shape[0]
         name = self.scoring
         if ss_tot is None and (predicted or name != "correlation"):  # (else from _spread)
-            ss_tot = self.total_squares(y, sqrt_sw, n_rows)
+            ss_tot = self.total_squares(y, sqrt_sw)
         if predicted:
             return self._predicted_correlation(resid, y, sqrt_sw, ss_tot)
         sq = column_sq_sums(resid)  # sum w e^2 (resid is in the weighted space)
@@ -161,7 +161,7 @@ class Scoring:
             num = sq - w_total * e_mean.double() ** 2
             return _force_finite(torch.clamp(num, min=0.0), ss_tot)
         # correlation between y and the prediction p = y - e, weighted
-        w, yc, ss_tot = _spread(y, sqrt_sw, w_total)
+        w, yc, ss_tot = _spread(y, sqrt_sw)
         e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
         return _correlation(yc, yc - (e - e_mean), w, ss_tot)
 
@@ -231,22 +231,23 @@ class Scoring:
         den = torch.sqrt(ss_tot * sums["sq"])  # correlation
         return torch.where(den > 0, sums["y_dot"] / torch.where(den > 0, den, 1.0), 0.0)
 
-    def target_stats(self, y: torch.Tensor, n_rows: int) -> dict | None:
+    def target_stats(self, y: torch.Tensor) -> dict | None:
         """What `from_sums` needs of the (unweighted) targets y (n_rows, n_chunk), found
         once a chunk: "ss_tot", their sum of squares about their mean (n_chunk,),
         float64; None if nothing."""
         if not self.shift_invariant:
             return None
-        return {"ss_tot": self.total_squares(y, None, n_rows)}
+        return {"ss_tot": self.total_squares(y, None)}
 
-    def total_squares(self, y, sqrt_sw, n_rows: int) -> torch.Tensor | None:
+    def total_squares(self, y, sqrt_sw) -> torch.Tensor | None:
         """What `__call__` and `from_squares` need of the targets y (n_rows, n_chunk):
         their weighted sum of squares about their weighted mean (n_chunk,) for a
         score of `_NEEDS_Y` (the shift-invariant ones), else None."""
         if not self.builtin or self.scoring not in _NEEDS_Y:
             return None
         weights = None if sqrt_sw is None else sqrt_sw * sqrt_sw
-        y_mean = (column_sums(y, weights) / _w_total(n_rows, sqrt_sw)).to(y.dtype)
+        y_mean = (column_sums(y, weights) / _w_total(y.shape[0], sqrt_sw)).to(y.dtype)
+        y_mean = constant_columns_exact(y, y_mean)  # (a constant target's spread is 0)
         # into a block reused across calls: fresh memory's first touch cost more than
         # the arithmetic (0.31 s against 0.06 for 800 x 10,000, measured)
         centred = reused_buffer(self._work, "product", y.shape, y.dtype, y.device)
@@ -304,13 +305,14 @@ def _w_total(n_rows: int, sqrt_sw: torch.Tensor | None) -> float:
     return float(n_rows) if sqrt_sw is None else float((sqrt_sw.double() ** 2).sum())
 
 
-def _spread(y: torch.Tensor, sqrt_sw: torch.Tensor | None, w_total: float):
+def _spread(y: torch.Tensor, sqrt_sw: torch.Tensor | None):
     """(w, yc, ss_tot): the weights (n_rows, 1) or None, the targets centred on their
     weighted mean (n_rows, n_chunk), and their weighted sum of squares (n_chunk,)."""
     w = None if sqrt_sw is None else (sqrt_sw * sqrt_sw)[:, None]
     weights = None if w is None else w[:, 0]
     # (sums by thin GEMMs: a strided sum over the rows ran several times slower)
-    yc = y - (column_sums(y, weights) / w_total).to(y.dtype)
+    y_mean = (column_sums(y, weights) / _w_total(y.shape[0], sqrt_sw)).to(y.dtype)
+    yc = y - constant_columns_exact(y, y_mean)  # (a constant target's spread is 0)
     return w, yc, column_sums(yc * yc, weights)
 
 

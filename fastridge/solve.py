@@ -763,7 +763,7 @@ def ridge_cv(
                     y = proj.Yc if y_from_centred else proj.y
                     y = y if y is None or rows is None else y[rows]
                     if a == 0:  # what the score needs of a block's targets, once a chunk
-                        ss_tots[i] = scorer.total_squares(y, sqrt_sw, resid.shape[0])
+                        ss_tots[i] = scorer.total_squares(y, sqrt_sw)
                     block_scores[i, a] = scorer(
                         resid, y, sqrt_sw, rows, predicted=predicted, ss_tot=ss_tots[i]
                     )

@@ -959,3 +959,36 @@ def test_scored_leave_one_out_on_each_device(monkeypatch, device):
     for t in range(Y.shape[1]):
         r = Ridge(alpha=ALPHAS[ref[t].argmax()], solver="svd").fit(X, Y[:, t])
         assert_allclose(got.coef[t], r.coef_, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "scoring, cv",
+    [(s, cv) for s in ("r2", "explained_variance", "correlation") for cv in (None, 5)]
+    + [("correlation", "one_sample_folds")],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_constant_target_with_sample_weights(scoring, cv, dtype):
+    """A constant target with sample weights scores as scikit-learn's rule has it
+    (r2 and explained variance 1: the intercept predicts it exactly; the
+    correlation 0), for every alpha, and so does the correlation of folds of one
+    sample: the weighted mean of n copies of c was not always c, and its rounding
+    over a spread of rounding made r2 of -247, and 3e14 for the correlation of
+    one-sample folds (found by a differential fuzz). The other targets are
+    scikit-learn's."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 20))
+    y = X @ rng.standard_normal(20) + rng.standard_normal(30)
+    Y = np.c_[np.full(30, 1.5), y, np.full(30, 0.1)].astype(dtype)
+    sw = rng.integers(1, 4, 30).astype(float)
+    splitter = KFold(30) if cv == "one_sample_folds" else cv
+    kw = dict(alphas=[0.1, 1.0, 10.0], scoring=scoring, cv=splitter, alpha_per_target=True)
+    got = FastRidgeCV(**kw).fit(X.astype(dtype), Y, sample_weight=sw)
+    constant = {"r2": 1.0, "explained_variance": 1.0, "correlation": 0.0}[scoring]
+    if cv == "one_sample_folds":  # every target is constant within each fold
+        assert_array_equal(got.alpha_scores_, 0.0)
+        return
+    assert_array_equal(got.alpha_scores_[[0, 2]], constant)
+    if scoring != "correlation":
+        ref = RidgeCV(alphas=kw["alphas"], scoring=scoring, cv=cv).fit(X, y, sample_weight=sw)
+        rtol = 1e-8 if dtype == np.float64 else 1e-4
+        assert_allclose(got.best_score_[1], ref.best_score_, rtol=rtol)
