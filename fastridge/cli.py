@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,7 @@ def _add_compute(p):
         default=None,
         help="compute and storage dtype (default: float32 for float16/32 X, else float64)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
 
 
 SOLVE_EPILOG = """\
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick", action="store_true", help="a tiny problem (target shape 8 x 16), seconds"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     _common(p)
     p.set_defaults(func=cmd_demo)
 
@@ -254,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("X", help="features, .npy of shape (n_test_samples, n_features)")
     p.add_argument("--out", required=True, help="predictions .npy to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     _add_chunking(p)
     _common(p)
     p.set_defaults(func=cmd_predict)
@@ -273,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="REPORT_DIR", help="write the report here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing REPORT_DIR")
     p.add_argument("--no-plots", action="store_true", help="write the JSON and arrays only")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     _add_chunking(p)
     _common(p)
     p.set_defaults(func=cmd_evaluate)
@@ -333,6 +334,18 @@ def _verbose(args) -> bool:
 def _say(args, text="") -> None:
     if not args.quiet:
         print(text, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of --threads: an integer >= 1 (0 had reached torch as an internal
+    error; evaluate ignored it)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _target_chunk(value):
@@ -666,8 +679,6 @@ def _prepare_staging(args, model_dir, manifest, n_targets, n_alphas, n_coef, out
                 " add --resume to continue one, or delete them",
                 file=sys.stderr,
             )
-    import shutil
-
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
@@ -727,9 +738,9 @@ def cmd_solve(args) -> int:
     out_dtype = args.dtype or float_dtype_of(X).name
     itemsize = np.dtype(out_dtype).itemsize
     if args.x_test is not None:
-        # fail now, not after the solve
-        _io.open_npy(args.x_test, "--x-test")
-        _io.open_npy(args.y_test, "--y-test")
+        # fail now, not after the solve (whose staging directory is then no longer
+        # resumable: a bad test file had left it behind for good)
+        _open_test_files(args.x_test, args.y_test, X.shape[1], target_shape)
 
     t = time.perf_counter()
     inputs = {"X": _io.fingerprint(args.X, full=True), "Y": _io.fingerprint(args.Y, full=False)}
@@ -857,13 +868,23 @@ def cmd_solve(args) -> int:
         (staging / _io.MANIFEST).unlink()
         report = None
         if args.x_test is not None:
-            report = _evaluate(
-                staging, args.x_test, args.y_test, staging / "test_report", args, plots=True
-            )
+            try:
+                report = _evaluate(
+                    staging, args.x_test, args.y_test, staging / "test_report", args, plots=True
+                )
+            except UserError as exc:  # (e.g. a NaN in Y test, found as it is read)
+                # The solve is complete and no longer resumable: publish it without
+                # the report rather than leave it in the staging directory.
+                shutil.rmtree(staging / "test_report", ignore_errors=True)
+                _io.publish(staging, model_dir, args.overwrite)
+                raise UserError(
+                    f"{exc} (the model was written to {model_dir}, without a test report)"
+                ) from None
         _io.publish(staging, model_dir, args.overwrite)
     except BaseException as exc:
         writer.close()
-        keep = args.alpha_per_target and len(done) > 0 and staging.exists()
+        resumable = (staging / _io.MANIFEST).exists()
+        keep = args.alpha_per_target and len(done) > 0 and resumable
         if keep:
             if not isinstance(exc, UserError) or "cannot resume" not in str(exc):
                 print(
@@ -871,9 +892,10 @@ def cmd_solve(args) -> int:
                     "continue",
                     file=sys.stderr,
                 )
+        elif staging.exists() and (staging / "model.json").exists():
+            # complete (its manifest gone) but not published: kept, not resumable
+            print(f"fastridge: the complete model is kept in {staging}", file=sys.stderr)
         elif staging.exists():
-            import shutil
-
             shutil.rmtree(staging, ignore_errors=True)
         raise
 
@@ -926,6 +948,25 @@ def _versions() -> dict:
 
 
 # -- predict and evaluate -------------------------------------------------------------
+def _open_test_files(x_path, y_path, n_features: int, target_shape: tuple):
+    """(X test, Y test), opened and checked against a model of `n_features` features
+    and targets of `target_shape`: shapes and X's values (Y's are checked as they
+    are read)."""
+    X = _open_features(x_path, n_features, "X test")
+    Y = _io.open_npy(y_path, "Y test")
+    n_rows, n_targets = X.shape[0], int(np.prod(target_shape, dtype=np.int64))
+    if Y.ndim == 0 or Y.shape[0] != n_rows:
+        raise UserError(f"X test has {n_rows} samples but Y test has shape {Y.shape}")
+    if int(np.prod(Y.shape[1:], dtype=np.int64)) != n_targets:
+        raise UserError(
+            f"Y test has shape {Y.shape} ({int(np.prod(Y.shape[1:]))} targets), the model has "
+            f"{n_targets} targets (shape {tuple(target_shape)})"
+        )
+    if n_rows < 2:
+        raise UserError("evaluation needs at least 2 test samples")
+    return X, Y
+
+
 def _open_features(path, n_features, name="X"):
     X = _io.as_float(_io.open_npy(path, name), name)
     if X.ndim != 2 or X.shape[1] != n_features:
@@ -1030,19 +1071,9 @@ def _evaluate(model_dir, x_path, y_path, report_dir, args, plots=True):
     from ._report import alpha_counts, group_metrics, summary, target_metrics, write_plots
 
     files = ModelFiles(model_dir)
-    X = _open_features(x_path, files.n_features, "X test")
-    Y = _io.open_npy(y_path, "Y test")
+    X, Y = _open_test_files(x_path, y_path, files.n_features, files.target_shape)
     n_rows = X.shape[0]
     n_targets = files.n_targets
-    if Y.ndim == 0 or Y.shape[0] != n_rows:
-        raise UserError(f"X test has {n_rows} samples but Y test has shape {Y.shape}")
-    if int(np.prod(Y.shape[1:], dtype=np.int64)) != n_targets:
-        raise UserError(
-            f"Y test has shape {Y.shape} ({int(np.prod(Y.shape[1:]))} targets), the model has "
-            f"{n_targets} targets (shape {files.target_shape})"
-        )
-    if n_rows < 2:
-        raise UserError("evaluation needs at least 2 test samples")
     ts = files.target_shape
     group_size = int(np.prod(ts[1:])) if len(ts) >= 2 else 1
     n_groups = ts[0] if len(ts) >= 2 else 0
@@ -1143,8 +1174,6 @@ def cmd_evaluate(args) -> int:
             _io.publish(staging, report_dir, args.overwrite)
     except BaseException:
         if staging is not None and staging.exists():
-            import shutil
-
             shutil.rmtree(staging, ignore_errors=True)
         raise
     where = f", report in {report_dir}" if report_dir else ""

@@ -420,6 +420,7 @@ def _bad(tmp_path, f):
     np.save(tmp_path / "w2d.npy", np.ones((60, 2)))
     np.save(tmp_path / "wnan.npy", np.where(np.arange(60) == 3, np.nan, 1.0))
     np.save(tmp_path / "wgroup0.npy", np.where(np.arange(60) % 4 == 2, 0.0, 1.0))
+    np.save(tmp_path / "xwide.npy", rng.standard_normal((10, f["X"].shape[1] + 1)))
 
 
 @pytest.mark.parametrize(
@@ -466,6 +467,10 @@ def _bad(tmp_path, f):
             ["--groups", "g4.npy", "--sample-weight", "wgroup0.npy"],
             "cv split 2: all 15 test samples have sample_weight 0",
         ),
+        # test files checked before the solve (they were opened only, and a bad one
+        # failed after it, leaving a staging directory that could not be resumed)
+        ("X", "Y", ["--x-test", "xwide.npy", "--y-test", "Y.npy"], "X test must have shape"),
+        ("X", "Y", ["--x-test", "X.npy", "--y-test", "short.npy"], "Y test has shape (59, 4)"),
     ],
 )
 def test_bad_inputs_one_line_exit_2(data, tmp_path, capsys, x, y, extra, message):
@@ -495,6 +500,26 @@ def test_nan_in_y_through_entry_point(data, tmp_path):
     assert r.returncode == 2
     assert "contains NaN" in one_error_line(r.stderr)
     assert not (tmp_path / "m").exists() and not list(tmp_path.glob("m.tmp-*"))
+
+
+def test_solve_publishes_the_model_when_its_test_evaluation_fails(data, tmp_path, capsys):
+    """A NaN in Y test is found as it is read, after the solve: the model is written
+    (without a test report) and the error names it, where the complete solve had
+    stayed in a staging directory that --resume could not use."""
+    d, f = data
+    y = f["Y"].copy()
+    y[3, 0, 0] = np.nan
+    np.save(tmp_path / "ynan.npy", y)
+    args = ["solve", d / "X.npy", d / "Y.npy", "--alphas", "1", "10", "--out", tmp_path / "m",
+            "--x-test", d / "X.npy", "--y-test", tmp_path / "ynan.npy", "--quiet"]  # fmt: skip
+    assert main(list(map(str, args))) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "Y test contains NaN" in line and "without a test report" in line
+    assert (tmp_path / "m" / "model.json").exists()
+    assert not (tmp_path / "m" / "test_report").exists()
+    assert not list(tmp_path.glob("m.tmp-*"))
+    model = load(tmp_path / "m")
+    assert model.predict(f["X"]).shape == f["Y"].shape
 
 
 def test_predict_evaluate_errors_and_missing_matplotlib(data, tmp_path, capsys, monkeypatch):
@@ -553,6 +578,20 @@ def test_usage_error_is_one_line(capsys):
         main(["solve", "X.npy"])
     assert exc.value.code == 2
     assert "required" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["solve", "X.npy", "Y.npy", "--out", "m", "--threads", "0"],
+     ["predict", "m", "X.npy", "--threads", "-1"],
+     ["evaluate", "m", "X.npy", "Y.npy", "--threads", "0"]],
+)  # fmt: skip
+def test_threads_must_be_positive(capsys, argv):
+    """--threads 0 had reached torch as an internal error (exit 1); evaluate ignored it."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "argument --threads: must be >= 1" in one_error_line(capsys.readouterr().err)
 
 
 def test_info(capsys):
