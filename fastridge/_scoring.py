@@ -246,8 +246,7 @@ class Scoring:
         if not self.builtin or self.scoring not in _NEEDS_Y:
             return None
         weights = None if sqrt_sw is None else sqrt_sw * sqrt_sw
-        y_mean = (column_sums(y, weights) / _w_total(y.shape[0], sqrt_sw)).to(y.dtype)
-        y_mean = constant_columns_exact(y, y_mean)  # (a constant target's spread is 0)
+        y_mean = _column_means(y, weights, sqrt_sw)
         # into a block reused across calls: fresh memory's first touch cost more than
         # the arithmetic (0.31 s against 0.06 for 800 x 10,000, measured)
         centred = reused_buffer(self._work, "product", y.shape, y.dtype, y.device)
@@ -310,10 +309,16 @@ def _spread(y: torch.Tensor, sqrt_sw: torch.Tensor | None):
     weighted mean (n_rows, n_chunk), and their weighted sum of squares (n_chunk,)."""
     w = None if sqrt_sw is None else (sqrt_sw * sqrt_sw)[:, None]
     weights = None if w is None else w[:, 0]
+    yc = y - _column_means(y, weights, sqrt_sw)
+    return w, yc, column_sums(yc * yc, weights)
+
+
+def _column_means(y: torch.Tensor, weights, sqrt_sw) -> torch.Tensor:
+    """The (weighted) means of y's columns (n_chunk,), in y's dtype, a constant
+    column's exactly its value (so its spread is 0, not rounding)."""
     # (sums by thin GEMMs: a strided sum over the rows ran several times slower)
     y_mean = (column_sums(y, weights) / _w_total(y.shape[0], sqrt_sw)).to(y.dtype)
-    yc = y - constant_columns_exact(y, y_mean)  # (a constant target's spread is 0)
-    return w, yc, column_sums(yc * yc, weights)
+    return constant_columns_exact(y, y_mean)
 
 
 def _correlation(yc, pc, w, ss_tot) -> torch.Tensor:

@@ -127,7 +127,7 @@ def _splits(cv, n_samples: int, groups):
                     f"cv split {i}: its {part} indices have dtype {idx.dtype}; give integer "
                     "sample indices"
                 )
-            if idx.min() < -n_samples or idx.max() >= n_samples:
+            if idx.min() < 0 or idx.max() >= n_samples:
                 raise ValueError(
                     f"cv split {i}: a {part} index is out of range for {n_samples} samples "
                     f"(min {idx.min()}, max {idx.max()})"
