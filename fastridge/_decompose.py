@@ -175,6 +175,18 @@ def _reflect(v: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return A
 
 
+def _finite(product: torch.Tensor, name: str, Xs: torch.Tensor) -> torch.Tensor:
+    """`product` (X's Gram or covariance), or a ValueError naming the overflow: a
+    finite X of huge magnitude (e.g. 1e200) made LAPACK's eigh fail to converge."""
+    # (the sum first: one read, no boolean copy of an n x n matrix)
+    if not bool(torch.isfinite(product.sum())) and not bool(torch.isfinite(product).all()):
+        raise ValueError(
+            f"X's {name} matrix overflows {str(product.dtype)[6:]} (X's centred values "
+            f"reach {float(Xs.abs().max()):.3g}): rescale X"
+        )
+    return product
+
+
 def decompose(
     X: torch.Tensor,
     *,
@@ -273,7 +285,7 @@ def decompose(
     if not eigen:
         if form != "gram":
             raise ValueError("decompose(eigen=False) needs the Gram form")
-        G = mm(Z, Z.T)  # (n_rows, n_rows), the work dtype
+        G = _finite(mm(Z, Z.T), "Gram", Xs)  # (n_rows, n_rows), the work dtype
         return Decomposition(
             U=None,
             eigvals=None,
@@ -294,9 +306,10 @@ def decompose(
         )
 
     if form == "gram":
-        eigvals, vecs = eigh(mm(Z, Z.T))  # vecs: (n_rows, n_rows)
+        eigvals, vecs = eigh(_finite(mm(Z, Z.T), "Gram", Xs))  # vecs: (n_rows, n_rows)
     else:
-        eigvals, vecs = eigh(mm(Z.T, Z))  # vecs: (n_features, n_features)
+        # vecs: (n_features, n_features)
+        eigvals, vecs = eigh(_finite(mm(Z.T, Z), "covariance", Xs))
     # Drop numerically-zero directions, then descending order. eigh's order is
     # ascending, so the kept ones are its last `kept`: one copy of the kept
     # eigenvectors (a flip, then a mask, made two: 55 ms of 1.9 at M, measured).

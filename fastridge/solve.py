@@ -778,6 +778,16 @@ def ridge_cv(
             if cv_results is not None and folds is not None:
                 cv_results[:, sl, :] = block_scores.permute(0, 2, 1).cpu().numpy()
             chunk_sums = joint_sums if joint else block_scores.sum(dim=2).cpu().numpy()
+            # squares that overflowed: every alpha would tie at -inf (or r2 at NaN, from
+            # the targets' infinite spread), and the first be chosen
+            overflow = np.isinf(chunk_sums).any() or any(
+                bool(torch.isinf(s).any()) for s in ss_tots if s is not None
+            )
+            if scorer.builtin and overflow:
+                raise ValueError(
+                    f"the held-out scores of targets {sl.start}-{sl.stop - 1} are infinite: "
+                    f"Y's values are too large for {str(cdtype)[6:]} arithmetic; rescale Y"
+                )
             scores = block_scores.mean(dim=0)  # averaged over folds, (n_alphas, width)
             if not alpha_per_target:  # (per target, they are written with the chunk)
                 alpha_scores[sl] = scores.T.cpu().numpy()

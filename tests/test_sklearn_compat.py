@@ -372,6 +372,12 @@ BAD_INPUTS = {
     "scoring_unknown": (None, {"scoring": "foo"}, "'scoring' parameter"),
     "fit_intercept_str": (None, {"fit_intercept": "yes"}, "'fit_intercept' parameter"),
     "device_unknown": (None, {"device": "tpu"}, "device='tpu' is not a device"),
+    "huge_X_covariance": (lambda X, y: (X * 1e200, y), {}, "covariance matrix overflows"),
+    "huge_X_gram": (lambda X, y: (np.tile(X, 5) * 1e200, y), {}, "Gram matrix overflows"),
+    # (the scores had all been -inf or NaN, and the first alpha chosen silently)
+    "huge_y": (lambda X, y: (X, y * 1e300), {}, "Y's values are too large"),
+    "huge_y_r2_folds": (lambda X, y: (X, y * 1e300), {"cv": 5, "scoring": "r2"}, "too large"),
+    "huge_y_gcv": (lambda X, y: (X, y * 1e300), {"cv": "gcv"}, "too large"),
     "cv_index_out_of_range": (
         None, {"cv": [(np.arange(5), np.arange(8, 12))]}, "test index is out of range",
     ),
