@@ -267,12 +267,21 @@ class Scoring:
         est = _IdentityRegressor()
         params = self._params(rows)
         return torch.as_tensor(
-            [
-                float(self.scorer(est, pred[:, j], y_np[:, j], **params))
-                for j in range(pred.shape[1])
-            ],
+            [self._apply(est, pred[:, j], y_np[:, j], params) for j in range(pred.shape[1])],
             dtype=torch.float64,
         )
+
+    def _apply(self, est, pred, y, params) -> float:
+        """The generic scorer of held-out predictions `pred` against `y`, its errors
+        named as ours (a classification score said only "continuous is not
+        supported")."""
+        try:
+            return float(self.scorer(est, pred, y, **params))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"scoring={self.scoring!r} failed on the held-out predictions of "
+                f"continuous targets: {exc}"
+            ) from exc
 
     def joint(
         self, resid: torch.Tensor, y: torch.Tensor, sqrt_sw, y_was_1d: bool, rows=None
@@ -283,7 +292,7 @@ class Scoring:
         y_np = y.cpu().numpy()
         if y_was_1d:
             pred, y_np = pred[:, 0], y_np[:, 0]
-        return float(self.scorer(_IdentityRegressor(), pred, y_np, **self._params(rows)))
+        return self._apply(_IdentityRegressor(), pred, y_np, self._params(rows))
 
 
 def _unscale(resid: torch.Tensor, sqrt_sw: torch.Tensor) -> torch.Tensor:

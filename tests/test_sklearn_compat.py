@@ -378,6 +378,12 @@ BAD_INPUTS = {
     "huge_y": (lambda X, y: (X, y * 1e300), {}, "Y's values are too large"),
     "huge_y_r2_folds": (lambda X, y: (X, y * 1e300), {"cv": 5, "scoring": "r2"}, "too large"),
     "huge_y_gcv": (lambda X, y: (X, y * 1e300), {"cv": "gcv"}, "too large"),
+    "classification_score": (
+        None, {"scoring": "accuracy"}, "scoring='accuracy' failed on the held-out predictions",
+    ),
+    "classification_score_shared": (
+        None, {"scoring": "accuracy", "cv": 5}, "scoring='accuracy' failed",
+    ),
     "cv_index_out_of_range": (
         None, {"cv": [(np.arange(5), np.arange(8, 12))]}, "test index is out of range",
     ),
