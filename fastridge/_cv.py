@@ -520,9 +520,15 @@ class DualRoute:
         n = decomp.n_samples
         alphas = np.asarray(alphas, dtype=np.float64)
         # The inverse loses ~(lambda_max / alpha) * eps64 relative: below
-        # eps(compute dtype) * trace(K) >= eps * lambda_max, the eigendecomposition's
-        # shrinkage form is the accurate one (scikit-learn's alpha=1e-16 tests).
-        floor = torch.finfo(decomp.dtype).eps * float(G.diagonal().sum())
+        # eps64 * trace(K) >= eps64 * lambda_max, the eigendecomposition's shrinkage
+        # form is the accurate one (scikit-learn's alpha=1e-16 tests). A float32 fit
+        # rounds its makers to float32: the route serves it while that loss stays
+        # below float32's rounding, down to trace(K) * eps64 / eps32 (~2e-9 trace). It
+        # had stopped at eps32 * trace(K), and below it the eigendecomposition route's
+        # folds, for X of rank below n_samples - 1, scored 1.2 off at 1e-7 lambda_max
+        # or refused the fold (found by a differential fuzz).
+        eps_gram, eps = torch.finfo(G.dtype).eps, torch.finfo(decomp.dtype).eps
+        floor = float(G.diagonal().sum()) * (eps_gram if eps <= eps_gram else eps_gram / eps)
         if alphas.min() < floor:
             raise DualRouteUnavailable(
                 f"alpha {alphas.min():g} is below eps * trace(Gram) = {floor:g}"
