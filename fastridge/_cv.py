@@ -102,13 +102,10 @@ def project(
     sum of the folds' U_b^T Yc_b, kept in `fold_products` for the scheme: the
     same flops as UtY alone."""
     if decomp.fit_intercept:
-        if decomp.sqrt_sw is None:
-            y_offset = Y.mean(dim=0)
-        else:
-            w = decomp.sqrt_sw * decomp.sqrt_sw
-            y_offset = (w / w.sum()) @ Y
+        w = None if decomp.sqrt_sw is None else decomp.sqrt_sw * decomp.sqrt_sw
+        y_offset = Y.mean(dim=0) if w is None else (w / w.sum()) @ Y
         # (a constant target is centred to exactly 0: its residuals are 0, not noise)
-        y_offset = constant_columns_exact(Y, y_offset)
+        y_offset = constant_columns_exact(Y, y_offset, w)
     else:
         y_offset = torch.zeros(Y.shape[1], dtype=Y.dtype, device=Y.device)
     y = Y if keep_y else None

@@ -327,7 +327,7 @@ def _column_means(y: torch.Tensor, weights, sqrt_sw) -> torch.Tensor:
     column's exactly its value (so its spread is 0, not rounding)."""
     # (sums by thin GEMMs: a strided sum over the rows ran several times slower)
     y_mean = (column_sums(y, weights) / _w_total(y.shape[0], sqrt_sw)).to(y.dtype)
-    return constant_columns_exact(y, y_mean)
+    return constant_columns_exact(y, y_mean, weights)
 
 
 def _correlation(yc, pc, w, ss_tot) -> torch.Tensor:

@@ -676,3 +676,32 @@ def test_torch_path_fit_calls_no_scipy_blas(monkeypatch):
         B.set_cpu_blas(None)
     assert_allclose(got.alpha_, want_alpha)
     assert_allclose(got.coef_, want_coef, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_constant_columns_exact_both_ways(weighted):
+    """A constant column's mean is its value exactly, over the rows of positive
+    weight; other columns keep the mean given. The CPU's way (the columns whose
+    first two positive rows agree, compared whole) and the one-pass way used on
+    other devices give the same."""
+    from fastridge._backend import _constant_columns_exact_in_one_pass, constant_columns_exact
+
+    rng = np.random.default_rng(0)
+    y = torch.from_numpy(rng.standard_normal((9, 6)))
+    y[:, 1] = 0.1  # constant
+    y[:, 2] = 0.1
+    y[4, 2] = 0.2  # constant but for row 4
+    y[:, 3] = -7.3e5
+    y[0, 3] = 1.0  # constant but for row 0
+    y[1, 4] = y[0, 4]  # first two rows agree, the rest do not
+    weights = None
+    if weighted:
+        weights = torch.from_numpy(rng.uniform(0.5, 2.0, 9))
+        weights[[0, 4]] = 0.0
+    means = y.mean(dim=0) + 1e-3  # (so that a replaced mean shows)
+    got = constant_columns_exact(y, means, weights)
+    assert torch.equal(got, _constant_columns_exact_in_one_pass(y, means, weights))
+    constant = {1} | ({2, 3} if weighted else set())
+    for j in range(6):
+        expected = y[1, j] if j in constant else means[j]
+        assert got[j] == expected, j

@@ -1020,3 +1020,21 @@ def test_float32_folds_of_repeated_samples_at_a_tiny_alpha(monkeypatch):
     brute = brute_force_fold_scores(X, y[:, None], alphas, splits, True, score=score)
     assert_allclose(ref.alpha_scores_, brute.mean(axis=0)[0], rtol=1e-8)
     assert_allclose(got.alpha_scores_, ref.alpha_scores_, rtol=1e-5)
+
+
+def test_fold_with_one_weighted_test_sample_scores_as_scikit_learn():
+    """A test fold with a single sample of positive weight has no spread: r2 0 as
+    scikit-learn scores it (its mean was not taken exactly where the fold's y was
+    not constant over its zero-weight rows: r2 -1.9e31, found by a differential
+    fuzz)."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((12, 4))
+    Y = X @ rng.standard_normal((4, 3)) + rng.standard_normal((12, 3)) * 3.0
+    sw = rng.uniform(0.5, 2.0, 12)
+    sw[[1, 2]] = 0.0  # fold 0 = samples 0-2: one weighted test sample
+    splits = list(KFold(4).split(X))
+    alphas = [0.1, 10.0]
+    got = FastRidgeCV(alphas=alphas, cv=splits, alpha_per_target=True).fit(X, Y, sample_weight=sw)
+    ref = brute_force_fold_scores(X, Y, alphas, splits, True, sw)  # (n_folds, n_targets, n_alphas)
+    assert_array_equal(ref[0], 0.0)
+    assert_allclose(got.alpha_scores_, ref.mean(axis=0), rtol=1e-8, atol=1e-10)
