@@ -158,8 +158,11 @@ class Scoring:
             return -_wsum(resid.abs(), sqrt_sw) / w_total
         e_mean = (_wsum(resid, sqrt_sw) / w_total).to(resid.dtype)  # sum w e / sum w
         if name == "explained_variance":
-            num = sq - w_total * e_mean.double() ** 2
-            return _force_finite(torch.clamp(num, min=0.0), ss_tot)
+            # sum w (e - mean e)^2 from the centred residuals: sum w e^2 - W mean(e)^2 lost
+            # its digits for residuals nearly constant (a constant test fold at a large
+            # alpha scored 1 where scikit-learn gives 0, and that alpha won; measured)
+            shift = e_mean[None, :] if sqrt_sw is None else sqrt_sw[:, None] * e_mean[None, :]
+            return _force_finite(column_sq_sums(resid - shift), ss_tot)
         # correlation between y and the prediction p = y - e, weighted
         w, yc, ss_tot = _spread(y, sqrt_sw)
         e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)

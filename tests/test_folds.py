@@ -1038,3 +1038,23 @@ def test_fold_with_one_weighted_test_sample_scores_as_scikit_learn():
     ref = brute_force_fold_scores(X, Y, alphas, splits, True, sw)  # (n_folds, n_targets, n_alphas)
     assert_array_equal(ref[0], 0.0)
     assert_allclose(got.alpha_scores_, ref.mean(axis=0), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_explained_variance_of_a_constant_test_fold(store):
+    """A test fold whose targets are constant, a huge alpha: the residuals are nearly
+    constant, and their spread is scikit-learn's (explained variance 0 for that
+    fold), not 1 from sum w e^2 - W mean(e)^2 losing its digits, which had made
+    alpha 1e12 win (found by a differential fuzz)."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((30, 5))
+    y = X @ rng.standard_normal(5) + rng.standard_normal(30)
+    y[:10] = -2.0  # constant on KFold(3)'s first test fold
+    alphas = np.array([1.0, 1e6, 1e12])
+    splits = list(KFold(3).split(X))
+    score = lambda y, p, w: explained_variance_score(y, p, multioutput="raw_values")  # noqa: E731
+    ref = brute_force_fold_scores(X, y[:, None], alphas, splits, True, score=score)[:, 0]
+    got = FastRidgeCV(alphas=alphas, cv=KFold(3), scoring="explained_variance",
+                      store_cv_results=store).fit(X, y)  # fmt: skip
+    assert_allclose(got.alpha_scores_, ref.mean(axis=0), rtol=1e-6, atol=1e-9)
+    assert got.alpha_ == alphas[np.argmax(ref.mean(axis=0))]
