@@ -913,13 +913,17 @@ class LeaveGroupOut:
         self.inverses = []  # [fold][alpha] -> (n_b, n_b), compute dtype
         # [fold][alpha] -> d_b (n_b,), compute dtype; None without an intercept
         self.offsets = [] if predictions and q is not None else None
+        # whether any alpha takes the bracket form (below): else it is not formed
+        any_bracket = decomp.has_remainder or (predictions and not all(self.shrink_form))
         for rows in self.folds:
             Ub = U[rows]
             n_b = Ub.shape[0]
-            base = -mm(Ub, Ub.T)
-            if q is not None:
-                base -= torch.outer(q[rows], q[rows])
-            base.diagonal().add_(1.0)
+            base = None
+            if any_bracket:
+                base = -mm(Ub, Ub.T)
+                if q is not None:
+                    base -= torch.outer(q[rows], q[rows])
+                base.diagonal().add_(1.0)
             # The bracket I - q_b q_b^T - U_b U_b^T is 0 when U and q span every sample
             # (no remainder): formed, it is U's rounding, which outweighs U_b diag(shrink)
             # U_b^T at small alpha / eigvals (float32 at 1e-6 refused the fold as not
