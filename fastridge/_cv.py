@@ -72,6 +72,9 @@ class ProjectedChunk:
         With ``project(..., folds=)``: per fold, U_b^T Yc_b in rows :rank (whose
         sum over the folds is UtY) and row rank free, for the scheme (`FoldRefits`),
         which overwrites them with UtY - U_b^T Yc_b.
+    full_projection : tensor of shape (n_rows, n_chunk) or None
+        With ``project(..., null=True)`` and a null basis: [U N]^T Yc, whose first
+        rank rows are UtY (`Decomposition.full_basis`, `LeaveGroupOut`).
     """
 
     y: torch.Tensor | None
@@ -80,6 +83,7 @@ class ProjectedChunk:
     UtY: torch.Tensor
     remainder: torch.Tensor | None
     fold_products: list | None = None
+    full_projection: torch.Tensor | None = None
 
 
 def project(
@@ -90,6 +94,7 @@ def project(
     out: torch.Tensor | None = None,
     remainder: bool = True,
     folds=None,
+    null: bool = False,
 ) -> ProjectedChunk:
     """Centre/weight a chunk Y of shape (n_samples, n_chunk) and project it on U
     (`on_basis=False`: centre/weight only, UtY is None; the dual-coefficient route).
@@ -100,7 +105,8 @@ def project(
     remainder (a GEMM and a chunk-sized block) for schemes that do not read it.
     `folds` (row indices or slices that partition the samples) makes UtY as the
     sum of the folds' U_b^T Yc_b, kept in `fold_products` for the scheme: the
-    same flops as UtY alone."""
+    same flops as UtY alone. `null` also projects on the decomposition's null
+    basis, in the same GEMM: `ProjectedChunk.full_projection`."""
     if decomp.fit_intercept:
         w = None if decomp.sqrt_sw is None else decomp.sqrt_sw * decomp.sqrt_sw
         y_offset = Y.mean(dim=0) if w is None else (w / w.sum()) @ Y
@@ -116,8 +122,13 @@ def project(
         Yc.mul_(decomp.sqrt_sw[:, None])
     if not on_basis:
         return ProjectedChunk(y=y, Yc=Yc, y_offset=y_offset, UtY=None, remainder=None)
-    products = None
-    if folds is None:
+    products = full = None
+    if null and decomp.null_basis is not None:
+        if folds is not None:
+            raise ValueError("project: `null` and `folds` do not go together")
+        full = mm(decomp.full_basis.T, Yc)  # (n_rows, n_chunk)
+        UtY = full[: decomp.rank]  # (rows: a contiguous view)
+    elif folds is None:
         UtY = mm(decomp.U.T, Yc)
     else:
         rank, U = decomp.rank, decomp.U
@@ -133,7 +144,13 @@ def project(
     if decomp.has_remainder and remainder:
         rest = addmm(Yc, decomp.U, UtY, alpha=-1.0)
     return ProjectedChunk(
-        y=y, Yc=Yc, y_offset=y_offset, UtY=UtY, remainder=rest, fold_products=products
+        y=y,
+        Yc=Yc,
+        y_offset=y_offset,
+        UtY=UtY,
+        remainder=rest,
+        fold_products=products,
+        full_projection=full,
     )
 
 
@@ -421,6 +438,54 @@ def _bases_fit(
     rank = decomp.rank if rank is None else rank
     itemsize = torch.finfo(decomp.dtype).bits // 8
     return n_matrices * n_rows * rank * itemsize <= available_memory(decomp.device) // 4
+
+
+_EPS64 = torch.finfo(torch.float64).eps
+
+# Held-out residuals are refused in a compute dtype whose rounding, amplified by
+# the folds' refit, would reach this relative size (`LostPrecision`). Measured
+# (n=600, p=500, 5 folds of training sets smaller than p, float32): amplification
+# 2.4e3 put the scores 1.3e-5 off float64's, 2.3e5 put them 1e-3 off; the fits a
+# differential fuzz found wrong (0.5 to 1e4 off) had 3.5e5 and more.
+PRECISION_TOLERANCE = 1e-3
+
+
+class LostPrecision(ValueError):
+    """Raised by a fold scheme whose held-out residuals would lose their digits in
+    the compute dtype: some fold's refit amplifies the targets' rounding by more
+    than PRECISION_TOLERANCE / eps (`amplification`). The solve is then redone in
+    float64 (`solve.ridge_cv`)."""
+
+    def __init__(self, amplification: float, dtype: torch.dtype):
+        self.amplification = amplification
+        super().__init__(
+            f"a fold's refit amplifies {str(dtype)[6:]} rounding {amplification:.3g}-fold"
+        )
+
+
+def _check_amplification(amplification: float, dtype: torch.dtype) -> None:
+    """LostPrecision when `amplification` times the rounding of `dtype` (below
+    float64) exceeds PRECISION_TOLERANCE."""
+    if dtype != torch.float64 and amplification * torch.finfo(dtype).eps > PRECISION_TOLERANCE:
+        raise LostPrecision(amplification, dtype)
+
+
+def _spectral_norm_estimate(A: torch.Tensor, steps: int = 12) -> float:
+    """A lower estimate of the largest singular value of A (m x n), by power
+    iteration on A^T A from two fixed start vectors: exact enough to tell 1e2 from
+    1e6 (a dominant singular value is found in a few steps)."""
+    if A.numel() == 0:
+        return 0.0
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn((A.shape[1], 2), generator=gen, dtype=torch.float64).to(A.device, A.dtype)
+    x[:, 0] = 1.0
+    norm = 0.0
+    for _ in range(steps):
+        x = x / torch.linalg.vector_norm(x, dim=0).clamp(min=1e-300)
+        y = A @ x
+        norm = float(torch.linalg.vector_norm(y, dim=0).max())
+        x = A.T @ y
+    return norm
 
 
 FOLD_NOT_HELD_OUT = (
@@ -885,11 +950,27 @@ class LeaveGroupOut:
     ):
         if predictions and precision != "highest":
             raise ValueError("held-out predictions are formed at precision='highest' only")
+        # With a null basis N, the folds work in [U N] with eigenvalue 0 on N: no
+        # remainder, so the shrink form below holds (see the class).
+        self.projects_null = bool(decomp.has_remainder and decomp.null_basis is not None)
+        n_null = 0
+        if self.projects_null:
+            n_null = decomp.null_basis.shape[1]
+            zeros = decomp.eigvals.new_zeros(n_null)
+            decomp = dataclasses.replace(
+                decomp,
+                U=decomp.full_basis,
+                eigvals=torch.cat([decomp.eigvals, zeros]),
+                has_remainder=False,
+                null_basis=None,
+                design=None,  # (its M would be [U N]'s: never made)
+                covariance_basis=None,
+            )
         self.decomp = decomp
         self.predictions = predictions
         # predictions are formed from UtY and the folds' own rows: the remainder lies
         # outside the span of H, so the projection need not form it
-        self.reads_remainder = not predictions
+        self.reads_remainder = not predictions and not self.projects_null
         self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank) float64
         self.shrink = shrink.to(decomp.dtype)
@@ -905,17 +986,42 @@ class LeaveGroupOut:
         self.shrink_form = [not decomp.has_remainder and float(a) <= top for a in a64[:, 0]]
         form = torch.tensor(self.shrink_form, device=decomp.device)[:, None]
         # [alpha] -> what multiplies UtY - U_b^T Yc_b in the predictions, (rank,)
-        self.predict_scale = torch.where(form, -shrink, phi).to(decomp.dtype)
-        U = decomp.U.to(torch.float64)
+        # [alpha] -> what multiplies UtY - U_b^T Yc_b in the predictions, (rank,)
+        scale64 = torch.where(form, -shrink, phi) if predictions else shrink
+        self.predict_scale = scale64.to(decomp.dtype)
+        # (unrounded when the decomposition kept it: see `Decomposition.basis64`)
+        U = decomp.U.to(torch.float64) if decomp.basis64 is None else decomp.basis64
         q = None if decomp.q is None else decomp.q.to(torch.float64)
         self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
         n_alphas = shrink.shape[0]
+        sizes = [len(f) for f in test_folds]
+        n_rows = sum(sizes)
+        rank = decomp.rank
+        # Without a remainder, resid_b = (I - H_bb)^-1 U_b diag(shrink) UtY. The
+        # matrices (I - H_bb)^-1 U_b diag(shrink) of all folds are stacked per alpha
+        # (sum_b n_b x rank per alpha, like U), so an alpha's held-out residuals of
+        # every fold are ONE GEMM from UtY: no full residual GEMM, no n_b x n_b GEMM
+        # per fold, no scaling pass over UtY, and one large GEMM rather than a
+        # smaller one per fold. (Predictions read no remainder: it is outside the
+        # span of H.)
+        self.stacked_bases = None  # [alpha] -> (sum_b n_b, rank), compute dtype
+        if (
+            (predictions or not decomp.has_remainder)
+            and precision == "highest"
+            and _bases_fit(decomp, n_alphas, n_rows)
+        ):
+            ends = np.cumsum(sizes).tolist()
+            self._bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+            self.stacked_bases = [decomp.U.new_empty((n_rows, rank)) for _ in range(n_alphas)]
         self.inverses = []  # [fold][alpha] -> (n_b, n_b), compute dtype
         # [fold][alpha] -> d_b (n_b,), compute dtype; None without an intercept
         self.offsets = [] if predictions and q is not None else None
         # whether any alpha takes the bracket form (below): else it is not formed
         any_bracket = decomp.has_remainder or (predictions and not all(self.shrink_form))
-        for rows in self.folds:
+        # With a remainder, held-out residuals are (I - H_bb)^-1 E_b from the compute
+        # dtype's E_b (without one the stacked bases, made in float64, take UtY)
+        residual_check = decomp.has_remainder and precision == "highest"
+        for b, rows in enumerate(self.folds):
             Ub = U[rows]
             n_b = Ub.shape[0]
             base = None
@@ -940,12 +1046,16 @@ class LeaveGroupOut:
                 scaled = Ub[None] * shrink[group, None, :]  # (n_group, n_b, rank)
                 flat = scaled.reshape(len(group) * n_b, Ub.shape[1])  # (rank may be 0)
                 products = mm(flat, Ub.T).reshape(len(group), n_b, n_b)
+                inverses = []  # float64
                 for a, product in zip(group, products, strict=True):
                     bracket = decomp.has_remainder or (predictions and not self.shrink_form[a])
                     L, info = torch.linalg.cholesky_ex(product.add_(base) if bracket else product)
                     if int(info) != 0:
                         raise ValueError(FOLD_NOT_HELD_OUT)
                     inverse = torch.cholesky_inverse(L)
+                    if residual_check:  # (I - H_bb)^-1 amplifies E_b's rounding
+                        _check_amplification(_spectral_norm_estimate(inverse), decomp.dtype)
+                    inverses.append(inverse)
                     per_alpha.append(inverse.to(decomp.dtype))
                     if self.offsets is not None:
                         qb = q[rows]
@@ -954,56 +1064,37 @@ class LeaveGroupOut:
                         else:  # (the shrink form's predictions need no offset)
                             d = torch.zeros_like(qb)
                         offsets.append(d.to(decomp.dtype))
+                if self.stacked_bases is not None:
+                    # The alphas' inverses stacked: one GEMM with U_b per group, in
+                    # float64: (I - H_bb)^-1 reaches eigvals / alpha where U_b diag(shrink)
+                    # is small, and its product with U_b is rounded only once shrink
+                    # has scaled it back (float32 scored folds of repeated samples 20 %
+                    # off at 1e-9 lambda_max when the product was float32, measured).
+                    block = mm(torch.cat(inverses), Ub)  # (n_group * n_b, rank)
+                    start, stop = self._bounds[b]
+                    for k, a in enumerate(group):
+                        self.stacked_bases[a][start:stop] = block[k * n_b : (k + 1) * n_b].mul_(
+                            scale64[a]
+                        )
             self.inverses.append(per_alpha)
             if self.offsets is not None:
                 self.offsets.append(offsets)
-        # Without a remainder, resid_b = (I - H_bb)^-1 U_b diag(shrink) UtY. The
-        # matrices (I - H_bb)^-1 U_b diag(shrink) of all folds are stacked per alpha
-        # (sum_b n_b x rank per alpha, like U), so an alpha's held-out residuals of
-        # every fold are ONE GEMM from UtY: no full residual GEMM, no n_b x n_b GEMM
-        # per fold, no scaling pass over UtY, and one large GEMM rather than a
-        # smaller one per fold.
-        self._largest_fold = max(inv[0].shape[0] for inv in self.inverses)
-        self.stacked_bases = None  # [alpha] -> (sum_b n_b, rank), compute dtype
-        sizes = [inverses[0].shape[0] for inverses in self.inverses]
-        n_rows = sum(sizes)
-        # (predictions read no remainder: it is outside the span of H)
-        if (
-            (predictions or not decomp.has_remainder)
-            and precision == "highest"
-            and _bases_fit(decomp, n_alphas, n_rows)
-        ):
-            Uc = decomp.U
-            rank = Uc.shape[1]
-            ends = np.cumsum(sizes).tolist()
-            self._bounds = list(zip([0, *ends[:-1]], ends, strict=True))
-            self.stacked_bases = [Uc.new_empty((n_rows, rank)) for _ in range(n_alphas)]
-            itemsize = Uc.element_size()
-            for rows, inverses, (start, stop) in zip(
-                self.folds, self.inverses, self._bounds, strict=True
-            ):
-                n_b = stop - start
-                # the alphas' inverses stacked: one GEMM with U_b per group of alphas
-                for group in _alpha_groups(n_alphas, n_b * (rank + n_b) * itemsize):
-                    block = mm(torch.cat([inverses[a] for a in group]), Uc[rows])
-                    for k, a in enumerate(group):
-                        torch.mul(
-                            block[k * n_b : (k + 1) * n_b],
-                            self.predict_scale[a] if predictions else self.shrink[a],
-                            out=self.stacked_bases[a][start:stop],
-                        )
+        self._largest_fold = max(sizes)
+        if decomp.basis64 is not None:  # (made the matrices above: not kept)
+            self.decomp = dataclasses.replace(decomp, basis64=None)
         self._work = {}
         self._held_in = None  # (chunk, `_chunk_parts`)
         # how predictions take y_b's own part out (`_prediction_blocks`): the cheapest
         # that fits. Kept parts cost n_folds * rank rows a target (room for
         # n_samples); own makers 2 n_b^2 flops a target and alpha, refound 2 n_b rank.
         self._parts = self.own_makers = None
-        self.extra_per_target = 0  # values a target beyond `bytes_per_target`'s
+        # values a target beyond `bytes_per_target`'s (the null basis' projection)
+        self.extra_per_target = n_null
         rank = decomp.rank
         if predictions:
             if len(self.folds) * rank <= decomp.n_samples:
                 self._parts = "kept"
-                self.extra_per_target = len(self.folds) * rank
+                self.extra_per_target += len(self.folds) * rank
             elif self.stacked_bases is not None and sum(n * n for n in sizes) <= rank * n_rows:
                 self._parts = "own"
                 Uc = decomp.U
@@ -1013,6 +1104,11 @@ class LeaveGroupOut:
                 ]
             else:
                 self._parts = "refound"
+
+    def _projection(self, chunk: ProjectedChunk) -> torch.Tensor:
+        """The chunk's projection on this scheme's basis, (rank, n_chunk): UtY, or with
+        a null basis [U N]^T Yc."""
+        return chunk.full_projection if self.projects_null else chunk.UtY
 
     def _buffer(self, n_rows: int, like: torch.Tensor) -> torch.Tensor:
         """A (n_rows, n_chunk) scratch block, reused across folds, alphas and chunks."""
@@ -1032,10 +1128,12 @@ class LeaveGroupOut:
             bases = self.stacked_bases[a]
             # folds may overlap (ShuffleSplit): then sum_b n_b > n_samples rows
             held = out if bases.shape[0] <= out.shape[0] else self._buffer(bases.shape[0], out)
-            held = mm(bases, chunk.UtY, out=held[: bases.shape[0]])
+            held = mm(bases, self._projection(chunk), out=held[: bases.shape[0]])
             for rows, (start, stop) in zip(self.folds, self._bounds, strict=True):
                 yield rows, held[start:stop], None if sqrt_sw is None else sqrt_sw[rows]
             return
+        if self.projects_null:  # [U N] diag(shrink) [U N]^T Yc: no remainder
+            chunk = dataclasses.replace(chunk, UtY=chunk.full_projection, remainder=None)
         residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
         # The consumer is done with a fold's residuals before the next is computed.
         buf = self._buffer(self._largest_fold, out)
@@ -1059,7 +1157,8 @@ class LeaveGroupOut:
             U = self.decomp.U
             # UtY - U_b^T Yc_b with one new block a fold
             parts["rest"] = [
-                mm(U[rows].T, chunk.Yc[rows]).sub_(chunk.UtY).neg_() for rows in self.folds
+                mm(U[rows].T, chunk.Yc[rows]).sub_(self._projection(chunk)).neg_()
+                for rows in self.folds
             ]
         self._held_in = (chunk, parts)
         return parts
@@ -1071,6 +1170,7 @@ class LeaveGroupOut:
         folds smaller than the rank), or found again ("refound")."""
         sqrt_sw = self.decomp.sqrt_sw
         parts = self._chunk_parts(chunk)
+        projection = self._projection(chunk)
         bases = self.stacked_bases
         n_rows = bases[a].shape[0] if bases is not None else self._largest_fold
         held = out if n_rows <= out.shape[0] else self._buffer(n_rows, out)
@@ -1079,16 +1179,16 @@ class LeaveGroupOut:
             Yb = chunk.Yc[rows]
             if self._parts == "own":
                 start, stop = self._bounds[b]
-                pred = mm(bases[a][start:stop], chunk.UtY, out=held[start:stop])
+                pred = mm(bases[a][start:stop], projection, out=held[start:stop])
                 scratch = reused_buffer(self._work, "own", (n_b, Yb.shape[1]), Yb.dtype, Yb.device)
                 pred.sub_(mm(self.own_makers[b][a], Yb, out=scratch))
             else:
                 if parts["rest"] is not None:
                     rest = parts["rest"][b]
                 else:
-                    shape = chunk.UtY.shape
+                    shape = projection.shape
                     rest = reused_buffer(self._work, "rest", shape, Yb.dtype, Yb.device)
-                    rest = mm(self.decomp.U[rows].T, Yb, out=rest).sub_(chunk.UtY).neg_()
+                    rest = mm(self.decomp.U[rows].T, Yb, out=rest).sub_(projection).neg_()
                 if bases is not None:
                     start, stop = self._bounds[b]
                     pred = mm(bases[a][start:stop], rest, out=held[start:stop])
@@ -1196,14 +1296,25 @@ class FoldRefits:
                 Zb = Zb - torch.outer(sb, m)  # test rows centred on the training mean
             lam, V = torch.linalg.eigh((C + C.T) / 2)
             lam = lam.clamp(min=0.0)
+            # The training rows' null directions (e.g. training folds of at most
+            # n_features samples, or repeated samples): V_k^T c_b is 0 there, as
+            # training X^T y lies in training X's row space, but c_b's rounding
+            # (a float32 difference UtY - U_b^T Yc_b) is not, and 1 / alpha would
+            # amplify it (float32 scored -10.4 for -4.26 at alpha 1e-7 lambda_max,
+            # n=7, p=5, 3 folds). They are dropped, with decompose's tolerance.
+            top = float(lam[-1]) if lam.numel() else 0.0
+            live = lam > max(decomp.n_samples, decomp.n_features) * _EPS64 * top
             A = mm(Zb, V)  # (n_b, rank)
             B = V.T * root[None, :]  # V_b^T diag(sqrt(eigvals))
             Vm = V.T @ m if intercept else None
             full = []  # float64
             for alpha in a64:
-                scaled = A / (lam + alpha)[None, :]
+                scaled = A * torch.where(live, 1.0 / (lam + alpha), 0.0)[None, :]
                 maker = A.new_empty((A.shape[0], rank + intercept))
                 maker[:, :rank] = mm(scaled, B)
+                # it maps the compute dtype's rounding of UtY - U_b^T Yc_b (a
+                # difference) into the residuals
+                _check_amplification(_spectral_norm_estimate(maker[:, :rank]), decomp.dtype)
                 if intercept:  # (Z_b - s_b m^T) V diag(1/(lam + alpha)) V^T m, less s_b / W_T
                     d = scaled @ Vm
                     maker[:, rank] = d if predictions else d - sb / w_train

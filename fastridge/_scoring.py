@@ -182,8 +182,7 @@ class Scoring:
         product = reused_buffer(self._work, "product", pred.shape, pred.dtype, pred.device)
         cov = column_sums(torch.mul(y, pred, out=product), weights)
         var_p = column_sums(torch.mul(pred, pred, out=product), weights)
-        den = torch.sqrt(ss_tot * var_p)
-        return torch.where(den > 0, cov / torch.where(den > 0, den, 1.0), 0.0)
+        return _cov_over(cov, torch.sqrt(ss_tot * var_p))
 
     def from_squares(
         self,
@@ -231,8 +230,7 @@ class Scoring:
         if name == "explained_variance":
             num = sums["sq"] - sums["sum"] ** 2 / n_rows
             return _force_finite(torch.clamp(num, min=0.0), ss_tot)
-        den = torch.sqrt(ss_tot * sums["sq"])  # correlation
-        return torch.where(den > 0, sums["y_dot"] / torch.where(den > 0, den, 1.0), 0.0)
+        return _cov_over(sums["y_dot"], torch.sqrt(ss_tot * sums["sq"]))  # correlation
 
     def target_stats(self, y: torch.Tensor) -> dict | None:
         """What `from_sums` needs of the (unweighted) targets y (n_rows, n_chunk), found
@@ -343,8 +341,14 @@ def _correlation(yc, pc, w, ss_tot) -> torch.Tensor:
     else:
         cov = (w * yc * pc).sum(dim=0).double()
         var_p = (w * pc * pc).sum(dim=0).double()
-    den = torch.sqrt(ss_tot * var_p)
-    return torch.where(den > 0, cov / torch.where(den > 0, den, 1.0), 0.0)
+    return _cov_over(cov, torch.sqrt(ss_tot * var_p))
+
+
+def _cov_over(cov: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """The correlation cov / den, 0 where den is 0, within [-1, 1]: a prediction
+    that is constant but for rounding (a fold of repeated samples) has its
+    covariance from sums that cancel, and scored 4.6, measured."""
+    return torch.where(den > 0, cov / torch.where(den > 0, den, 1.0), 0.0).clamp(-1.0, 1.0)
 
 
 def _force_finite(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

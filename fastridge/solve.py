@@ -12,6 +12,7 @@ Y nor the coefficients need to fit in device memory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from ._cv import (
     GeneralizedCV,
     LeaveGroupOut,
     LeaveOneOut,
+    LostPrecision,
     RefitPerFold,
     _bases_fit,
     project,
@@ -321,7 +323,7 @@ def _fold_refits_pay(
 ) -> bool:
     """Whether `_cv.FoldRefits` costs fewer flops than `_cv.LeaveGroupOut` for folds
     that partition the samples, with their makers in a quarter of the free memory.
-    Only with a remainder (more samples than rank): without, LeaveGroupOut's
+    Only with a remainder (more samples than rank) and no null basis: without, LeaveGroupOut's
     stacked bases take one GEMM per alpha from UtY, as FoldRefits' folds do. Per
     target both make UtY (FoldRefits from its folds' products) and one GEMM an
     alpha (2 n rank); FoldRefits saves the remainder (2 n rank, unless dual
@@ -330,8 +332,8 @@ def _fold_refits_pay(
     fit, its eigh per fold (counted as 8 rank^3, eigh runs well below the GEMM
     rate) and makers (2 (n_alphas + 3) n rank^2) against LeaveGroupOut's per fold
     and alpha U_b diag U_b^T and Cholesky inverse (2 n_b^2 rank + n_b^3)."""
-    if decomp.U is None or not decomp.has_remainder:
-        return False
+    if decomp.U is None or not decomp.has_remainder or decomp.null_basis is not None:
+        return False  # (with a null basis, LeaveGroupOut works without a remainder)
     n, rank = decomp.n_samples, decomp.rank
     intercept = decomp.q is not None
     if not _bases_fit(decomp, n_alphas, n, rank + intercept):
@@ -469,6 +471,7 @@ def ridge_cv(
     -------
     RidgeCVResult
     """
+    call = dict(locals())  # (the arguments, for a redo in float64: `_cv.LostPrecision`)
     timings = {}
     progress = Progress(verbose)
     if solution not in ("primal", "dual"):
@@ -540,6 +543,7 @@ def ridge_cv(
             overwrite_x=overwrite_x,
             x_dot_offset=solution == "dual" and fit_intercept,
             keep_design=solution == "primal",  # (dual coefficients never read it)
+            keep_basis64=bool(partitions),  # (for folds from the decomposition)
         )
         scheme_of = functools.partial(
             _cv_scheme,
@@ -568,17 +572,24 @@ def ridge_cv(
             workspace = Xt if overwrite_x and route == "cholesky" else None
             Xt = None
         try:
-            scheme = scheme_of(decomp=decomp, dual_route=route is not None, workspace=workspace)
-        except DualRouteUnavailable as exc:
-            progress.message(f"dual route unavailable ({exc}): projecting")
-            workspace = None
-            if decomp.U is None:
-                if Xt is None or overwrite_x:  # freed, or centred by the first decomposition
-                    Xt = as_tensor(X, dev, ddtype)
-                decomp = decompose_x(Xt, eigen=True)
-            scheme = scheme_of(decomp=decomp)
+            try:
+                scheme = scheme_of(decomp=decomp, dual_route=route is not None, workspace=workspace)
+            except DualRouteUnavailable as exc:
+                progress.message(f"dual route unavailable ({exc}): projecting")
+                workspace = None
+                if decomp.U is None:
+                    if Xt is None or overwrite_x:  # freed, or centred by the first decomposition
+                        Xt = as_tensor(X, dev, ddtype)
+                    decomp = decompose_x(Xt, eigen=True)
+                scheme = scheme_of(decomp=decomp)
+        except LostPrecision as exc:
+            progress.message(f"{exc}: solving in float64")
+            del Xt, workspace, decomp
+            return _redo_in_float64(call, splits, cdtype, n_targets, n_features, n_samples)
         dual_route = getattr(scheme, "dual_route", None)
         decomp = scheme.decomp if dual_route is not None else decomp  # without the Gram
+        if decomp.basis64 is not None:  # (the folds' set-up only: not kept through the targets)
+            decomp = dataclasses.replace(decomp, basis64=None)
         x_dot_offset = decomp.x_dot_offset  # for dual intercepts (None otherwise)
         # the float64 copy of X is not needed any more (but for the makers in it)
         del Xt, workspace, decompose_x, scheme_of
@@ -713,6 +724,7 @@ def ridge_cv(
             proj = _project_into(
                 work, decomp, read, sl, keep_y, on_basis=dual_route is None, remainder=remainder,
                 folds=folds if getattr(scheme, "projects_folds", False) else None,
+                null=getattr(scheme, "projects_null", False),
             )  # fmt: skip
             if reader.in_background:  # the next chunk is read while this one's GEMMs run
                 reader.prefetch(nxt)
@@ -927,8 +939,22 @@ def ridge_cv(
     )
 
 
+def _redo_in_float64(call: dict, splits, cdtype, n_targets, n_features, n_samples):
+    """`ridge_cv` again with the arguments `call`, computing in float64, when the
+    compute dtype `cdtype` would lose the folds' digits (`_cv.LostPrecision`). Its
+    outputs keep `cdtype`: the coefficients go into `coef_out`, or a new array of
+    that dtype (intercepts and stored cv values follow it). The folds are `splits`,
+    as found once: a splitter that shuffles without a seed must not be asked twice."""
+    call = dict(call)
+    if call["coef_out"] is None:
+        n_coef = n_features if call["solution"] == "primal" else n_samples
+        call["coef_out"] = host_empty((n_targets, n_coef), cdtype)
+    call.update(cv=splits, groups=None, dtype=torch.float64)
+    return ridge_cv(**call)
+
+
 def _project_into(work: dict, decomp, read, sl: slice, keep_y=False, **kw):
-    """`project` of chunk `sl` (keywords `on_basis`, `remainder`, `folds`), read and
+    """`project` of chunk `sl` (keywords `on_basis`, `remainder`, `folds`, `null`), read and
     centred in one buffer, work["y"], reused by every chunk (a separate centred
     copy when the raw targets are kept)."""
     if keep_y:

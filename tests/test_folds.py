@@ -1058,3 +1058,176 @@ def test_explained_variance_of_a_constant_test_fold(store):
                       store_cv_results=store).fit(X, y)  # fmt: skip
     assert_allclose(got.alpha_scores_, ref.mean(axis=0), rtol=1e-6, atol=1e-9)
     assert got.alpha_ == alphas[np.argmax(ref.mean(axis=0))]
+
+
+def _rank_deficient(kind, rng, n=30, p=45):
+    """X of rank below n_samples - 1: every sample shown twice ("repeats") or
+    columns copied from a few ("copies")."""
+    if kind == "repeats":
+        base = rng.standard_normal((n // 2, p))
+        return base[rng.permutation(np.arange(n) % (n // 2))]
+    return rng.standard_normal((n, 8))[:, rng.integers(0, 8, p)]
+
+
+@pytest.mark.parametrize("kind", ["repeats", "copies"])
+@pytest.mark.parametrize("scoring", [None, "neg_mean_squared_error", "correlation"])
+@pytest.mark.parametrize("alpha_per_target", [True, False])
+def test_float32_weighted_folds_of_rank_deficient_x(monkeypatch, kind, scoring, alpha_per_target):
+    """X of rank below n_samples - 1 and n_samples <= n_features (a remainder in the
+    Gram form), sample weights (off the fold dual route), float32, alphas from
+    1e-9 to 1 times lambda_max: the folds work in [U N], N the Gram's null
+    eigenvectors, with (I - H_bb)^-1 made from the float64 basis, and keep the
+    refits' scores to 1e-5. From the remainder (with shuffled folds of repeated
+    samples, r2 0.80 for 0.85 at 4e-9 lambda_max; -17.5 for -17.4 at 1e-7) or
+    from the float32-rounded basis they lost them (a differential fuzz found it)."""
+    from fastridge._cv import LeaveGroupOut
+
+    rng = np.random.default_rng(7)
+    X = _rank_deficient(kind, rng) * 3 + 1
+    Y = X @ rng.standard_normal((X.shape[1], 4)) * 0.1 + rng.standard_normal((X.shape[0], 4))
+    sw = rng.uniform(0.3, 3.0, X.shape[0])
+    Xc = X - np.average(X, axis=0, weights=sw)
+    top = np.linalg.eigvalsh((Xc * sw[:, None]) @ Xc.T).max()
+    alphas = top * np.array([1e-9, 1e-7, 1e-5, 1e-3, 1.0])
+    cv = KFold(5, shuffle=True, random_state=0)
+    kw = dict(alphas=alphas, cv=cv, scoring=scoring, alpha_per_target=alpha_per_target)
+    schemes = _schemes(monkeypatch)
+    got = FastRidgeCV(**kw).fit(X.astype(np.float32), Y.astype(np.float32), sample_weight=sw)
+    assert [type(s) for s in schemes] == [LeaveGroupOut]
+    assert schemes[0].projects_null and schemes[0].decomp.has_remainder is False
+    score = {
+        "neg_mean_squared_error": lambda y, p, w: -np.average((y - p) ** 2, axis=0, weights=w),
+        "correlation": _weighted_correlation,
+    }.get(scoring)
+    splits = list(cv.split(X))
+    brute = brute_force_fold_scores(X, Y, alphas, splits, True, sw, score).mean(axis=0)
+    if alpha_per_target:
+        assert_allclose(got.alpha_scores_, brute, rtol=1e-5, atol=1e-5)
+    else:  # the best mean over targets
+        assert_allclose(got.best_score_, brute.mean(axis=0).max(), rtol=1e-5, atol=1e-5)
+
+
+def test_null_basis_completes_the_decomposition():
+    """In the Gram form with a remainder, [q U N] is orthonormal and spans every
+    sample direction, N's columns are null directions of the scaled, centred X,
+    and `basis64` is [U N] before rounding."""
+    import torch
+
+    from fastridge._decompose import decompose
+
+    rng = np.random.default_rng(3)
+    X = _rank_deficient("repeats", rng, n=20, p=30)
+    sw = rng.uniform(0.5, 2.0, 20)
+    for weights in (None, sw):
+        for fit_intercept in (True, False):
+            d = decompose(
+                torch.tensor(X.astype(np.float32)).double(),
+                fit_intercept=fit_intercept,
+                sample_weight=None if weights is None else torch.tensor(weights),
+                compute_dtype=torch.float32,
+                keep_basis64=True,
+            )
+            assert d.has_remainder and d.null_basis is not None
+            full = d.basis64.numpy()
+            assert full.shape == (20, 20 - fit_intercept)
+            s = np.ones(20) if weights is None else np.sqrt(weights)
+            cols = full if not fit_intercept else np.column_stack([s / np.linalg.norm(s), full])
+            assert_allclose(cols.T @ cols, np.eye(20), atol=1e-12)
+            assert_allclose(d.full_basis.numpy(), full, rtol=1e-6, atol=1e-7)
+            Xc = X - (np.average(X, axis=0, weights=weights) if fit_intercept else 0.0)
+            null = full[:, d.rank :]
+            assert np.abs(null.T @ (s[:, None] * Xc)).max() < 1e-9 * np.abs(Xc).max()
+
+
+def _tiny_alpha_problem():
+    """n_samples > n_features with training folds smaller than n_features, and an
+    alpha of 1e-7 lambda_max."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((7, 5))
+    Y = rng.standard_normal((7, 3))
+    Xc = X - X.mean(axis=0)
+    return X, Y, np.linalg.eigvalsh(Xc.T @ Xc).max() * np.array([1e-7, 1.0])
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_float32_folds_that_would_lose_digits_are_solved_in_float64(monkeypatch, store, capsys):
+    """n=7, p=5, 3 folds (training sets of 4 or 5 samples), alpha 1e-7 lambda_max:
+    each fold's refit amplifies float32's rounding ~2e7-fold, and float32 scored
+    -10.4 where refits give -4.26 (a differential fuzz found it). The fit is
+    redone in float64, says so, asks the splitter once, and returns float32."""
+    X, Y, alphas = _tiny_alpha_problem()
+    calls = []
+
+    class Counted(KFold):
+        def split(self, *a, **k):
+            calls.append(1)
+            return super().split(*a, **k)
+
+    kw = dict(alphas=alphas, cv=Counted(3), scoring="neg_mean_squared_error",
+              alpha_per_target=True, store_cv_results=store, verbose=True)  # fmt: skip
+    got = FastRidgeCV(**kw).fit(X.astype(np.float32), Y.astype(np.float32))
+    assert "solving in float64" in capsys.readouterr().err
+    assert len(calls) == 1
+    assert got.coef_.dtype == got.intercept_.dtype == np.float32
+    if store:
+        assert got.cv_results_.dtype == np.float32
+    splits = list(KFold(3).split(X))
+    score = lambda y, p, w: -((y - p) ** 2).mean(axis=0)  # noqa: E731
+    brute = brute_force_fold_scores(X, Y, alphas, splits, True, score=score).mean(axis=0)
+    assert_allclose(got.alpha_scores_, brute, rtol=1e-6)
+    ref = FastRidgeCV(**{**kw, "verbose": False, "cv": 3}).fit(X, Y)
+    assert_allclose(got.coef_, ref.coef_, rtol=1e-5, atol=1e-6)
+
+
+def test_float64_redo_writes_into_coef_out():
+    """ridge_cv's float64 redo (above) writes the coefficients into the caller's
+    float32 `coef_out`, as the command line's output file."""
+    X, Y, alphas = _tiny_alpha_problem()
+    coef = np.full((3, 5), np.nan, dtype=np.float32)
+    res = ridge_cv(X.astype(np.float32), Y.astype(np.float32), alphas, cv=3,
+                   alpha_per_target=True, coef_out=coef)  # fmt: skip
+    assert res.coef is coef and np.isfinite(coef).all()
+    ref = ridge_cv(X, Y, alphas, cv=3, alpha_per_target=True)
+    assert_allclose(res.alpha_scores, ref.alpha_scores, rtol=1e-6)  # (float32's were off)
+    assert_allclose(coef, ref.coef, rtol=1e-5, atol=1e-6)
+
+
+def test_fold_refits_that_would_lose_digits_are_solved_in_float64(monkeypatch):
+    """FoldRefits (forced) on repeated samples, n_samples > n_features, float32,
+    alphas down to 1e-9 lambda_max: its makers amplify the float32 difference
+    UtY - U_b^T Yc_b, so the fit is redone in float64 and keeps the refits' scores
+    (the smallest alphas' r2 had been 0.4 off)."""
+    import torch
+
+    import fastridge.solve as solve_module
+    from fastridge._cv import FoldRefits
+
+    monkeypatch.setattr(solve_module, "_fold_refits_pay", lambda *a, **k: True)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((15, 14))[np.arange(30) % 15]
+    Y = X @ rng.standard_normal((14, 4)) * 0.3 + rng.standard_normal((30, 4))
+    Xc = X - X.mean(axis=0)
+    alphas = np.linalg.eigvalsh(Xc.T @ Xc).max() * np.logspace(-9, 0, 4)
+    cv = KFold(3, shuffle=True, random_state=0)
+    schemes = _schemes(monkeypatch)
+    got = FastRidgeCV(alphas=alphas, cv=cv, alpha_per_target=True).fit(
+        X.astype(np.float32), Y.astype(np.float32)
+    )
+    assert [type(s) for s in schemes] == [FoldRefits]
+    assert schemes[0].decomp.dtype == torch.float64  # (the redo's: float32's raised)
+    brute = brute_force_fold_scores(X, Y, alphas, list(cv.split(X)), True).mean(axis=0)
+    assert_allclose(got.alpha_scores_, brute, rtol=1e-6, atol=1e-6)
+
+
+def test_correlation_of_a_fold_of_repeated_samples_stays_within_one():
+    """A test fold of two copies of one sample: its predictions are constant but for
+    rounding, and their correlation, a ratio of cancelling sums, had scored 4.6
+    (the mean over folds 1.9). Every score is now within [-1, 1]."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4, 9))[[0, 1, 2, 3, 0, 1, 2, 3]]
+    y = X @ rng.standard_normal(9) + rng.standard_normal(8)
+    folds = [(np.setdiff1d(np.arange(8), te), te) for te in ([0, 4], [1, 2], [3, 5], [6, 7])]
+    for dtype in (np.float64, np.float32):
+        m = FastRidgeCV(alphas=[1e-3, 1e-1, 1e3], cv=folds, scoring="correlation",
+                        store_cv_results=True).fit(X.astype(dtype), y.astype(dtype))  # fmt: skip
+        assert (np.abs(m.cv_results_) <= 1.0).all(), m.cv_results_
