@@ -609,6 +609,24 @@ class DualRoute:
         # alphas) that keeps every maker out of fresh memory: A and two makers in
         # the copy of X, one in A.
         self.rank = gram_rank(G, n, decomp.n_features, work=A)
+        self.rank_deficient = self.rank < G.shape[0]
+        if self.rank_deficient:
+            # X of rank below the rows: the residuals' null-space part (the targets'
+            # own, ~|y|) outweighs their range part (~alpha / eigval |y|), and the
+            # coefficients come from the range part: c = E / alpha rounded to the
+            # compute dtype loses ~eps * lambda_max / alpha of them, and with folds
+            # turning the held-out residuals back into E through (R_a)_bb, whose
+            # eigenvalues then span 1 to ~alpha / lambda_max, about its square. (A
+            # differential fuzz found float32 coefficients 1e-2 off at alpha 1e-6
+            # lambda_max, and float64 ones of 2 groups 5e-3 off at 4e-9.) The
+            # eigendecomposition route makes them from the range alone.
+            ratio = float(G.diagonal().sum()) / float(alphas.min())  # (trace >= lambda_max)
+            loss = eps * ratio
+            if loss > PRECISION_TOLERANCE:
+                raise DualRouteUnavailable(
+                    f"X has rank {self.rank} < {G.shape[0]} and alpha {alphas.min():g} is "
+                    f"small: its coefficients would lose {loss:.1g} of their digits"
+                )
         # with score folds, each R_a in float64 first (G_a is made from it)
         R = space.empty((n, n), G.dtype, G.device) if scored else None
         self.blocks = []  # with folds: [alpha][fold] -> (R_a)_bb, compute dtype
@@ -672,10 +690,24 @@ class DualRoute:
             # as contiguous, so cholesky_inverse would overwrite R itself there
             R_bb = R[rows][:, rows].clone()
             blocks.append(R_bb.to(maker.dtype, copy=True))
+            norm = _spectral_norm_estimate(R_bb) if self.rank_deficient else None
             inv = cholesky_inverse(R_bb)  # (destroys R_bb)
             if inv is None:
                 raise ValueError(FOLD_NOT_HELD_OUT)
             inv = inverse_combination(inv, inv)  # the whole matrix, in place
+            if norm is not None:
+                # X of rank below the rows: R_bb is 1 on null directions and ~alpha /
+                # lambda on others, and E_b = R_bb resid_b (`residuals_of_best`),
+                # whose range part the coefficients come from, loses ~eps cond(R_bb)^2
+                # of it (measured, float64: cond 3.3e6, 3.3e7, 3.3e8 put them 8.6e-5,
+                # 5.3e-3, 1.3 off scikit-learn; a differential fuzz found it)
+                cond = norm * _spectral_norm_estimate(inv)
+                loss = torch.finfo(maker.dtype).eps * cond * cond
+                if loss > PRECISION_TOLERANCE:
+                    raise DualRouteUnavailable(
+                        f"a fold's block of the residual maker has condition {cond:.2g} "
+                        f"for X of rank {self.rank}: its coefficients would lose {loss:.1g}"
+                    )
             cols = mm(R[:, rows], inv)  # (n_samples, n_b): G^T's columns of the fold
             if means is not None:
                 cols[rows] = 0.0

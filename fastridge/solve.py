@@ -950,7 +950,9 @@ def _redo_in_float64(call: dict, splits, cdtype, n_targets, n_features, n_sample
         n_coef = n_features if call["solution"] == "primal" else n_samples
         call["coef_out"] = host_empty((n_targets, n_coef), cdtype)
     call.update(cv=splits, groups=None, dtype=torch.float64)
-    return ridge_cv(**call)
+    res = ridge_cv(**call)
+    res.x_offset = res.x_offset.astype(str(cdtype)[6:])  # (X's mean, as a float32 fit keeps it)
+    return res
 
 
 def _project_into(work: dict, decomp, read, sl: slice, keep_y=False, **kw):

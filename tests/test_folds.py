@@ -996,11 +996,13 @@ def test_constant_target_with_sample_weights(scoring, cv, dtype):
 
 def test_float32_folds_of_repeated_samples_at_a_tiny_alpha(monkeypatch):
     """Every sample shown twice, both in the same group (X of rank n_samples / 2),
-    an alpha of 1e-7 lambda_max, float32: the fold dual route serves it (its float64
-    makers lose ~lambda_max / alpha * eps64, below float32's rounding); it had
-    stopped at eps32 * trace(Gram), and the eigendecomposition route scored -2.53
-    where refits give -1.20 (found by a differential fuzz)."""
-    from fastridge._cv import FoldDualRoute
+    an alpha of 1e-7 lambda_max, float32: the eigendecomposition route had scored
+    -2.53 where refits give -1.20 (found by a differential fuzz). Its folds now
+    work in [U N] (`test_float32_weighted_folds_of_rank_deficient_x`); the fold
+    dual route, which served this fit for a while, would make coefficients from
+    c = E / alpha, whose float32 rounding of E's null-space part outweighs the
+    range part at this alpha (`test_float32_coefficients_of_rank_deficient_x`)."""
+    from fastridge._cv import LeaveGroupOut
 
     rng = np.random.default_rng(1)
     X = rng.standard_normal((24, 60))
@@ -1014,12 +1016,14 @@ def test_float32_folds_of_repeated_samples_at_a_tiny_alpha(monkeypatch):
     ref = FastRidgeCV(**kw).fit(X, y, groups=groups)
     schemes = _schemes(monkeypatch)
     got = FastRidgeCV(**kw).fit(X.astype(np.float32), y.astype(np.float32), groups=groups)
-    assert [type(s) for s in schemes] == [FoldDualRoute]
+    assert [type(s) for s in schemes] == [LeaveGroupOut] and schemes[0].projects_null
     splits = list(GroupKFold(4).split(X, groups=groups))
     score = lambda y, p, w: -((y - p.reshape(y.shape)) ** 2).mean(axis=0)  # noqa: E731
     brute = brute_force_fold_scores(X, y[:, None], alphas, splits, True, score=score)
     assert_allclose(ref.alpha_scores_, brute.mean(axis=0)[0], rtol=1e-8)
     assert_allclose(got.alpha_scores_, ref.alpha_scores_, rtol=1e-5)
+    coef = Ridge(alpha=alphas[int(np.argmax(brute.mean(axis=0)[0]))], solver="svd").fit(X, y).coef_
+    assert np.abs(got.coef_ - coef).max() < 1e-5 * np.abs(coef).max()
 
 
 def test_fold_with_one_weighted_test_sample_scores_as_scikit_learn():
@@ -1177,6 +1181,10 @@ def test_float32_folds_that_would_lose_digits_are_solved_in_float64(monkeypatch,
     assert_allclose(got.alpha_scores_, brute, rtol=1e-6)
     ref = FastRidgeCV(**{**kw, "verbose": False, "cv": 3}).fit(X, Y)
     assert_allclose(got.coef_, ref.coef_, rtol=1e-5, atol=1e-6)
+    dual = FastRidgeCV(**{**kw, "cv": 3, "solution": "dual"})
+    dual.fit(X.astype(np.float32), Y.astype(np.float32))
+    assert "solving in float64" in capsys.readouterr().err
+    assert dual.dual_coef_.dtype == dual.X_mean_.dtype == np.float32  # (X_mean_ was float64)
 
 
 def test_float64_redo_writes_into_coef_out():
@@ -1231,3 +1239,45 @@ def test_correlation_of_a_fold_of_repeated_samples_stays_within_one():
         m = FastRidgeCV(alphas=[1e-3, 1e-1, 1e3], cv=folds, scoring="correlation",
                         store_cv_results=True).fit(X.astype(dtype), y.astype(dtype))  # fmt: skip
         assert (np.abs(m.cv_results_) <= 1.0).all(), m.cv_results_
+
+
+@pytest.mark.parametrize("cv", [None, 3])
+@pytest.mark.parametrize("rel", [1e-4, 1e-6])
+def test_float32_coefficients_of_rank_deficient_x(cv, rel):
+    """Every sample twice (X of rank n_samples / 2), float32, alpha 1e-4 and 1e-6
+    lambda_max: on the dual route the coefficients came from c = E / alpha, whose
+    float32 rounding of E's null-space part (the targets' own) swamped the range
+    part: 1.3e-2 off scikit-learn at 1e-6 (a differential fuzz found it). Such fits
+    now take the eigendecomposition route, which makes them from the range alone."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((13, 32))[np.arange(26) % 13] * 2 + 1
+    y = X @ rng.standard_normal(32) * 0.1 + rng.standard_normal(26)
+    Xc = X - X.mean(axis=0)
+    alpha = rel * np.linalg.eigvalsh(Xc @ Xc.T).max()
+    ref = Ridge(alpha=alpha, solver="svd").fit(X, y)
+    got = FastRidgeCV(alphas=[alpha], cv=cv).fit(X.astype(np.float32), y.astype(np.float32))
+    assert np.abs(got.coef_ - ref.coef_).max() < 1e-5 * np.abs(ref.coef_).max()
+
+
+def test_fold_dual_route_coefficients_with_a_training_set_missing_a_direction():
+    """float64, no intercept, X of rank 10 (n_samples 27 < n_features 33) and two
+    groups whose training sets have rank 9, alpha 4.4e-9 lambda_max: the
+    fold dual route turned held-out residuals back into E through (R_a)_bb, whose
+    eigenvalues span 1 to ~alpha / lambda_max, and the coefficients were 5e-3 off
+    scikit-learn's (1.3 at 4.4e-10; a differential fuzz found it)."""
+    rng = np.random.default_rng(1100)
+    n, p = 27, 33
+    X = rng.standard_normal((n, 9)) @ rng.standard_normal((9, p))
+    X = X * 3.0 + rng.standard_normal(p)
+    Y = X @ rng.standard_normal((p, 3)) * 0.1 + rng.standard_normal((n, 3))
+    groups = np.zeros(n, dtype=int)
+    groups[[7, 11, 15, 16, 18, 21, 24, 25, 26]] = 1
+    first = X[groups == 1][0]  # group 0's rows made orthogonal to it
+    X[groups == 0] -= np.outer(X[groups == 0] @ first, first) / (first @ first)
+    ranks = [np.linalg.matrix_rank(X[groups != g]) for g in (0, 1)]
+    alpha = 4.4e-9 * np.linalg.eigvalsh(X @ X.T).max()
+    ref = Ridge(alpha=alpha, fit_intercept=False, solver="svd").fit(X, Y)
+    got = FastRidgeCV(alphas=[alpha], cv=LeaveOneGroupOut(), fit_intercept=False)
+    got.fit(X, Y, groups=groups)
+    assert min(ranks) < np.linalg.matrix_rank(X), ranks
+    assert np.abs(got.coef_ - ref.coef_).max() < 1e-7 * np.abs(ref.coef_).max()
