@@ -353,6 +353,13 @@ class LeaveOneOut:
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank), float64
         U64 = decomp.U.to(torch.float64)
         inv_one_minus_h = 1.0 / _one_minus_h(decomp, shrink, U64)  # (n_alphas, n_samples)
+        if decomp.has_remainder and precision == "highest":
+            # E's remainder Yc - U UtY is rounded at ~eps |y| in the compute dtype
+            # however small E_i is, and E_i / (1 - h_i) amplifies that: a sample
+            # alone in a direction of X (a feature seen once) has 1 - h ~ alpha /
+            # eigval (float32 scored 1.3e-2 off float64 at alpha 1e-7 lambda_max,
+            # n=60, p=10, measured)
+            _check_amplification(float(inv_one_minus_h.max()), decomp.dtype)
         self.inv_one_minus_h = inv_one_minus_h.to(decomp.dtype)
         self.shrink = shrink.to(decomp.dtype)
         # Without a remainder the leave-one-out residuals are ONE GEMM from UtY,
@@ -451,15 +458,16 @@ PRECISION_TOLERANCE = 1e-3
 
 
 class LostPrecision(ValueError):
-    """Raised by a fold scheme whose held-out residuals would lose their digits in
-    the compute dtype: some fold's refit amplifies the targets' rounding by more
-    than PRECISION_TOLERANCE / eps (`amplification`). The solve is then redone in
-    float64 (`solve.ridge_cv`)."""
+    """Raised by a CV scheme whose held-out residuals would lose their digits in
+    the compute dtype: some fold's refit (or a sample's 1 / (1 - h)) amplifies the
+    targets' rounding by more than PRECISION_TOLERANCE / eps (`amplification`).
+    The solve is then redone in float64 (`solve.ridge_cv`)."""
 
     def __init__(self, amplification: float, dtype: torch.dtype):
         self.amplification = amplification
         super().__init__(
-            f"a fold's refit amplifies {str(dtype)[6:]} rounding {amplification:.3g}-fold"
+            f"the held-out residuals would amplify {str(dtype)[6:]} rounding "
+            f"{amplification:.3g}-fold"
         )
 
 

@@ -1281,3 +1281,23 @@ def test_fold_dual_route_coefficients_with_a_training_set_missing_a_direction():
     got.fit(X, Y, groups=groups)
     assert min(ranks) < np.linalg.matrix_rank(X), ranks
     assert np.abs(got.coef_ - ref.coef_).max() < 1e-7 * np.abs(ref.coef_).max()
+
+
+def test_float32_leave_one_out_of_a_sample_alone_in_a_direction(capsys):
+    """n_samples > n_features and a feature seen in one sample only: that sample's
+    1 - h is ~alpha / eigval, and E / (1 - h) amplified the float32 rounding of
+    the remainder Yc - U UtY (1.3e-2 off scikit-learn at alpha 1e-7 lambda_max,
+    12x at 1e-9, measured). The fit is redone in float64."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 10))
+    X[:, 0] = 0.0
+    X[5, 0] = 3.0
+    Y = X @ rng.standard_normal((10, 4)) + rng.standard_normal((60, 4))
+    Xc = X - X.mean(axis=0)
+    alphas = np.linalg.eigvalsh(Xc.T @ Xc).max() * np.array([1e-9, 1e-7, 1.0])
+    ref = RidgeCV(alphas=alphas, alpha_per_target=True, store_cv_results=True).fit(X, Y)
+    got = FastRidgeCV(alphas=alphas, alpha_per_target=True, verbose=True)
+    got.fit(X.astype(np.float32), Y.astype(np.float32))
+    assert "solving in float64" in capsys.readouterr().err
+    assert got.coef_.dtype == np.float32
+    assert_allclose(-got.alpha_scores_, ref.cv_results_.mean(axis=0), rtol=1e-6)
