@@ -1004,7 +1004,7 @@ class LeaveGroupOut:
                 has_remainder=False,
                 null_basis=None,
                 design=None,  # (its M would be [U N]'s: never made)
-                covariance_basis=None,
+                basis_M=None,
             )
         self.decomp = decomp
         self.predictions = predictions

@@ -542,9 +542,13 @@ def ridge_cv(
             gcv_mode=gcv_mode,
             overwrite_x=overwrite_x,
             x_dot_offset=solution == "dual" and fit_intercept,
-            keep_design=solution == "primal",  # (dual coefficients never read it)
             keep_basis64=bool(partitions),  # (for folds from the decomposition)
         )
+        # Primal coefficients come from the design on the dual route (Xs^T c), off it
+        # from M = Xs^T U (made from the design, or in float64 with the decomposition
+        # where float32 would lose its digits); dual ones need neither.
+        primal = solution == "primal"
+        alpha_min = float(alphas.min()) if primal else None
         scheme_of = functools.partial(
             _cv_scheme,
             cv,
@@ -561,7 +565,12 @@ def ridge_cv(
             n_targets=n_targets,
             dual=solution == "dual",
         )
-        decomp = decompose_x(Xt, eigen=route != "cholesky")
+        decomp = decompose_x(
+            Xt,
+            eigen=route != "cholesky",
+            keep_design=primal,
+            make_M=alpha_min if route is None else None,
+        )
         workspace = None
         if not x_later:
             # Not needed any more. A private copy, centred in place, becomes the
@@ -580,7 +589,7 @@ def ridge_cv(
                 if decomp.U is None:
                     if Xt is None or overwrite_x:  # freed, or centred by the first decomposition
                         Xt = as_tensor(X, dev, ddtype)
-                    decomp = decompose_x(Xt, eigen=True)
+                    decomp = decompose_x(Xt, eigen=True, keep_design=primal, make_M=alpha_min)
                 scheme = scheme_of(decomp=decomp)
         except LostPrecision as exc:
             progress.message(f"{exc}: solving in float64")

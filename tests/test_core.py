@@ -776,9 +776,9 @@ def test_float64_copy_of_x_released_before_the_scheme(monkeypatch, cv, solution,
 @pytest.mark.parametrize("cv", [None, "gcv", 3])
 @pytest.mark.parametrize("n_alphas", [2, 12])  # leave-one-out makers by Cholesky / from eigh
 def test_dual_solution_makes_no_design(monkeypatch, cv, n_alphas):
-    """The design (Xs in the compute dtype, n_samples x n_features) only feeds primal
-    coefficients: solution="dual" does not make it, and gets the primal model's
-    predictions all the same."""
+    """The design (Xs in the compute dtype, n_samples x n_features) and M = Xs^T U only
+    feed primal coefficients: solution="dual" makes neither, and gets the primal
+    model's predictions all the same."""
     import fastridge.solve as solve_module
 
     X, Y = make_problem(30, 400, 4, seed=29)
@@ -796,7 +796,11 @@ def test_dual_solution_makes_no_design(monkeypatch, cv, n_alphas):
         made.clear()
         est = FastRidgeCV(alphas, alpha_per_target=True, cv=cv, solution=solution)
         fits[solution] = est.fit(X, Y)
-        assert all((d.design is None) == (solution == "dual") for d in made), solution
+        for d in made:
+            if solution == "dual":
+                assert d.design is None and d.basis_M is None
+            else:  # (float64 input: M is made from the design)
+                assert d.design is not None and d.basis_M is None
     assert_array_equal(fits["dual"].alpha_, fits["primal"].alpha_)
     assert_allclose(fits["dual"].predict(X), fits["primal"].predict(X), rtol=1e-9, atol=1e-9)
     with pytest.raises(RuntimeError, match="without its design"):
@@ -835,3 +839,50 @@ def test_bad_splitter_fails_before_the_decomposition(monkeypatch):
     assert seen == []
     FastRidgeCV(alphas=(1.0, 10.0), cv=GroupKFold(n_splits=3)).fit(X, Y, groups=np.arange(30) % 5)
     assert seen == [1]
+
+
+def test_float32_coefficients_of_near_duplicate_rows_off_the_dual_route():
+    """Rows that nearly repeat three (eigenvalues 1e-7 lambda_max and below), alpha
+    2e-8 lambda_max, float32, off the dual route (store_cv_results): M = Xs^T U made
+    in float32 from the rounded design and U carried ~eps |X| in its small columns,
+    which 1 / (eigval + alpha) amplified: coefficients 1.2e-4 off scikit-learn and
+    predictions 1.8e-2 (a differential fuzz found it). M is made in float64 with
+    the decomposition now."""
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(36)
+    base = rng.standard_normal((3, 17))
+    X = base[rng.integers(3, size=11)] + 1e-3 * rng.standard_normal((11, 17))
+    y = X @ rng.standard_normal(17) + 0.5 * rng.standard_normal(11)
+    X, y = X.astype(np.float32), y.astype(np.float32)
+    X64, y64 = X.astype(np.float64), y.astype(np.float64)
+    alpha = 2e-8 * np.linalg.svd(X64 - X64.mean(0), compute_uv=False)[0] ** 2
+    ref = Ridge(alpha=alpha, solver="svd").fit(X64, y64)
+    got = FastRidgeCV(alphas=[alpha], store_cv_results=True).fit(X, y)
+
+    def rel(a, b):
+        return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+    assert rel(got.coef_, ref.coef_) < 1e-6
+    assert rel(got.predict(X).astype(np.float64), ref.predict(X64)) < 1e-4
+
+
+def test_m_made_in_float64_only_where_float32_would_lose_digits(monkeypatch):
+    """`decompose(make_M=alpha_min)` makes M in float64 (and drops the design) only
+    when eps32 sqrt(max eigval / (min eigval + alpha_min)) > 1e-5, not for a
+    well-conditioned X at an ordinary alpha."""
+    import torch
+
+    from fastridge._decompose import decompose
+
+    rng = np.random.default_rng(0)
+    X = torch.tensor(rng.standard_normal((40, 90)))
+    top = float(torch.linalg.eigvalsh((X - X.mean(0)) @ (X - X.mean(0)).T)[-1])
+    kw = dict(compute_dtype=torch.float32)
+    assert decompose(X.clone(), make_M=1e-3 * top, **kw).basis_M is None
+    near = X.clone()
+    near[20:] = near[:20] + 1e-4 * torch.randn(20, 90, dtype=torch.float64)
+    d = decompose(near.clone(), make_M=1e-9 * top, **kw)
+    assert d.basis_M is not None and d.design is None
+    lazy = decompose(near.clone(), **kw)  # (M from the design on first use)
+    assert_allclose(d.M.numpy(), lazy.M.numpy(), rtol=1e-3, atol=1e-4 * float(lazy.M.abs().max()))
