@@ -1025,8 +1025,8 @@ class LeaveGroupOut:
         # [alpha] -> whether its predictions take the shrink form
         self.shrink_form = [not decomp.has_remainder and float(a) <= top for a in a64[:, 0]]
         form = torch.tensor(self.shrink_form, device=decomp.device)[:, None]
-        # [alpha] -> what multiplies UtY - U_b^T Yc_b in the predictions, (rank,)
-        # [alpha] -> what multiplies UtY - U_b^T Yc_b in the predictions, (rank,)
+        # [alpha] -> what multiplies UtY - U_b^T Yc_b in the predictions (rank,), or
+        # UtY in the residuals (shrink)
         scale64 = torch.where(form, -shrink, phi) if predictions else shrink
         self.predict_scale = scale64.to(decomp.dtype)
         # (unrounded when the decomposition kept it: see `Decomposition.basis64`)
@@ -1060,7 +1060,9 @@ class LeaveGroupOut:
         any_bracket = decomp.has_remainder or (predictions and not all(self.shrink_form))
         # With a remainder, held-out residuals are (I - H_bb)^-1 E_b from the compute
         # dtype's E_b (without one the stacked bases, made in float64, take UtY)
-        residual_check = decomp.has_remainder and precision == "highest"
+        residual_check = (
+            decomp.has_remainder and precision == "highest" and decomp.dtype != torch.float64
+        )
         for b, rows in enumerate(self.folds):
             Ub = U[rows]
             n_b = Ub.shape[0]
@@ -1352,9 +1354,10 @@ class FoldRefits:
                 scaled = A * torch.where(live, 1.0 / (lam + alpha), 0.0)[None, :]
                 maker = A.new_empty((A.shape[0], rank + intercept))
                 maker[:, :rank] = mm(scaled, B)
-                # it maps the compute dtype's rounding of UtY - U_b^T Yc_b (a
-                # difference) into the residuals
-                _check_amplification(_spectral_norm_estimate(maker[:, :rank]), decomp.dtype)
+                if decomp.dtype != torch.float64:  # (it maps the compute dtype's
+                    # rounding of UtY - U_b^T Yc_b, a difference, into the residuals)
+                    amplification = _spectral_norm_estimate(maker[:, :rank])
+                    _check_amplification(amplification, decomp.dtype)
                 if intercept:  # (Z_b - s_b m^T) V diag(1/(lam + alpha)) V^T m, less s_b / W_T
                     d = scaled @ Vm
                     maker[:, rank] = d if predictions else d - sb / w_train
