@@ -41,6 +41,7 @@ from ._backend import (
     fold_indicator,
     inverse_combination,
     inverse_mv,
+    lower_symv,
     mm,
     reused_buffer,
     row_block_sums,
@@ -326,6 +327,8 @@ class LeaveOneOut:
     scorer : _scoring.Scoring or None
         For the dual route, a built-in score other than leave-one-out's own (None),
         over all samples' leave-one-out residuals (`DualRoute`'s score folds).
+    primal : bool
+        Primal coefficients follow (see `DualRoute`).
     """
 
     name = "loo"
@@ -338,6 +341,7 @@ class LeaveOneOut:
         dual_route=False,
         workspace=None,
         scorer=None,
+        primal=True,
     ):
         self.folds = None  # one block: scores over all samples, no per-fold averaging
         self.bases = None  # [alpha] -> (n_samples, rank), compute dtype
@@ -345,7 +349,7 @@ class LeaveOneOut:
         if decomp.U is None or dual_route:  # no eigendecomposition, or asked: the dual route
             if precision != "highest":
                 raise ValueError("the leave-one-out dual route runs at precision='highest'")
-            self.dual_route = DualRoute(decomp, alphas, workspace, scorer=scorer)
+            self.dual_route = DualRoute(decomp, alphas, workspace, scorer=scorer, primal=primal)
             self.decomp = _without_gram(decomp, self.dual_route.rank)
             return
         self.decomp = decomp
@@ -456,6 +460,14 @@ _EPS64 = torch.finfo(torch.float64).eps
 # differential fuzz found wrong (0.5 to 1e4 off) had 3.5e5 and more.
 PRECISION_TOLERANCE = 1e-3
 
+# `DualRoute._check_primal`: eps * lambda_max / (lambda_min + alpha) bounds what
+# primal coefficients from dual ones lose, times the share of the targets in the
+# small eigen-directions, which the bound leaves out: at a ratio of 2.5e4 (float32,
+# X offset by 5 without an intercept) the bound said 1.5e-3 and predictions were
+# 2.4e-5 off scikit-learn (4e-7 off the route); at ~2e7 (near-duplicate rows)
+# 7e-2. Hence a bound 10 times PRECISION_TOLERANCE.
+DUAL_PRIMAL_TOLERANCE = 1e-2
+
 
 class LostPrecision(ValueError):
     """Raised by a CV scheme whose held-out residuals would lose their digits in
@@ -493,6 +505,22 @@ def _spectral_norm_estimate(A: torch.Tensor, steps: int = 12) -> float:
         y = A @ x
         norm = float(torch.linalg.vector_norm(y, dim=0).max())
         x = A.T @ y
+    return norm
+
+
+def _symmetric_norm_estimate(apply, start: torch.Tensor, steps: int = 5) -> float:
+    """The largest eigenvalue of a symmetric positive semidefinite matrix S, by power
+    iteration: `apply(x)` is S @ x for x of shape (n,), `start` the first vector
+    (S's diagonal: it weighs the rows where the top eigenvector lives). A lower
+    estimate, within a small factor after a few steps (all the checks it feeds
+    need), at n^2 reads a step."""
+    x = start.to(torch.float64).abs() + 1.0 / max(1, start.numel())
+    norm = 0.0
+    for _ in range(steps):
+        x = x / torch.linalg.vector_norm(x).clamp(min=1e-300)
+        y = apply(x)
+        norm = float(torch.linalg.vector_norm(y))
+        x = y
     return norm
 
 
@@ -558,6 +586,10 @@ class DualRoute:
         makers R_a diag(1 / (1 - h)) give leave-one-out residuals, scored over
         all samples as one block (`_loo_maker`), turned into E = (1 - h) e_loo
         at the end.
+    primal : bool
+        The fit's coefficients are primal ones, Xs^T c: refused (DualRouteUnavailable)
+        in a compute dtype below float64 when max eigval / (min eigval + alpha_min)
+        times its eps exceeds DUAL_PRIMAL_TOLERANCE (`_check_primal`).
     """
 
     def __init__(
@@ -567,6 +599,7 @@ class DualRoute:
         workspace: torch.Tensor | None = None,
         folds=None,
         scorer=None,
+        primal: bool = True,
     ):
         self.folds = folds
         self.scorer = scorer
@@ -635,6 +668,10 @@ class DualRoute:
                     f"X has rank {self.rank} < {G.shape[0]} and alpha {alphas.min():g} is "
                     f"small: its coefficients would lose {loss:.1g} of their digits"
                 )
+        # the largest eigenvalue, while G is whole (the last alpha factorises it)
+        check = primal and eps > eps_gram
+        top = _symmetric_norm_estimate(lambda x: G @ x, G.diagonal()) if check else 0.0
+        smallest = int(np.argmin(alphas))
         # with score folds, each R_a in float64 first (G_a is made from it)
         R = space.empty((n, n), G.dtype, G.device) if scored else None
         self.blocks = []  # with folds: [alpha][fold] -> (R_a)_bb, compute dtype
@@ -646,6 +683,8 @@ class DualRoute:
             inv = cholesky_inverse(factor)  # (K_Z + alpha I)^-1 (its lower triangle at least)
             if inv is None:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
+            if check and k == smallest:
+                self._check_primal(top, inv, alpha, eps)
             maker = (Workspace(A) if last else space).empty((n, n), decomp.dtype, G.device)
             target = maker if R is None else R
             if v is None:  # R = alpha (K + alpha I)^-1
@@ -672,6 +711,24 @@ class DualRoute:
             return
         # 1 - h_i > 0 for alpha > 0 (validation rejects a single sample)
         self._set_weights(1.0 / torch.stack(one_minus_h) ** 2, decomp.dtype)
+
+    @staticmethod
+    def _check_primal(top: float, inv: torch.Tensor, alpha: float, eps: float) -> None:
+        """DualRouteUnavailable when primal coefficients Xs^T c would lose their
+        digits: c = E / alpha, rounded to the compute dtype (eps), is ~y / alpha on
+        eigen-directions far below alpha and Xs^T nearly cancels it there, so the
+        fitted values X coef lose ~eps * lambda_max / (lambda_min + alpha). `top`
+        estimates lambda_max and `inv`, the lower triangle of (K + alpha I)^-1 of
+        the smallest alpha, 1 / (lambda_min + alpha). (Near-duplicate rows at alpha
+        2e-8 lambda_max, ratio ~2e7: float32 coefficients 2.8e-4 off scikit-learn,
+        predictions 7e-2; off the route 8e-8 and 1e-5. A differential fuzz found it.)
+        """
+        ratio = top * _symmetric_norm_estimate(lambda x: lower_symv(inv, x), inv.diagonal())
+        if eps * ratio > DUAL_PRIMAL_TOLERANCE:
+            raise DualRouteUnavailable(
+                f"max eigval / (min eigval + alpha {alpha:g}) ~ {ratio:.2g}: coefficients "
+                f"from dual ones would lose {eps * ratio:.1g} of their digits"
+            )
 
     def _fold_maker(self, R: torch.Tensor, maker: torch.Tensor):
         """maker = G^T (n_samples, n_samples), G = blockdiag(R_bb)^-1 R, from R = R_a
@@ -1463,9 +1520,13 @@ class FoldDualRoute:
 
     name = "folds"
 
-    def __init__(self, decomp: Decomposition, alphas, test_folds, scorer, workspace=None):
+    def __init__(
+        self, decomp: Decomposition, alphas, test_folds, scorer, workspace=None, primal=True
+    ):
         self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
-        self.dual_route = DualRoute(decomp, alphas, workspace, folds=self.folds, scorer=scorer)
+        self.dual_route = DualRoute(
+            decomp, alphas, workspace, folds=self.folds, scorer=scorer, primal=primal
+        )
         self.decomp = _without_gram(decomp, self.dual_route.rank)
 
 

@@ -270,8 +270,9 @@ def _cv_scheme(
     if _is_loo(cv):
         scorer = None if scoring is None or not dual_route else Scoring(scoring)
         return LeaveOneOut(
-            decomp, alphas, precision, dual_route=dual_route, workspace=workspace, scorer=scorer
-        )
+            decomp, alphas, precision, dual_route=dual_route, workspace=workspace, scorer=scorer,
+            primal=not dual,
+        )  # fmt: skip
     if isinstance(cv, str):
         if cv == "gcv":
             return GeneralizedCV(decomp, alphas, precision)
@@ -281,7 +282,8 @@ def _cv_scheme(
         )
     if partitions and dual_route:  # (only offered folds that partition the samples)
         scorer = Scoring("r2" if scoring is None else scoring)
-        return FoldDualRoute(decomp, alphas, [te for _, te in splits], scorer, workspace)
+        tests = [te for _, te in splits]
+        return FoldDualRoute(decomp, alphas, tests, scorer, workspace, primal=not dual)
     if partitions:
         tests = [te for _, te in splits]
         predictions = predictions and precision == "highest"

@@ -886,3 +886,28 @@ def test_m_made_in_float64_only_where_float32_would_lose_digits(monkeypatch):
     assert d.basis_M is not None and d.design is None
     lazy = decompose(near.clone(), **kw)  # (M from the design on first use)
     assert_allclose(d.M.numpy(), lazy.M.numpy(), rtol=1e-3, atol=1e-4 * float(lazy.M.abs().max()))
+
+
+@pytest.mark.parametrize("cv", [None, 5])
+def test_float32_dual_route_left_for_near_duplicate_rows_at_a_tiny_alpha(cv, capsys):
+    """The same near-duplicate rows, alpha 2e-8 lambda_max, on the routes without an
+    eigendecomposition: primal coefficients Xs^T c from c = E / alpha in float32
+    were 2.8e-4 off scikit-learn and predictions 7e-2 (leave-one-out; 5.6e-5 and
+    2e-3 with 5 folds). lambda_max / (lambda_min + alpha) ~ 2e7 now sends the fit
+    to the eigendecomposition route; dual coefficients keep the dual route."""
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(36)
+    base = rng.standard_normal((3, 17))
+    X = base[rng.integers(3, size=11)] + 1e-3 * rng.standard_normal((11, 17))
+    y = X @ rng.standard_normal(17) + 0.5 * rng.standard_normal(11)
+    X, y = X.astype(np.float32), y.astype(np.float32)
+    X64, y64 = X.astype(np.float64), y.astype(np.float64)
+    alpha = 2e-8 * np.linalg.svd(X64 - X64.mean(0), compute_uv=False)[0] ** 2
+    ref = Ridge(alpha=alpha, solver="svd").fit(X64, y64)
+    got = FastRidgeCV(alphas=[alpha], cv=cv, verbose=True).fit(X, y)
+    assert "dual route unavailable" in capsys.readouterr().err
+    rel = np.linalg.norm(got.coef_ - ref.coef_) / np.linalg.norm(ref.coef_)
+    assert rel < 1e-6
+    FastRidgeCV(alphas=[alpha], cv=cv, verbose=True, solution="dual").fit(X, y)
+    assert "dual route unavailable" not in capsys.readouterr().err
