@@ -588,7 +588,9 @@ def ridge_cv(
             except DualRouteUnavailable as exc:
                 progress.message(f"dual route unavailable ({exc}): projecting")
                 workspace = None
-                if decomp.U is None:
+                # (decomposed again also for a primal fit without M: the eigh made the
+                # dual route's makers, and M may need the float64 design, gone by now)
+                if decomp.U is None or (primal and decomp.basis_M is None):
                     if Xt is None or overwrite_x:  # freed, or centred by the first decomposition
                         Xt = as_tensor(X, dev, ddtype)
                     decomp = decompose_x(Xt, eigen=True, keep_design=primal, make_M=alpha_min)

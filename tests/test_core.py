@@ -842,6 +842,18 @@ def test_bad_splitter_fails_before_the_decomposition(monkeypatch):
     assert seen == [1]
 
 
+def _near_duplicate_rows():
+    """11 rows that nearly repeat three (eigenvalues 1e-7 lambda_max and below), 17
+    features: float32 X, y, their float64 copies and lambda_max."""
+    rng = np.random.default_rng(36)
+    base = rng.standard_normal((3, 17))
+    X = base[rng.integers(3, size=11)] + 1e-3 * rng.standard_normal((11, 17))
+    y = X @ rng.standard_normal(17) + 0.5 * rng.standard_normal(11)
+    X, y = X.astype(np.float32), y.astype(np.float32)
+    X64, y64 = X.astype(np.float64), y.astype(np.float64)
+    return X, y, X64, y64, np.linalg.svd(X64 - X64.mean(0), compute_uv=False)[0] ** 2
+
+
 def test_float32_coefficients_of_near_duplicate_rows_off_the_dual_route():
     """Rows that nearly repeat three (eigenvalues 1e-7 lambda_max and below), alpha
     2e-8 lambda_max, float32, off the dual route (store_cv_results): M = Xs^T U made
@@ -851,13 +863,8 @@ def test_float32_coefficients_of_near_duplicate_rows_off_the_dual_route():
     the decomposition now."""
     from sklearn.linear_model import Ridge
 
-    rng = np.random.default_rng(36)
-    base = rng.standard_normal((3, 17))
-    X = base[rng.integers(3, size=11)] + 1e-3 * rng.standard_normal((11, 17))
-    y = X @ rng.standard_normal(17) + 0.5 * rng.standard_normal(11)
-    X, y = X.astype(np.float32), y.astype(np.float32)
-    X64, y64 = X.astype(np.float64), y.astype(np.float64)
-    alpha = 2e-8 * np.linalg.svd(X64 - X64.mean(0), compute_uv=False)[0] ** 2
+    X, y, X64, y64, top = _near_duplicate_rows()
+    alpha = 2e-8 * top
     ref = Ridge(alpha=alpha, solver="svd").fit(X64, y64)
     got = FastRidgeCV(alphas=[alpha], store_cv_results=True).fit(X, y)
 
@@ -900,16 +907,17 @@ def test_float32_dual_route_left_for_near_duplicate_rows_at_a_tiny_alpha(cv, rel
     eigendecomposition route; dual coefficients keep the dual route."""
     from sklearn.linear_model import Ridge
 
-    rng = np.random.default_rng(36)
-    base = rng.standard_normal((3, 17))
-    X = base[rng.integers(3, size=11)] + 1e-3 * rng.standard_normal((11, 17))
-    y = X @ rng.standard_normal(17) + 0.5 * rng.standard_normal(11)
-    X, y = X.astype(np.float32), y.astype(np.float32)
-    X64, y64 = X.astype(np.float64), y.astype(np.float64)
-    alpha = rel * np.linalg.svd(X64 - X64.mean(0), compute_uv=False)[0] ** 2
+    X, y, X64, y64, top = _near_duplicate_rows()
+    alpha = rel * top
     ref = Ridge(alpha=alpha, solver="svd").fit(X64, y64)
     got = FastRidgeCV(alphas=[alpha], cv=cv, verbose=True).fit(X, y)
     assert "dual route unavailable" in capsys.readouterr().err
+    if cv is None:  # and with more alphas than the Cholesky makers take (makers from eigh)
+        many = FastRidgeCV(alphas=alpha * np.logspace(0, 1, 10), verbose=True).fit(X, y)
+        assert "dual route unavailable" in capsys.readouterr().err
+        assert many.alpha_ in alpha * np.logspace(0, 1, 10)
+        best = Ridge(alpha=many.alpha_, solver="svd").fit(X64, y64)
+        assert np.linalg.norm(many.coef_ - best.coef_) < 1e-6 * np.linalg.norm(best.coef_)
     assert np.linalg.norm(got.coef_ - ref.coef_) < 1e-6 * np.linalg.norm(ref.coef_)
     pred = got.predict(X).astype(np.float64)  # (float32's X @ coef: 5e-6 for scikit-learn's)
     tol = {2e-8: 3e-5, 1e-4: 1e-6}[rel]
