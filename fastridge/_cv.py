@@ -491,22 +491,14 @@ def _check_amplification(amplification: float, dtype: torch.dtype) -> None:
         raise LostPrecision(amplification, dtype)
 
 
-def _spectral_norm_estimate(A: torch.Tensor, steps: int = 12) -> float:
-    """A lower estimate of the largest singular value of A (m x n), by power
-    iteration on A^T A from two fixed start vectors: exact enough to tell 1e2 from
-    1e6 (a dominant singular value is found in a few steps)."""
+def _spectral_norm_estimate(A: torch.Tensor) -> float:
+    """A lower estimate of the largest singular value of A (m x n): the square root
+    of A^T A's largest eigenvalue by `_symmetric_norm_estimate`, exact enough to
+    tell 1e2 from 1e6."""
     if A.numel() == 0:
         return 0.0
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn((A.shape[1], 2), generator=gen, dtype=torch.float64).to(A.device, A.dtype)
-    x[:, 0] = 1.0
-    norm = 0.0
-    for _ in range(steps):
-        x = x / torch.linalg.vector_norm(x, dim=0).clamp(min=1e-300)
-        y = A @ x
-        norm = float(torch.linalg.vector_norm(y, dim=0).max())
-        x = A.T @ y
-    return norm
+    columns = (A * A).sum(dim=0)  # (A^T A's diagonal, the start)
+    return _symmetric_norm_estimate(lambda x: A.T @ (A @ x), columns) ** 0.5
 
 
 def _symmetric_norm_estimate(apply, start: torch.Tensor, steps: int = 8) -> float:
@@ -725,6 +717,12 @@ class DualRoute:
         predictions 7e-2; off the route 8e-8 and 1e-5. A differential fuzz found it.)
         """
         ratio = top * _symmetric_norm_estimate(lambda x: lower_symv(inv, x), inv.diagonal())
+        DualRoute._refuse_primal(ratio, alpha, eps)
+
+    @staticmethod
+    def _refuse_primal(ratio: float, alpha: float, eps: float) -> None:
+        """DualRouteUnavailable when eps * ratio, ratio = lambda_max / (lambda_min +
+        alpha), exceeds DUAL_PRIMAL_TOLERANCE (`_check_primal`)."""
         if eps * ratio > DUAL_PRIMAL_TOLERANCE:
             raise DualRouteUnavailable(
                 f"max eigval / (min eigval + alpha {alpha:g}) ~ {ratio:.2g}: coefficients "
@@ -847,11 +845,7 @@ class DualRoute:
         if primal and decomp.dtype != torch.float64 and decomp.eigvals.numel():
             alpha = float(np.min(alphas))
             ratio = float(decomp.eigvals[0] / (decomp.eigvals[-1] + alpha))
-            if eps * ratio > DUAL_PRIMAL_TOLERANCE:
-                raise DualRouteUnavailable(
-                    f"max eigval / (min eigval + alpha {alpha:g}) = {ratio:.2g}: "
-                    f"coefficients from dual ones would lose {eps * ratio:.1g} of their digits"
-                )
+            self._refuse_primal(ratio, alpha, eps)
         self.rank = decomp.rank
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank), float64
         one_minus_h = _one_minus_h(decomp, shrink, decomp.U.to(torch.float64))
