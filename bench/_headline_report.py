@@ -9,6 +9,22 @@ import json
 import sys
 
 
+def _roofline_lines(d) -> list[str]:
+    """The roofline sentence (runs from before session 23 have none)."""
+    if "roofline" not in d:
+        return []
+    ideal, tm, used = d["roofline"], d["timings"], d["gemm_gflops_used"]
+    stages = "; ".join(
+        f"{k} {tm[k]:.1f} [ideal {ideal[k]:.1f}]" for k in ("decompose", "cv", "refit") if k in tm
+    )
+    return [
+        f"Roofline (flop model at the run's fastest GEMM rates, {used['float32']:.0f} GFLOP/s "
+        f"float32 and {used['float64']:.0f} float64, measured before and after the solve): "
+        f"**{ideal['total']:.1f} s, {d['roofline_fraction']:.0%} of the wall** "
+        f"({d['roofline_fraction_of_stages']:.0%} of the stages' sum); {stages}  ",
+    ]
+
+
 def main(path):
     with open(path) as f:
         d = json.load(f)
@@ -56,6 +72,7 @@ def main(path):
         + "("
         + ", ".join(f"{k} {v:.0f}" for k, v in d["model_stages_gflop"].items())
         + f"); achieved {d['achieved_gflops']:.0f} GFLOP/s over the solve  ",
+        *_roofline_lines(d),
         f"Selected alphas: {d['alpha_counts']}  ",
         (
             f"Spot check vs a float64 normal-equation solve: max rel diff "

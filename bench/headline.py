@@ -16,7 +16,9 @@ own process under `all`, so the solve's peak RSS is its own. The solve records
 the per-stage timings, the wall time, ru_maxrss, and the peaks of anonymous and file-backed resident
 memory sampled every 0.2 s (reading a memmapped Y and writing a memmapped
 coef.npy puts file pages in RSS that the kernel may drop at any time:
-RssAnon is what the process really holds). Results go to
+RssAnon is what the process really holds), and the roofline: the flop model
+(bench/_flops.py) at the fastest GEMM rates measured just before and just after
+the solve, as a fraction of the wall and of the stages' sum. Results go to
 bench/out/headline-<UTC time>.json. --n-samples/--n-features/--n-targets
 make a smaller problem of the same shape for testing the script.
 
@@ -42,8 +44,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(1, str(HERE))
 import _problems  # noqa: E402
-from _flops import flop_model  # noqa: E402
-from _machine import load_average, machine_info, peak_rss_bytes  # noqa: E402
+from _flops import flop_model, roofline  # noqa: E402
+from _machine import (  # noqa: E402
+    eigh_time,
+    gemm_rate,
+    load_average,
+    machine_info,
+    peak_rss_bytes,
+)
 
 DEFAULT_DIR = HERE / "out" / "headline"
 TARGET_SHAPE = (226, 768)
@@ -144,6 +152,44 @@ def peer_estimates(n, p, t, n_alphas) -> dict:
     }
 
 
+def calibration(model: dict, n_samples: int) -> dict:
+    """The rates behind the roofline, measured as the suite's calibration does
+    (bench/_machine.calibrate): the fastest library's float32 and float64 GEMM at
+    the per-alpha shape (k, k) @ (k, 2048), k = min(n_samples, 4096), and the
+    float64 eigh only when the model has one (the dual route with up to 8 alphas
+    has none), timed at up to 4000 and scaled as size**3."""
+    k = min(n_samples, 4096)
+    cal = {"gemm": {d: gemm_rate(k, k, 2048, d) for d in ("float32", "float64")}}
+    size = model["eigh_size"]
+    if size:
+        e = eigh_time(min(size, 4000), "float64", repeats=1)
+        cal["eigh"] = {"float64": {**e, "seconds": e["seconds"] * (size / e["size"]) ** 3,
+                                   "size": size}}  # fmt: skip
+    else:
+        cal["eigh"] = {"float64": {"seconds": 0.0, "size": 1}}
+    return cal
+
+
+def roofline_fields(model: dict, calibrations: list[dict], wall: float, stages: dict) -> dict:
+    """The roofline of the run at the fastest rates any calibration measured (taken
+    before and after the solve: on a shared VM the rate swings within minutes, and
+    the roofline must be what the machine could do, never less), and its
+    fraction of the end-to-end wall and of the solve's stages."""
+    best = calibrations[0]
+    for cal in calibrations[1:]:
+        for dtype in ("float32", "float64"):
+            if cal["gemm"][dtype]["gflops"] > best["gemm"][dtype]["gflops"]:
+                best = {**best, "gemm": {**best["gemm"], dtype: cal["gemm"][dtype]}}
+    ideal = roofline(model, best, "float32")
+    return dict(
+        calibrations=calibrations,
+        gemm_gflops_used={d: best["gemm"][d]["gflops"] for d in ("float32", "float64")},
+        roofline=ideal,
+        roofline_fraction=ideal["total"] / wall,
+        roofline_fraction_of_stages=ideal["total"] / stages,
+    )
+
+
 def _run_fields(timings, info, mem, alpha, model, seconds, shape) -> dict:
     """The result fields both solve paths record (info: form, rank, target_chunk)."""
     n, p, t_full, n_alphas = shape
@@ -213,13 +259,18 @@ def solve(ns):
         "load_start": load_average(),
         "machine": machine_info(),
     }
+    n, p = np.load(f["X"], mmap_mode="r").shape
+    t = int(np.prod(np.load(f["Y"], mmap_mode="r").shape[1:]))
+    if ns.limit_targets:
+        t = min(ns.limit_targets, t)
+    model = flop_model(n, p, t, len(ns.alphas), cv=None, solution=ns.solution)
+    calibrations = [calibration(model, n)]  # (and one after the solve)
     if ns.via == "cli":
         if ns.limit_targets:
             raise SystemExit("--limit-targets needs --via ridge_cv")
         wall, mem, meta, coef, model_dir = solve_cli(ns, doc, f)
-        n, p, t = meta["n_samples"], meta["n_features"], meta["n_targets"]
+        calibrations.append(calibration(model, n))
         alpha = np.load(model_dir / "alpha.npy")
-        model = flop_model(n, p, t, len(ns.alphas), cv=None, solution=ns.solution)
         solve_seconds = sum(v for k, v in meta["timings"].items() if k not in ("read",))
         doc.update(
             problem={
@@ -237,6 +288,7 @@ def solve(ns):
             **_run_fields(
                 meta["timings"], meta, mem, alpha, model, wall, (n, p, t, len(ns.alphas))
             ),
+            **roofline_fields(model, calibrations, wall, solve_seconds),
         )
         if not ns.skip_check:
             X = np.load(f["X"])
@@ -247,13 +299,10 @@ def solve(ns):
     t0 = time.perf_counter()
     X = np.load(f["X"])  # 0.7 GB: in memory
     Y = np.load(f["Y"], mmap_mode="r")  # 6.2 GB: read in target chunks by ridge_cv
-    n, p = X.shape
     t_full = int(np.prod(Y.shape[1:]))
-    t = t_full
-    if ns.limit_targets:
+    if t < t_full:
         # The first `limit_targets` targets only (a view of the memmap, still read
         # in chunks); per-target stages are extrapolated to all targets below.
-        t = min(ns.limit_targets, t_full)
         Y = Y.reshape(n, t_full)[:, :t]
     # primal: coef.npy (t, p); dual: the kernel-ridge coefficients (t, n) in the same file
     n_coef = p if ns.solution == "primal" else n
@@ -279,7 +328,7 @@ def solve(ns):
         coef.flush()
         flush_seconds = time.perf_counter() - t2
     wall = time.perf_counter() - t0
-    model = flop_model(n, p, t, len(alphas), cv=None, solution=ns.solution)
+    calibrations.append(calibration(model, n))
     doc.update(
         problem={"n_samples": n, "n_features": p, "n_targets": t, "target_shape": Y.shape[1:]},
         alphas=list(alphas),
@@ -299,6 +348,7 @@ def solve(ns):
             solve_seconds,
             (n, p, t_full, len(alphas)),
         ),
+        **roofline_fields(model, calibrations, wall, solve_seconds),
     )
     if t < t_full:
         # Per-target stages scale with the number of targets; decompose does not.
