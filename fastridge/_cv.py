@@ -460,7 +460,7 @@ _EPS64 = torch.finfo(torch.float64).eps
 # differential fuzz found wrong (0.5 to 1e4 off) had 3.5e5 and more.
 PRECISION_TOLERANCE = 1e-3
 
-# `DualRoute._check_primal`: eps * lambda_max / (lambda_min + alpha) bounds what
+# `DualRoute._refuse_primal`: eps * lambda_max / (lambda_min + alpha) bounds what
 # primal coefficients from dual ones lose, times the share of the targets in the
 # small eigen-directions. Measured in float32 against scikit-learn: at a ratio of
 # 2.5e4 (X offset by 5 without an intercept) predictions were 2.4e-5 off, at ~2e7
@@ -468,6 +468,12 @@ PRECISION_TOLERANCE = 1e-3
 # 0.25 of the bound off (2.85e-3 at eps * ratio = 1.2e-2, 6.5e-4 at 1.2e-3), and
 # 1.4e-7 to 4.6e-7 off the route. So the route is left past 1e-3.
 DUAL_PRIMAL_TOLERANCE = 1e-3
+
+
+class PrecisionWarning(UserWarning):
+    """Results that kept fewer digits than their dtype could, with no better way in
+    that dtype (e.g. float32 dual coefficients of a fit at a tiny alpha): the
+    message says how many and what to do instead."""
 
 
 class LostPrecision(ValueError):
@@ -582,7 +588,7 @@ class DualRoute:
     primal : bool
         The fit's coefficients are primal ones, Xs^T c: refused (DualRouteUnavailable)
         in a compute dtype below float64 when max eigval / (min eigval + alpha_min)
-        times its eps exceeds DUAL_PRIMAL_TOLERANCE (`_check_primal`).
+        times its eps exceeds DUAL_PRIMAL_TOLERANCE (`_refuse_primal`).
     """
 
     def __init__(
@@ -661,9 +667,12 @@ class DualRoute:
                     f"X has rank {self.rank} < {G.shape[0]} and alpha {alphas.min():g} is "
                     f"small: its coefficients would lose {loss:.1g} of their digits"
                 )
-        # the largest eigenvalue, while G is whole (the last alpha factorises it)
-        check = primal and eps > eps_gram
+        # the largest eigenvalue, while G is whole (the last alpha factorises it): for
+        # primal coefficients in a lower dtype (refused past a bound) and for dual
+        # ones (whose caller warns past it: `solve.dual_precision_loss`)
+        check = not primal or eps > eps_gram
         top = _symmetric_norm_estimate(lambda x: G @ x, G.diagonal()) if check else 0.0
+        self.spectrum = None  # (lambda_max, lambda_min) estimates, where made
         smallest = int(np.argmin(alphas))
         # with score folds, each R_a in float64 first (G_a is made from it)
         R = space.empty((n, n), G.dtype, G.device) if scored else None
@@ -677,7 +686,10 @@ class DualRoute:
             if inv is None:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
             if check and k == smallest:
-                self._check_primal(top, inv, alpha, eps)
+                self.spectrum = self._spectrum(top, inv, alpha)
+                if primal:
+                    top, bottom = self.spectrum
+                    self._refuse_primal(top / (bottom + alpha), alpha, eps)
             maker = (Workspace(A) if last else space).empty((n, n), decomp.dtype, G.device)
             target = maker if R is None else R
             if v is None:  # R = alpha (K + alpha I)^-1
@@ -705,24 +717,26 @@ class DualRoute:
         # 1 - h_i > 0 for alpha > 0 (validation rejects a single sample)
         self._set_weights(1.0 / torch.stack(one_minus_h) ** 2, decomp.dtype)
 
-    @staticmethod
-    def _check_primal(top: float, inv: torch.Tensor, alpha: float, eps: float) -> None:
-        """DualRouteUnavailable when primal coefficients Xs^T c would lose their
-        digits: c = E / alpha, rounded to the compute dtype (eps), is ~y / alpha on
-        eigen-directions far below alpha and Xs^T nearly cancels it there, so the
-        fitted values X coef lose ~eps * lambda_max / (lambda_min + alpha). `top`
-        estimates lambda_max and `inv`, the lower triangle of (K + alpha I)^-1 of
-        the smallest alpha, 1 / (lambda_min + alpha). (Near-duplicate rows at alpha
-        2e-8 lambda_max, ratio ~2e7: float32 coefficients 2.8e-4 off scikit-learn,
-        predictions 7e-2; off the route 8e-8 and 1e-5. A differential fuzz found it.)
-        """
-        ratio = top * _symmetric_norm_estimate(lambda x: lower_symv(inv, x), inv.diagonal())
-        DualRoute._refuse_primal(ratio, alpha, eps)
+    def _spectrum(self, top: float, inv: torch.Tensor, alpha: float) -> tuple[float, float]:
+        """(lambda_max, lambda_min) of the Gram, estimated: `top` is lambda_max's, and
+        `inv`, the lower triangle of (K + alpha I)^-1, gives 1 / (lambda_min + alpha)
+        by power iteration (0 for X of rank below the rows). Both are lower
+        estimates of their norms, so the ratio lambda_max / (lambda_min + alpha)
+        is estimated from below, within a small factor."""
+        norm = _symmetric_norm_estimate(lambda x: lower_symv(inv, x), inv.diagonal())
+        bottom = 0.0 if self.rank_deficient else max(0.0, 1.0 / norm - alpha)
+        return top, bottom
 
     @staticmethod
     def _refuse_primal(ratio: float, alpha: float, eps: float) -> None:
-        """DualRouteUnavailable when eps * ratio, ratio = lambda_max / (lambda_min +
-        alpha), exceeds DUAL_PRIMAL_TOLERANCE (`_check_primal`)."""
+        """DualRouteUnavailable when primal coefficients Xs^T c would lose their
+        digits: c = E / alpha, rounded to the compute dtype (eps), is ~y / alpha on
+        eigen-directions far below alpha and Xs^T nearly cancels it there, so the
+        fitted values X coef lose ~eps * ratio, ratio = lambda_max / (lambda_min +
+        alpha) of the smallest alpha, refused past DUAL_PRIMAL_TOLERANCE.
+        (Near-duplicate rows at alpha 2e-8 lambda_max, ratio ~2e7: float32
+        coefficients 2.8e-4 off scikit-learn, predictions 7e-2; off the route 8e-8
+        and 1e-5. A differential fuzz found it.)"""
         if eps * ratio > DUAL_PRIMAL_TOLERANCE:
             raise DualRouteUnavailable(
                 f"max eigval / (min eigval + alpha {alpha:g}) ~ {ratio:.2g}: coefficients "
@@ -837,7 +851,7 @@ class DualRoute:
         product in the compute dtype. With many alphas on a matrix that fits in
         cache the eigh plus these products beats one Cholesky inverse per alpha
         (measured at n_samples=2000, 6 alphas: 1.0 s against 1.24 s). Primal
-        coefficients are refused as by Cholesky (`_check_primal`), here from the
+        coefficients are refused as by Cholesky (`_refuse_primal`), here from the
         eigenvalues themselves."""
         if decomp.has_remainder:
             raise DualRouteUnavailable("the eigendecomposition has a remainder")

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import ShuffleSplit
 
-from fastridge import FastRidgeCV, ridge_cv
+from fastridge import FastRidgeCV, PrecisionWarning, ridge_cv
 
 ALPHAS = np.logspace(-2, 3, 6)
 
@@ -922,5 +923,67 @@ def test_float32_dual_route_left_for_near_duplicate_rows_at_a_tiny_alpha(cv, rel
     pred = got.predict(X).astype(np.float64)  # (float32's X @ coef: 5e-6 for scikit-learn's)
     tol = {2e-8: 3e-5, 1e-4: 1e-6}[rel]
     assert np.linalg.norm(pred - ref.predict(X64)) < tol * np.linalg.norm(ref.predict(X64))
-    FastRidgeCV(alphas=[alpha], cv=cv, verbose=True, solution="dual").fit(X, y)
+    with pytest.warns(PrecisionWarning, match="solution='primal'"):  # (see below)
+        FastRidgeCV(alphas=[alpha], cv=cv, verbose=True, solution="dual").fit(X, y)
     assert "dual route unavailable" not in capsys.readouterr().err
+
+
+def _repeated_samples():
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.standard_normal((20, 200)), 2, axis=0)  # rank 20 of 40 samples
+    return X, X @ rng.standard_normal((200, 3)) + rng.standard_normal((40, 3))
+
+
+def _tall():
+    rng = np.random.default_rng(0)  # n_samples > n_features: a Gram of rank 40 of 400
+    X = rng.standard_normal((400, 3)) @ rng.standard_normal((3, 40))
+    X += rng.standard_normal((400, 40))
+    return X, X @ rng.standard_normal((40, 3)) * 0.1 + rng.standard_normal((400, 3))
+
+
+def _near_duplicates():
+    X, y, X64, y64, top = _near_duplicate_rows()
+    return X64, y64[:, None], top
+
+
+@pytest.mark.parametrize(
+    "problem, tiny, ordinary",
+    [
+        (_repeated_samples, [1e-4], [1e2]),  # off the dual route (it refuses such X)
+        (_tall, [1e-2], [1e3]),  # the covariance form
+        # full rank, on the dual route: Cholesky makers, then makers from an eigh
+        (_near_duplicates, [2e-8], [1e-2]),
+        (_near_duplicates, 2e-8 * np.logspace(0, 1, 10), 1e-2 * np.logspace(0, 1, 10)),
+    ],
+)
+def test_float32_dual_coefficients_warn_when_they_cannot_carry_the_fit(problem, tiny, ordinary):
+    """Dual coefficients c = (K + alpha I)^-1 y are ~y / (lambda + alpha) on each
+    eigenvector of the Gram, and predictions K_test c cancel the large parts: in
+    float32 their rounding costs the predictions up to eps * lambda_max /
+    (lambda_min + alpha), lambda_min 0 for a Gram of low rank. There is no better
+    way in float32, so past 1e-3 a PrecisionWarning says so, for the alpha chosen;
+    the fitted values here are then 1.4e-2 to 0.59 off float64's, so the warning is
+    about a real loss. At the ordinary alphas they are 2e-7 to 2e-6 off and nothing
+    is said, nor in float64."""
+    X, Y, *scale = problem()
+    scale = scale[0] if scale else 1.0
+    X_test = X  # (the fitted values: new points far from the data lose less)
+
+    def fit(alphas, dtype):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            m = FastRidgeCV(alphas=np.asarray(alphas) * scale, solution="dual")
+            m.fit(X.astype(dtype), Y.astype(dtype))
+        warned = [w for w in seen if issubclass(w.category, PrecisionWarning)]
+        return m.predict(X_test.astype(dtype)).astype(np.float64), warned
+
+    for alphas, loses in ((tiny, True), (ordinary, False)):
+        pred32, warned = fit(alphas, np.float32)
+        pred64, warned64 = fit(alphas, np.float64)
+        loss = np.linalg.norm(pred32 - pred64) / np.linalg.norm(pred64)
+        assert warned64 == []
+        if loses:
+            assert len(warned) == 1 and "solution='primal'" in str(warned[0].message)
+            assert loss > 3e-3, loss
+        else:
+            assert warned == [] and loss < 1e-4, loss
