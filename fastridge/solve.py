@@ -935,20 +935,21 @@ def ridge_cv(
             timings["refit"] += time.perf_counter() - t
 
     if solution == "dual" and n_targets:
-        # rounded to the lower precision of the computation and the coefficients' array
-        out_name = str(coef.dtype).replace("torch.", "")
-        name = str(cdtype)[6:]
-        if np.finfo(out_name).eps > torch.finfo(cdtype).eps:
-            name = out_name
+        # the computation's rounding, and the coefficients' array's (e.g. float32 after
+        # a redo in float64)
+        out_dtype = str(coef.dtype).replace("torch.", "")
+        eps = (torch.finfo(cdtype).eps, float(np.finfo(out_dtype).eps))
+        n_weighted = n_samples if sw is None else int(np.count_nonzero(sw))
         chosen = float(alphas[np.asarray(alpha_index)].min())
-        loss = dual_precision_loss(decomp, dual_route, chosen, float(np.finfo(name).eps))
+        loss = dual_precision_loss(decomp, dual_route, chosen, eps, n_weighted)
         if loss > PRECISION_TOLERANCE:
+            name = str(cdtype)[6:] if eps[0] >= eps[1] else out_dtype
             text = (
-                f"the dual coefficients, rounded to {name}, make predictions off by up to "
+                f"the dual coefficients, rounded to {name}, can make predictions off by "
                 f"~{loss:.1g} relative at alpha {chosen:g} (eps * max eigval / (min eigval "
-                "+ alpha) of X's Gram, its null space counting as eigval 0): fit in float64 "
-                "(and a float64 coef_out, if one is passed), use solution='primal', or "
-                "larger alphas"
+                "+ alpha) of X's Gram, its null space counting as eigval 0: a worst case "
+                "over the targets, within a small factor): fit in float64 (and a float64 "
+                "coef_out, if one is passed), use solution='primal', or larger alphas"
             )
             warnings.warn(text, PrecisionWarning, stacklevel=2)  # (shown with or without verbose)
     return RidgeCVResult(
@@ -972,25 +973,34 @@ def ridge_cv(
     )
 
 
-def dual_precision_loss(decomp, dual_route, alpha: float, eps: float) -> float:
-    """What predictions from dual coefficients c = (K + alpha I)^-1 y lose, relative,
-    when c is rounded to `eps`: eps * lambda_max / (lambda_min + alpha), the
-    eigenvalues of the Gram K, lambda_min 0 for X of rank below the rows. c is
-    ~y / (lambda + alpha) along each eigenvector and K_test c cancels its large
-    parts, so their rounding reaches the predictions scaled by up to lambda_max.
-    (Measured in float32, repeated samples, against float64: at 4.6 the
-    predictions were 0.68 off, at 4.6e-2 6.9e-3, at 4.6e-6 4.8e-7.) The
-    eigenvalues come from the decomposition, or on the dual route by Cholesky
-    from its estimates (`_cv.DualRoute.spectrum`); 0.0 without either."""
+def dual_precision_loss(decomp, dual_route, alpha: float, eps: tuple, n_weighted: int) -> float:
+    """What predictions from dual coefficients c = (K + alpha I)^-1 y lose, relative:
+    eps * lambda_max / (lambda_min + alpha), the eigenvalues of the Gram K, for the
+    rounding eps = (the computation's, the output's). c is ~y / (lambda + alpha)
+    along each eigenvector and K_test c cancels its large parts, so their rounding
+    reaches the predictions scaled by up to lambda_max. (Measured in float32,
+    repeated samples, against float64: at 4.6 the predictions were 0.68 off, at
+    4.6e-2 6.9e-3, at 4.6e-6 4.8e-7; a differential fuzz of 1,100 fits found the
+    loss 0.5 times the bound at the median, up to 3 times with n_samples >
+    n_features.)
+
+    lambda_min is 0 for a Gram of rank below its rows, but the `n_samples -
+    n_weighted` samples of weight 0 only count for the computation's rounding
+    off the dual route (a projection's remainder leaks into the other samples);
+    their dual coefficients are 0. The eigenvalues come from the decomposition,
+    or on the dual route by Cholesky from its estimates (`_cv.DualRoute.spectrum`,
+    which leave those samples out); 0.0 without either."""
     eigvals = decomp.eigvals
     if eigvals is not None and eigvals.numel():
         top, bottom = float(eigvals.max()), float(eigvals.min())
-        bottom = 0.0 if decomp.has_remainder else bottom
-    elif getattr(dual_route, "spectrum", None) is not None:
+        if decomp.rank < n_weighted - int(decomp.fit_intercept):
+            return max(eps) * top / alpha  # (X of low rank among the weighted samples)
+        low = 0.0 if decomp.has_remainder else bottom
+        return max(eps[0] * top / (low + alpha), eps[1] * top / (bottom + alpha))
+    if getattr(dual_route, "spectrum", None) is not None:
         top, bottom = dual_route.spectrum
-    else:
-        return 0.0
-    return eps * top / (bottom + alpha)
+        return max(eps) * top / (bottom + alpha)
+    return 0.0
 
 
 def _redo_in_float64(call: dict, splits, cdtype, n_targets, n_features, n_samples):
