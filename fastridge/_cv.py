@@ -523,6 +523,33 @@ def _symmetric_norm_estimate(apply, start: torch.Tensor, steps: int = 8) -> floa
     return norm
 
 
+def _weighted_rows(decomp: Decomposition, dtype: torch.dtype):
+    """(restrict, n_rows): the projection x -> x on the rows of the (reflected) Gram
+    of samples with weight, and how many independent directions they hold. A sample
+    of weight 0 has a zero row of Xs, which the reflection leaves zero (its entry
+    of the Householder vector is 0): the Gram's rows are the samples after the
+    first with an intercept, else all. With an intercept and a first sample of
+    weight 0 the reflection leaves every row as it is, so the intercept direction
+    q stays among them: a null direction that holds no target, projected out too.
+    Without a weight of 0, the identity and all the Gram's rows."""
+    sqrt_sw = decomp.sqrt_sw
+    n_rows = decomp.n_samples - int(decomp.fit_intercept)
+    if sqrt_sw is None or not bool((sqrt_sw == 0).any()):
+        return (lambda x: x), n_rows
+    intercept = decomp.fit_intercept
+    kept = ((sqrt_sw[1:] if intercept else sqrt_sw) > 0).to(dtype)
+    n_rows = int(kept.sum())
+    if not (intercept and float(sqrt_sw[0]) == 0.0):
+        return (lambda x: x * kept), n_rows
+    q = (sqrt_sw[1:] / torch.linalg.vector_norm(sqrt_sw)).to(dtype)
+
+    def restrict(x):
+        x = x * kept
+        return x - (q @ x) * q
+
+    return restrict, n_rows - 1
+
+
 FOLD_NOT_HELD_OUT = (
     "a cross-validation fold cannot be held out: the model refit without it is "
     "undetermined (e.g. the fold holds every sample with weight, or the only samples "
@@ -649,7 +676,11 @@ class DualRoute:
         # alphas) that keeps every maker out of fresh memory: A and two makers in
         # the copy of X, one in A.
         self.rank = gram_rank(G, n, decomp.n_features, work=A)
-        self.rank_deficient = self.rank < G.shape[0]
+        # samples of weight 0 are zero rows of the Gram, kept apart exactly: (K + alpha
+        # I)^-1 is 1 / alpha there and 0 across, and their coefficients are 0 (their
+        # rows of Xs and sqrt(w) are), so X is rank-deficient only below the others
+        self._weighted, rows = _weighted_rows(decomp, G.dtype)
+        self.rank_deficient = self.rank < rows
         if self.rank_deficient:
             # X of rank below the rows: the residuals' null-space part (the targets'
             # own, ~|y|) outweighs their range part (~alpha / eigval |y|), and the
@@ -686,7 +717,7 @@ class DualRoute:
             if inv is None:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
             if check and k == smallest:
-                self.spectrum = self._spectrum(top, inv, alpha, decomp)
+                self.spectrum = self._spectrum(top, inv, alpha)
                 if primal:
                     high, low = self.spectrum
                     self._refuse_primal(high / (low + alpha), alpha, eps)
@@ -717,44 +748,19 @@ class DualRoute:
         # 1 - h_i > 0 for alpha > 0 (validation rejects a single sample)
         self._set_weights(1.0 / torch.stack(one_minus_h) ** 2, decomp.dtype)
 
-    def _spectrum(self, top: float, inv: torch.Tensor, alpha: float, decomp: Decomposition):
+    def _spectrum(self, top: float, inv: torch.Tensor, alpha: float):
         """(lambda_max, lambda_min) of the Gram, estimated: `top` is lambda_max's, and
         `inv`, the lower triangle of (K + alpha I)^-1, gives 1 / (lambda_min + alpha)
         by power iteration (lambda_min 0 for X of rank below the rows). Both are
         lower estimates of their norms, so the ratio lambda_max / (lambda_min +
-        alpha) is estimated from below, within a small factor.
-
-        Samples of weight 0 are left out: their rows of the (reflected) Gram are
-        exactly zero, so (K + alpha I)^-1 is 1 / alpha there and 0 across, and the
-        route keeps them apart exactly (their dual coefficients are 0). Counted, a
-        fit redone in float64 warned of predictions ~0.5 off that were 3.6e-7 off
-        (a differential fuzz found it). With an intercept and a first sample of
-        weight 0 the reflection leaves the rest as they are, the intercept
-        direction q among them: a null direction that holds no target, left out
-        too."""
-        apply = lambda x: lower_symv(inv, x)  # noqa: E731
-        start = inv.diagonal()
-        rows = inv.shape[0]
-        sqrt_sw = decomp.sqrt_sw
-        if sqrt_sw is not None and bool((sqrt_sw == 0).any()):
-            # the Gram's rows: the samples after the first with an intercept (the
-            # reflection leaves a zero-weight row as it is, zero), else all
-            intercept = decomp.fit_intercept
-            kept = ((sqrt_sw[1:] if intercept else sqrt_sw) > 0).to(inv.dtype)
-            rows = int(kept.sum())
-            q = None
-            if intercept and float(sqrt_sw[0]) == 0.0:
-                q = (sqrt_sw[1:] / torch.linalg.vector_norm(sqrt_sw)).to(inv.dtype)
-                rows -= 1
-
-            def restrict(x):
-                x = x * kept
-                return x if q is None else x - (q @ x) * q
-
-            apply = lambda x: restrict(lower_symv(inv, restrict(x)))  # noqa: E731
-            start = restrict(start)
-        norm = _symmetric_norm_estimate(apply, start)
-        bottom = 0.0 if self.rank < rows else max(0.0, 1.0 / norm - alpha)
+        alpha) is estimated from below, within a small factor. Samples of weight 0
+        are left out (`_weighted_rows`): counted, a fit redone in float64 warned of
+        predictions ~0.5 off that were 3.6e-7 off (a differential fuzz found it)."""
+        restrict = self._weighted
+        norm = _symmetric_norm_estimate(
+            lambda x: restrict(lower_symv(inv, restrict(x))), restrict(inv.diagonal())
+        )
+        bottom = 0.0 if self.rank_deficient else max(0.0, 1.0 / norm - alpha)
         return top, bottom
 
     @staticmethod

@@ -99,9 +99,10 @@ def dual_coefficients(
     """
     alphas, scaled = _scaled_projection(decomp, chunk, alpha_per_target)
     dual = mm(scaled.T, decomp.U.T, out=out)  # (n_chunk, n_samples)
-    if chunk.remainder is not None:
+    if chunk.remainder is not None and not decomp.remainder_is_rounding:
         # the null-space part of c: no effect on predictions, kept so that
-        # dual = (K + alpha I)^-1 y exactly (as kernel ridge defines it)
+        # dual = (K + alpha I)^-1 y exactly (as kernel ridge defines it); none
+        # where only samples of weight 0 are null (their dual coefficients are 0)
         dual += (chunk.remainder / alphas[None, :]).T
     if decomp.sqrt_sw is not None:
         dual *= decomp.sqrt_sw[None, :]

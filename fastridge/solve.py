@@ -984,19 +984,19 @@ def dual_precision_loss(decomp, dual_route, alpha: float, eps: tuple, n_weighted
     loss 0.5 times the bound at the median, up to 3 times with n_samples >
     n_features.)
 
-    lambda_min is 0 for a Gram of rank below its rows, but the `n_samples -
-    n_weighted` samples of weight 0 only count for the computation's rounding
-    off the dual route (a projection's remainder leaks into the other samples);
-    their dual coefficients are 0. The eigenvalues come from the decomposition,
-    or on the dual route by Cholesky from its estimates (`_cv.DualRoute.spectrum`,
-    which leave those samples out); 0.0 without either."""
+    lambda_min is 0 for a Gram of rank below its rows, but samples of weight 0
+    (`n_samples - n_weighted` of them) do not count: their dual coefficients are 0
+    and no route mixes them with the others (`_cv.DualRoute` keeps them apart
+    exactly, `Decomposition.remainder_is_rounding` drops their remainder). The
+    eigenvalues come from the decomposition, or on the dual route by Cholesky from
+    its estimates (`_cv.DualRoute.spectrum`, which leave those samples out); 0.0
+    without either."""
     eigvals = decomp.eigvals
     if eigvals is not None and eigvals.numel():
         top, bottom = float(eigvals.max()), float(eigvals.min())
         if decomp.rank < n_weighted - int(decomp.fit_intercept):
-            return max(eps) * top / alpha  # (X of low rank among the weighted samples)
-        low = 0.0 if decomp.has_remainder else bottom
-        return max(eps[0] * top / (low + alpha), eps[1] * top / (bottom + alpha))
+            bottom = 0.0  # (X of low rank among the weighted samples)
+        return max(eps) * top / (bottom + alpha)
     if getattr(dual_route, "spectrum", None) is not None:
         top, bottom = dual_route.spectrum
         return max(eps) * top / (bottom + alpha)

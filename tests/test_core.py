@@ -991,33 +991,39 @@ def test_float32_dual_coefficients_warn_when_they_cannot_carry_the_fit(problem, 
 
 @pytest.mark.parametrize("first", [0, 1])
 @pytest.mark.parametrize("fit_intercept", [True, False])
-def test_dual_precision_warning_leaves_out_samples_of_weight_zero(first, fit_intercept):
-    """Samples of weight 0 are null directions of the weighted Gram, but the
-    leave-one-out route keeps them apart exactly and their dual coefficients are 0:
-    not counted there, where a float32 fit at alpha 1e-4 is redone in float64 and
-    its float32 dual coefficients lose nothing (it warned of ~0.5 for 4e-7; a
-    differential fuzz found it). With the first sample of weight 0 and an
-    intercept, the intercept direction stays in the Gram: left out too. With 5
-    folds the projection's remainder leaks their y / alpha into the others in
-    float32 (fitted values 0.2 off float64's): the warning stays."""
+def test_samples_of_weight_zero_cost_float32_dual_coefficients_nothing(first, fit_intercept):
+    """Samples of weight 0 are null directions of the weighted Gram, but their
+    weighted targets and dual coefficients are 0. They were counted as X's rank
+    deficiency: leave-one-out at alpha 1e-4 was redone in float64 and warned of
+    ~0.5 for a loss of 4e-7, and at 1e-4 lambda_max it left the dual route, whose
+    projection's remainder (rounding alone) leaked y / alpha into the others'
+    dual coefficients: fitted values 4e-4 off float64's, with 5 folds or GCV
+    0.22 at alpha 1e-4 (a differential fuzz found them). Now the dual route keeps
+    them apart, their remainder is dropped, and nothing is lost or said; with
+    the first sample of weight 0 and an intercept too (the intercept direction
+    then stays in the Gram). X of low rank among the weighted samples still warns."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 100))
     y = X @ rng.standard_normal(100) / 10 + rng.standard_normal(40)
     sw = rng.uniform(0.1, 3, 40)
     sw[first::5] = 0.0
+    top = np.linalg.eigvalsh((X - X.mean(0)) @ (X - X.mean(0)).T)[-1]
 
-    def fit(cv, dtype):
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            m = FastRidgeCV(alphas=[1e-4], cv=cv, fit_intercept=fit_intercept, solution="dual")
-            m.fit(X.astype(dtype), y.astype(dtype), sample_weight=sw.astype(dtype))
-        warned = [w for w in seen if issubclass(w.category, PrecisionWarning)]
-        return m.predict(X.astype(dtype)).astype(np.float64), warned
+    def loss(X, alpha, cv):
+        preds, warned = [], []
+        for dtype in (np.float32, np.float64):
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                m = FastRidgeCV(alphas=[alpha], cv=cv, fit_intercept=fit_intercept,
+                                solution="dual")  # fmt: skip
+                m.fit(X.astype(dtype), y.astype(dtype), sample_weight=sw.astype(dtype))
+            warned += [w for w in seen if issubclass(w.category, PrecisionWarning)]
+            preds.append(m.predict(X.astype(dtype)).astype(np.float64))
+        return np.linalg.norm(preds[0] - preds[1]) / np.linalg.norm(preds[1]), len(warned)
 
-    for cv, loses in ((None, False), (5, True)):
-        (pred32, warned), (pred64, _) = fit(cv, np.float32), fit(cv, np.float64)
-        loss = np.linalg.norm(pred32 - pred64) / np.linalg.norm(pred64)
-        if loses:
-            assert len(warned) == 1 and loss > 1e-2, loss
-        else:
-            assert warned == [] and loss < 1e-5, loss
+    for cv in (None, 5, "gcv"):
+        for alpha in (1e-4, 1e-4 * top):
+            lost, warned = loss(X, alpha, cv)
+            assert lost < 1e-5 and warned == 0, (cv, alpha, lost, warned)
+    repeated = np.repeat(X[:20], 2, axis=0)  # rank 20 among 32 weighted samples
+    assert loss(repeated, 1e-4 * top, None)[1] == 1
