@@ -166,8 +166,12 @@ class Decomposition:
         found it)."""
         if self.sqrt_sw is None or self.eigvals is None or not self.has_remainder:
             return False
-        n_weighted = int((self.sqrt_sw > 0).sum())
-        return self.rank >= n_weighted - int(self.fit_intercept)
+        return self.rank >= self.n_weighted - int(self.fit_intercept)
+
+    @functools.cached_property
+    def n_weighted(self) -> int:
+        """The number of samples with a weight above 0 (all without weights)."""
+        return self.n_samples if self.sqrt_sw is None else int((self.sqrt_sw > 0).sum())
 
     @property
     def rank(self) -> int:

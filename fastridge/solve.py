@@ -939,9 +939,8 @@ def ridge_cv(
         # a redo in float64)
         out_dtype = str(coef.dtype).replace("torch.", "")
         eps = (torch.finfo(cdtype).eps, float(np.finfo(out_dtype).eps))
-        n_weighted = n_samples if sw is None else int(np.count_nonzero(sw))
         chosen = float(alphas[np.asarray(alpha_index)].min())
-        loss = dual_precision_loss(decomp, dual_route, chosen, eps, n_weighted)
+        loss = dual_precision_loss(decomp, dual_route, chosen, eps)
         if loss > PRECISION_TOLERANCE:
             name = str(cdtype)[6:] if eps[0] >= eps[1] else out_dtype
             text = (
@@ -973,7 +972,7 @@ def ridge_cv(
     )
 
 
-def dual_precision_loss(decomp, dual_route, alpha: float, eps: tuple, n_weighted: int) -> float:
+def dual_precision_loss(decomp, dual_route, alpha: float, eps: tuple) -> float:
     """What predictions from dual coefficients c = (K + alpha I)^-1 y lose, relative:
     eps * lambda_max / (lambda_min + alpha), the eigenvalues of the Gram K, for the
     rounding eps = (the computation's, the output's). c is ~y / (lambda + alpha)
@@ -984,17 +983,17 @@ def dual_precision_loss(decomp, dual_route, alpha: float, eps: tuple, n_weighted
     loss 0.5 times the bound at the median, up to 3 times with n_samples >
     n_features.)
 
-    lambda_min is 0 for a Gram of rank below its rows, but samples of weight 0
-    (`n_samples - n_weighted` of them) do not count: their dual coefficients are 0
-    and no route mixes them with the others (`_cv.DualRoute` keeps them apart
-    exactly, `Decomposition.remainder_is_rounding` drops their remainder). The
-    eigenvalues come from the decomposition, or on the dual route by Cholesky from
-    its estimates (`_cv.DualRoute.spectrum`, which leave those samples out); 0.0
-    without either."""
+    lambda_min is 0 for a Gram of rank below its rows, but samples of weight 0 do
+    not count (the rank is compared with `Decomposition.n_weighted`): their dual
+    coefficients are 0 and no route mixes them with the others (`_cv.DualRoute`
+    keeps them apart exactly, `Decomposition.remainder_is_rounding` drops their
+    remainder). The eigenvalues come from the decomposition, or on the dual route
+    by Cholesky from its estimates (`_cv.DualRoute.spectrum`, which leave those
+    samples out); 0.0 without either."""
     eigvals = decomp.eigvals
     if eigvals is not None and eigvals.numel():
         top, bottom = float(eigvals.max()), float(eigvals.min())
-        if decomp.rank < n_weighted - int(decomp.fit_intercept):
+        if decomp.rank < decomp.n_weighted - int(decomp.fit_intercept):
             bottom = 0.0  # (X of low rank among the weighted samples)
         return max(eps) * top / (bottom + alpha)
     if getattr(dual_route, "spectrum", None) is not None:
