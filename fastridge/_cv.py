@@ -25,6 +25,7 @@ from one Cholesky inverse per alpha (`DualRoute`; `FoldDualRoute` for folds).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -487,6 +488,8 @@ class LostPrecision(ValueError):
         super().__init__(
             f"the held-out residuals would amplify {str(dtype)[6:]} rounding "
             f"{amplification:.3g}-fold"
+            if math.isfinite(amplification)
+            else f"a fold's refit is singular in {str(dtype)[6:]}"
         )
 
 
@@ -1206,6 +1209,12 @@ class LeaveGroupOut:
                     bracket = decomp.has_remainder or (predictions and not self.shrink_form[a])
                     L, info = torch.linalg.cholesky_ex(product.add_(base) if bracket else product)
                     if int(info) != 0:
+                        if decomp.dtype != torch.float64:
+                            # the rounded basis may be why (float32 at 1e-10 lambda_max
+                            # with samples of weight 0 was refused, float64 fits it; a
+                            # differential fuzz found it): redone in float64, which
+                            # refuses a fold that truly cannot be held out
+                            raise LostPrecision(float("inf"), decomp.dtype)
                         raise ValueError(FOLD_NOT_HELD_OUT)
                     inverse = torch.cholesky_inverse(L)
                     if residual_check:  # (I - H_bb)^-1 amplifies E_b's rounding

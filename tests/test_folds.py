@@ -1304,3 +1304,25 @@ def test_float32_leave_one_out_of_a_sample_alone_in_a_direction(capsys):
     assert "solving in float64" in capsys.readouterr().err
     assert got.coef_.dtype == np.float32
     assert_allclose(-got.alpha_scores_, ref.cv_results_.mean(axis=0), rtol=1e-6)
+
+
+def test_float32_fold_singular_from_rounding_is_solved_in_float64(capsys):
+    """107 x 84, 53 samples of weight 0 (so fewer weighted samples than features),
+    alpha 1e-10 lambda_max, 5 folds: in float32 a fold's refit came out singular
+    and the fit was refused as "cannot be held out", which float64 fits (a
+    differential fuzz found it). It is redone in float64 now (where a fold that
+    truly cannot be held out is still refused), float32 outputs within 1e-6 of
+    the float64 fit."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((107, 84)), rng.standard_normal(107)
+    sw = np.ones(107)
+    sw[rng.choice(107, 53, replace=False)] = 0.0
+    kept = X[sw > 0] - X[sw > 0].mean(0)
+    alpha = 1e-10 * np.linalg.eigvalsh(kept @ kept.T)[-1]
+    ref = FastRidgeCV(alphas=[alpha], cv=5).fit(X, y, sample_weight=sw)
+    got = FastRidgeCV(alphas=[alpha], cv=5, verbose=True).fit(
+        X.astype(np.float32), y.astype(np.float32), sample_weight=sw.astype(np.float32)
+    )
+    assert "singular in float32: solving in float64" in capsys.readouterr().err
+    assert got.coef_.dtype == np.float32
+    assert np.linalg.norm(got.coef_ - ref.coef_) < 1e-6 * np.linalg.norm(ref.coef_)
