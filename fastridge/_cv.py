@@ -77,6 +77,9 @@ class ProjectedChunk:
     full_projection : tensor of shape (n_rows, n_chunk) or None
         With ``project(..., null=True)`` and a null basis: [U N]^T Yc, whose first
         rank rows are UtY (`Decomposition.full_basis`, `LeaveGroupOut`).
+    low_projection : tensor of shape (d, n_chunk) or None
+        U_low^T Yc for the dropped directions of positive eigenvalue
+        (`Decomposition.low`), for the coefficients; None without any.
     """
 
     y: torch.Tensor | None
@@ -86,6 +89,7 @@ class ProjectedChunk:
     remainder: torch.Tensor | None
     fold_products: list | None = None
     full_projection: torch.Tensor | None = None
+    low_projection: torch.Tensor | None = None
 
 
 def project(
@@ -153,6 +157,7 @@ def project(
         remainder=rest,
         fold_products=products,
         full_projection=full,
+        low_projection=None if decomp.low is None else mm(decomp.low[0].T, Yc),
     )
 
 

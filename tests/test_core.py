@@ -1027,3 +1027,27 @@ def test_samples_of_weight_zero_cost_float32_dual_coefficients_nothing(first, fi
             assert lost < 1e-5 and warned == 0, (cv, alpha, lost, warned)
     repeated = np.repeat(X[:20], 2, axis=0)  # rank 20 among 32 weighted samples
     assert loss(repeated, 1e-4 * top, None)[1] == 1
+
+
+@pytest.mark.parametrize("rel", [1e-4, 1e-6, 1e-8])
+def test_coefficients_keep_directions_dropped_below_the_rank_tolerance(rel):
+    """X of 3 factors plus noise 1e-5, 57 x 52 (the covariance form): one eigenvalue,
+    2.6e-11, falls below the rank tolerance max(n, p) eps lambda_max (5.3e-11) and
+    was dropped, and with it its part of the coefficients, (v^T X^T y) / (eigval +
+    alpha): float64 coefficients were 2.4e-4, 5.4e-3 and 5.5e-3 off an exact
+    least-squares solve at alpha 1e-4, 1e-6 and 1e-8 lambda_max (a differential
+    fuzz found it; predictions agreed to ~1e-8). Kept for the coefficients now
+    (`Decomposition.low`): within eps * lambda_max / alpha. Exactly null
+    directions (copied columns) stay dropped: their eigenvalues are rounding."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((57, 3)) @ rng.standard_normal((3, 52))
+    X += 1e-5 * rng.standard_normal((57, 52))
+    y = rng.standard_normal(57)
+    top = np.linalg.eigvalsh(X @ X.T)[-1]
+    for Xf in (X, np.hstack([X, X[:, :5]])):  # (then 5 exactly null directions too)
+        alpha = rel * top
+        A = np.vstack([Xf, np.sqrt(alpha) * np.eye(Xf.shape[1])])
+        exact = np.linalg.lstsq(A, np.concatenate([y, np.zeros(Xf.shape[1])]), rcond=None)[0]
+        got = FastRidgeCV(alphas=[alpha], fit_intercept=False).fit(Xf, y)
+        err = np.linalg.norm(got.coef_ - exact) / np.linalg.norm(exact)
+        assert err < 100 * np.finfo(float).eps / rel, err
