@@ -101,12 +101,12 @@ class Decomposition:
     low : (basis, M, eigvals, tol) or None
         The eigen-directions dropped as numerically zero whose eigenvalue is still
         above rounding (LOW_FLOOR eps lambda_max < eigval <= tol, the rank
-        tolerance): their basis (n_samples, d)
-        and M (n_features, d), compute dtype, and eigvals (d,), float64; None
-        without any. Their eigenvalues are not accurate, but at alpha far above
-        tol their part of the primal coefficients, M (U^T Yc / (eigval + alpha)),
-        hardly depends on them, and dropping it cost up to 5.5e-3 of float64
-        coefficients (`_refit.coefficients`, LOW_ALPHA_FACTOR).
+        tolerance): their basis (n_samples, d) and M (n_features, d), compute
+        dtype, eigvals (d,), float64, and tol; None without any. Their eigenvalues
+        are not accurate, but at alpha far above tol their part of the primal
+        coefficients, M (U^T Yc / (eigval + alpha)), hardly depends on them, and
+        dropping it cost up to 5.5e-3 of float64 coefficients
+        (`_refit.coefficients`, LOW_ALPHA_FACTOR).
     """
 
     U: torch.Tensor | None

@@ -63,7 +63,7 @@ LOW_ALPHA_FACTOR = 100.0
 def _add_low_directions(decomp: Decomposition, chunk: ProjectedChunk, alphas, coef, intercept):
     """coef += M_low (U_low^T Yc / (eigval + alpha)), and the intercepts to match, for
     the targets whose alpha is far above the rank tolerance (`Decomposition.low`):
-    eigen-directions dropped as numerically zero but positive. Their eigenvalues
+    eigen-directions dropped as numerically zero but above rounding. Their eigenvalues
     are below tol and inaccurate, yet at alpha >> tol their part hardly depends
     on them, and without it float64 coefficients of X of a few factors plus noise
     1e-5 (57 x 52) were 2.4e-4 off an exact solve at alpha 1e-4 lambda_max and
