@@ -78,7 +78,7 @@ class ProjectedChunk:
         With ``project(..., null=True)`` and a null basis: [U N]^T Yc, whose first
         rank rows are UtY (`Decomposition.full_basis`, `LeaveGroupOut`).
     low_projection : tensor of shape (d, n_chunk) or None
-        U_low^T Yc for the dropped directions of positive eigenvalue
+        U_low^T Yc for the dropped directions above rounding
         (`Decomposition.low`), for the coefficients; None without any.
     """
 
