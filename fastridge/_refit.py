@@ -76,7 +76,7 @@ def _add_low_directions(decomp: Decomposition, chunk: ProjectedChunk, alphas, co
         return
     shrink = 1.0 / (eigvals.to(alphas.device)[:, None] + alphas[None, :].to(torch.float64))
     scaled = chunk.low_projection * (shrink * counted[None, :]).to(coef.dtype)  # (d, n_chunk)
-    coef += mm(scaled.T, M.T)
+    coef.addmm_(scaled.T, M.T)  # (in place: no (n_chunk, n_features) temporary)
     if decomp.fit_intercept:
         intercept -= (M.T @ decomp.x_offset) @ scaled
 
