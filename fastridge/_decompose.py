@@ -180,12 +180,15 @@ class Decomposition:
             return False
         if self.dtype == torch.float64:
             return False
-        return self.rank >= self.n_weighted - int(self.fit_intercept)
+        return self.full_rank_where_weighted
 
     @functools.cached_property
-    def n_weighted(self) -> int:
-        """The number of samples with a weight above 0 (all without weights)."""
-        return self.n_samples if self.sqrt_sw is None else int((self.sqrt_sw > 0).sum())
+    def full_rank_where_weighted(self) -> bool:
+        """Whether the kept directions span every sample direction of weight above 0
+        (rank = their count, less the intercept): any further null direction of the
+        Gram is a sample of weight 0, whose weighted target and dual coefficient are 0."""
+        n_weighted = self.n_samples if self.sqrt_sw is None else int((self.sqrt_sw > 0).sum())
+        return self.rank >= n_weighted - int(self.fit_intercept)
 
     @property
     def rank(self) -> int:

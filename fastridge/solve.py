@@ -984,22 +984,21 @@ def dual_precision_loss(decomp, dual_route, alpha: float, eps: tuple) -> float:
     n_features.)
 
     lambda_min is 0 for a Gram of rank below its rows, but samples of weight 0 do
-    not count (the rank is compared with `Decomposition.n_weighted`): their dual
-    coefficients are 0 and no route mixes them with the others (`_cv.DualRoute`
-    keeps them apart exactly, `Decomposition.remainder_is_rounding` drops their
-    remainder). The eigenvalues come from the decomposition, or on the dual route
+    not count (`Decomposition.full_rank_where_weighted`): their dual coefficients
+    are 0 and no route mixes them with the others (`_cv.DualRoute` keeps them
+    apart exactly, `Decomposition.remainder_is_rounding` drops their remainder
+    below float64). The eigenvalues come from the decomposition, or on the dual route
     by Cholesky from its estimates (`_cv.DualRoute.spectrum`, which leave those
     samples out); 0.0 without either."""
     eigvals = decomp.eigvals
     if eigvals is not None and eigvals.numel():
-        top, bottom = float(eigvals.max()), float(eigvals.min())
-        if decomp.rank < decomp.n_weighted - int(decomp.fit_intercept):
-            bottom = 0.0  # (X of low rank among the weighted samples)
-        return max(eps) * top / (bottom + alpha)
-    if getattr(dual_route, "spectrum", None) is not None:
+        top = float(eigvals.max())
+        bottom = float(eigvals.min()) if decomp.full_rank_where_weighted else 0.0
+    elif getattr(dual_route, "spectrum", None) is not None:
         top, bottom = dual_route.spectrum
-        return max(eps) * top / (bottom + alpha)
-    return 0.0
+    else:
+        return 0.0
+    return max(eps) * top / (bottom + alpha)
 
 
 def _redo_in_float64(call: dict, splits, cdtype, n_targets, n_features, n_samples):
