@@ -946,6 +946,21 @@ def _near_duplicates():
     return X64, y64[:, None], top
 
 
+def _dual_fits_float32_and_float64(X, Y, sample_weight=None, **params):
+    """solution="dual" fitted to X, Y in float32 and in float64: the relative distance
+    of their fitted values, and the PrecisionWarnings of each fit (two lists)."""
+    preds, warned = [], []
+    for dtype in (np.float32, np.float64):
+        weights = None if sample_weight is None else sample_weight.astype(dtype)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            m = FastRidgeCV(solution="dual", **params)
+            m.fit(X.astype(dtype), Y.astype(dtype), sample_weight=weights)
+        warned.append([w for w in seen if issubclass(w.category, PrecisionWarning)])
+        preds.append(m.predict(X.astype(dtype)).astype(np.float64))
+    return np.linalg.norm(preds[0] - preds[1]) / np.linalg.norm(preds[1]), *warned
+
+
 @pytest.mark.parametrize(
     "problem, tiny, ordinary",
     [
@@ -967,20 +982,11 @@ def test_float32_dual_coefficients_warn_when_they_cannot_carry_the_fit(problem, 
     is said, nor in float64."""
     X, Y, *scale = problem()
     scale = scale[0] if scale else 1.0
-    X_test = X  # (the fitted values: new points far from the data lose less)
-
-    def fit(alphas, dtype):
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            m = FastRidgeCV(alphas=np.asarray(alphas) * scale, solution="dual")
-            m.fit(X.astype(dtype), Y.astype(dtype))
-        warned = [w for w in seen if issubclass(w.category, PrecisionWarning)]
-        return m.predict(X_test.astype(dtype)).astype(np.float64), warned
-
+    # (on the fitted values: new points far from the data lose less)
     for alphas, loses in ((tiny, True), (ordinary, False)):
-        pred32, warned = fit(alphas, np.float32)
-        pred64, warned64 = fit(alphas, np.float64)
-        loss = np.linalg.norm(pred32 - pred64) / np.linalg.norm(pred64)
+        loss, warned, warned64 = _dual_fits_float32_and_float64(
+            X, Y, alphas=np.asarray(alphas) * scale
+        )
         assert warned64 == []
         if loses:
             assert len(warned) == 1 and "solution='primal'" in str(warned[0].message)
@@ -1010,16 +1016,10 @@ def test_samples_of_weight_zero_cost_float32_dual_coefficients_nothing(first, fi
     top = np.linalg.eigvalsh((X - X.mean(0)) @ (X - X.mean(0)).T)[-1]
 
     def loss(X, alpha, cv):
-        preds, warned = [], []
-        for dtype in (np.float32, np.float64):
-            with warnings.catch_warnings(record=True) as seen:
-                warnings.simplefilter("always")
-                m = FastRidgeCV(alphas=[alpha], cv=cv, fit_intercept=fit_intercept,
-                                solution="dual")  # fmt: skip
-                m.fit(X.astype(dtype), y.astype(dtype), sample_weight=sw.astype(dtype))
-            warned += [w for w in seen if issubclass(w.category, PrecisionWarning)]
-            preds.append(m.predict(X.astype(dtype)).astype(np.float64))
-        return np.linalg.norm(preds[0] - preds[1]) / np.linalg.norm(preds[1]), len(warned)
+        lost, warned32, warned64 = _dual_fits_float32_and_float64(
+            X, y, sw, alphas=[alpha], cv=cv, fit_intercept=fit_intercept
+        )
+        return lost, len(warned32) + len(warned64)
 
     for cv in (None, 5, "gcv"):
         for alpha in (1e-4, 1e-4 * top):
