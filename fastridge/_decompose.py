@@ -250,6 +250,14 @@ def _reflect(v: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return A
 
 
+def _orthonormalise(A: torch.Tensor) -> torch.Tensor:
+    """A R^-1 with R^T R = A^T A (Cholesky QR), for A of shape (n_rows, rank) with
+    nearly orthonormal columns: column j loses its parts along columns 0..j-1 (the
+    larger eigenvalues' directions, where its error lies) and its norm's rounding."""
+    R = torch.linalg.cholesky(A.T @ A, upper=True)
+    return torch.linalg.solve_triangular(R, A, upper=True, left=False)
+
+
 def _finite(product: torch.Tensor, name: str, Xs: torch.Tensor) -> torch.Tensor:
     """`product` (X's Gram or covariance), or a ValueError naming the overflow: a
     finite X of huge magnitude (e.g. 1e200) made LAPACK's eigh fail to converge."""
@@ -275,6 +283,7 @@ def decompose(
     keep_design: bool = True,
     keep_basis64: bool = False,
     make_M: float | None = None,
+    dual: bool = False,
 ) -> Decomposition:
     """Centre, weight and eigendecompose X once.
 
@@ -321,6 +330,15 @@ def decompose(
         (M_TOLERANCE): a float64 GEMM of 2 n_samples n_features rank flops,
         measured +0.4-0.65 s against the float32 one's 0.2 s at M (n=2000,
         p=8000); the benchmark problems stay below it (S: bound 6.7 at alpha 5e3).
+    dual : bool
+        The fit returns dual coefficients: in covariance form, orthonormalise U
+        (`_orthonormalise`). U = Xs V / s carries ~eps sqrt(lambda_max / lambda_j)
+        of the top directions in its column j, and the dual coefficients
+        U (U^T y) / (eigval + alpha) pass that on to the fitted values K c times
+        lambda_max / (lambda_j + alpha): float64 dual fitted values of X = one
+        factor + noise 8e-6 were up to 0.4 off at alpha 1e-10 lambda_max (the
+        primal ones 3e-6). Rounding alone leaves eps lambda_max / alpha
+        (`solve.dual_precision_loss`).
 
     Returns
     -------
@@ -430,6 +448,9 @@ def decompose(
     else:
         basis_M = (vecs * s).to(compute_dtype).contiguous()  # V diag(s)
         U_rows = mm(Z, vecs) / s  # (n_rows, rank)
+        # (below the compute dtype's rounding, e.g. float32 from float64, no need)
+        if dual and eps * float(s[0] / s[-1]) > torch.finfo(compute_dtype).eps:
+            U_rows = _orthonormalise(U_rows)
 
     def back(rows: torch.Tensor) -> torch.Tensor:
         """Columns in rotated coordinates back to samples: H [0; rows]."""

@@ -548,6 +548,7 @@ def ridge_cv(
             overwrite_x=overwrite_x,
             x_dot_offset=solution == "dual" and fit_intercept,
             keep_basis64=bool(partitions),  # (for folds from the decomposition)
+            dual=solution == "dual",
         )
         # Primal coefficients come from the design on the dual route (Xs^T c), off it
         # from M = Xs^T U (made from the design, or in float64 with the decomposition

@@ -1029,6 +1029,29 @@ def test_samples_of_weight_zero_cost_float32_dual_coefficients_nothing(first, fi
     assert loss(repeated, 1e-4 * top, None)[1] == 1
 
 
+@pytest.mark.parametrize("seed", [1, 4])
+@pytest.mark.parametrize("cv", [None, 3])
+def test_float64_dual_coefficients_of_the_covariance_form(seed, cv):
+    """n_samples > n_features, X = one factor + noise 8e-6 + 5, alpha 1e-10
+    lambda_max: the covariance form's U = Xs V / s carried ~eps sqrt(lambda_max /
+    lambda_j) of the top direction in its small columns, and the dual coefficients
+    multiplied that by lambda_max / (lambda_j + alpha) in the fitted values: 2.1e-2
+    and 0.40 off scikit-learn's, unwarned (the primal fit 2.8e-7 and 2.9e-6; a
+    differential fuzz found it, with weights and GroupKFold). U is orthonormalised
+    for dual fits now: 3e-5 and 1e-4."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((24, 1)) @ rng.standard_normal((1, 3))
+    X += 8e-6 * rng.standard_normal((24, 3)) + 5
+    y = X @ rng.standard_normal(3) + rng.standard_normal(24) + 100
+    alpha = 1e-10 * np.linalg.eigvalsh(np.cov(X.T, bias=True) * 24)[-1]
+    exact = Ridge(alpha=alpha, solver="svd").fit(X, y).predict(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionWarning)
+        got = FastRidgeCV(alphas=[alpha], cv=cv, solution="dual").fit(X, y).predict(X)
+    err = np.abs(got - exact).max() / np.abs(exact - y.mean()).max()
+    assert err < 1e-3, err
+
+
 @pytest.mark.parametrize("rel", [1e-4, 1e-6, 1e-8])
 def test_coefficients_keep_directions_dropped_below_the_rank_tolerance(rel):
     """X of 3 factors plus noise 1e-5, 57 x 52 (the covariance form): one eigenvalue,
