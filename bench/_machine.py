@@ -276,26 +276,42 @@ def first_touch_rate(n_bytes: int = 256 << 20) -> dict:
     return {"bytes": n_bytes, "gb_per_s": rates, "numpy_hugepage_hint": hint}
 
 
-def calibrate(n_samples: int, n_features: int, eigh_size: int, eigh_max: int = 4000) -> dict:
+def calibrate(
+    n_samples: int,
+    n_features: int,
+    eigh_size: int,
+    eigh_max: int = 4000,
+    probes: bool = True,
+    eigh_dtypes: tuple = ("float64", "float32"),
+) -> dict:
     """GEMM rates at the shapes the solver runs and the eigh time at its size.
 
     GEMM: (n_samples, n_samples) @ (n_samples, 2048), the per-alpha residual
-    shape, in float32 and float64; and the Gram shape (n, p) @ (p, n) in
-    float64. eigh: measured at min(eigh_size, eigh_max) in float64 and float32;
-    above eigh_max the time is extrapolated as size**3 (stated in the result).
+    shape, in float32 and float64; with `probes`, also the Gram shape (n, p) @
+    (p, n) in float64 and the first-touch rate of fresh memory (~10 s more at
+    the headline size). eigh: measured at min(eigh_size, eigh_max) in each of
+    `eigh_dtypes`; above eigh_max the time is extrapolated as size**3 (stated in
+    the result). eigh_size 0 (the dual route with few alphas has no eigh)
+    records 0 seconds.
     """
     k = min(n_samples, 4096)
     chunk = 2048
-    out = {"load_before": load_average(), "first_touch": first_touch_rate()}
+    out = {"load_before": load_average()}
+    if probes:
+        out["first_touch"] = first_touch_rate()
     out["gemm"] = {
         "float32": gemm_rate(k, k, chunk, "float32"),
         "float64": gemm_rate(k, k, chunk, "float64"),
     }
-    kf = min(n_features, 8192)
-    out["gemm_gram_float64"] = gemm_rate(k, kf, k, "float64", repeats=2)
+    if probes:
+        kf = min(n_features, 8192)
+        out["gemm_gram_float64"] = gemm_rate(k, kf, k, "float64", repeats=2)
     measured = min(eigh_size, eigh_max)
     out["eigh"] = {}
-    for dtype in ("float64", "float32"):
+    for dtype in eigh_dtypes:
+        if not measured:
+            out["eigh"][dtype] = {"seconds": 0.0, "size": 1, "seconds_at_size": 0.0}
+            continue
         e = eigh_time(measured, dtype, repeats=3 if measured <= 2000 else 1)
         e["extrapolated_to"] = eigh_size
         e["seconds_at_size"] = e["seconds"] * (eigh_size / measured) ** 3

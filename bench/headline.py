@@ -46,8 +46,7 @@ sys.path.insert(1, str(HERE))
 import _problems  # noqa: E402
 from _flops import flop_model, roofline  # noqa: E402
 from _machine import (  # noqa: E402
-    eigh_time,
-    gemm_rate,
+    calibrate,
     load_average,
     machine_info,
     peak_rss_bytes,
@@ -153,21 +152,10 @@ def peer_estimates(n, p, t, n_alphas) -> dict:
 
 
 def calibration(model: dict, n_samples: int) -> dict:
-    """The rates behind the roofline, measured as the suite's calibration does
-    (bench/_machine.calibrate): the fastest library's float32 and float64 GEMM at
-    the per-alpha shape (k, k) @ (k, 2048), k = min(n_samples, 4096), and the
-    float64 eigh only when the model has one (the dual route with up to 8 alphas
-    has none), timed at up to 4000 and scaled as size**3."""
-    k = min(n_samples, 4096)
-    cal = {"gemm": {d: gemm_rate(k, k, 2048, d) for d in ("float32", "float64")}}
-    size = model["eigh_size"]
-    if size:
-        e = eigh_time(min(size, 4000), "float64", repeats=1)
-        cal["eigh"] = {"float64": {**e, "seconds": e["seconds"] * (size / e["size"]) ** 3,
-                                   "size": size}}  # fmt: skip
-    else:
-        cal["eigh"] = {"float64": {"seconds": 0.0, "size": 1}}
-    return cal
+    """The rates behind the roofline, measured as the suite's calibration
+    (bench/_machine.calibrate) but without its probes: the GEMMs at the per-alpha
+    shape and the float64 eigh only (none for the dual route with few alphas)."""
+    return calibrate(n_samples, 0, model["eigh_size"], probes=False, eigh_dtypes=("float64",))
 
 
 def roofline_fields(model: dict, calibrations: list[dict], wall: float, stages: dict) -> dict:
