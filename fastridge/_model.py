@@ -15,7 +15,8 @@ Layout of a model directory (written by ``fastridge solve``)::
 
 With ``solve --solution dual`` (model.json "solution": "dual"), coef.npy is
 replaced by the kernel-ridge form, from which predictions are
-(X_new X_fit^T - (X_new x_mean) 1^T) dual_coef^T + intercept::
+X_new (X_fit - x_mean)^T dual_coef^T + intercept (formed centred,
+`_refit.dual_kernel`)::
 
     dual_coef.npy    (n_targets, n_samples)    compute dtype
     x_fit.npy        (n_samples, n_features)   the training X, compute dtype

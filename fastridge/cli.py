@@ -1001,24 +1001,28 @@ def _predictions(files, X, chunk, args, progress=None):
     if getattr(args, "threads", None):
         torch.set_num_threads(int(args.threads))
     from ._backend import host_copy, mm
+    from ._refit import dual_kernel
 
     dtype = files.coef.dtype
     Xt = torch.from_numpy(host_copy(X, dtype))
     _io.drop_pages(X)
+    x_dot = None
     if files.solution == "dual":
-        # kernel with the training samples, centred on their mean: (n_rows, n_samples)
-        mean = torch.from_numpy(np.asarray(files.x_mean, dtype=dtype))
-        K = torch.empty((Xt.shape[0], files.n_coef), dtype=Xt.dtype)
-        step = max(1, _XFIT_BLOCK_BYTES // max(1, files.n_features * Xt.element_size()))
-        for start in range(0, files.n_coef, step):  # x_fit.npy a block of rows at a time
-            block = torch.from_numpy(host_copy(files.x_fit[start : start + step], dtype))
-            mm(Xt, block.T, out=K[:, start : start + step])
-            _io.drop_pages(files.x_fit)
-        Xt = K.sub_((Xt @ mean)[:, None])
+        # the kernel with the training samples, centred (`_refit.dual_kernel`)
+        def blocks():
+            step = max(1, _XFIT_BLOCK_BYTES // max(1, files.n_features * 8))
+            for start in range(0, files.n_coef, step):  # x_fit.npy a block of rows at a time
+                yield start, torch.from_numpy(host_copy(files.x_fit[start : start + step], dtype))
+                _io.drop_pages(files.x_fit)
+
+        mean = torch.from_numpy(np.asarray(files.x_mean, dtype=np.float64))
+        Xt, x_dot = dual_kernel(Xt, blocks(), mean, files.n_coef)
     for sl in chunk_slices(files.n_targets, chunk):
         W = torch.from_numpy(_io.read_rows(files.path / f"{files.coef_name}.npy", sl))
         pred = mm(Xt, W.T)
         pred += torch.from_numpy(np.asarray(files.intercept[sl], dtype=dtype))
+        if x_dot is not None:
+            pred += W @ x_dot
         yield sl, pred.numpy()
         if progress is not None:
             progress.advance(sl.stop - sl.start)

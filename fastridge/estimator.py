@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._backend import OutputKind, array_kind, as_tensor, float_dtype_of, mm, torch_dtype
 from ._chunks import available_memory, parse_bytes
+from ._refit import dual_kernel
 from ._scoring import BUILTIN_SCORES, Scoring
 from ._validation import check_finite_chunk, check_sample_weight, check_target_array
 from .solve import ridge_cv
@@ -43,6 +44,9 @@ def _check_features_tensor(X, estimator_name: str, name: str = "X"):
         t = t.to(torch.float64)
     check_finite_chunk(t, name)
     return t
+
+
+_X_FIT_BLOCK_BYTES = 64 << 20  # rows of X_fit_ made float64 at a time in predict (dual)
 
 
 class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
@@ -451,11 +455,12 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         ).reshape(-1)
         Xt = as_tensor(Xv, device, dtype)
         if dual:
-            # X (X_fit - mean)^T = X X_fit^T - (X mean) 1^T; the intercept already
-            # holds -mean (X_fit - mean)^T dual, as it holds -mean coef in the primal
             X_fit = as_tensor(self.X_fit_, device, dtype)
-            mean = as_tensor(self.X_mean_, device, dtype)
-            Xt = mm(Xt, X_fit.T) - (Xt @ mean)[:, None]
+            step = max(1, _X_FIT_BLOCK_BYTES // max(1, X_fit.shape[1] * 8))
+            blocks = ((s, X_fit[s : s + step]) for s in range(0, X_fit.shape[0], step))
+            mean = as_tensor(self.X_mean_, device, torch.float64)
+            Xt, x_dot = dual_kernel(Xt, blocks, mean, X_fit.shape[0])
+            b = b + W @ x_dot
         pred = mm(Xt, W.T) + b
         if self._y_ndim == 1:
             pred = pred.reshape(-1)

@@ -4,15 +4,18 @@ Checked against the primal fit (coef_ = dual_coef_ @ (X_fit_ - X_mean_), same
 alphas, same predictions) and against scikit-learn's KernelRidge dual_coef_.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from conftest import make_problem
 from sklearn.kernel_ridge import KernelRidge
+from sklearn.linear_model import Ridge
 from sklearn.model_selection import GroupKFold
 from sklearn.utils._param_validation import InvalidParameterError
 
-from fastridge import FastRidgeCV
+from fastridge import FastRidgeCV, PrecisionWarning
 from fastridge.solve import ridge_cv
 
 ALPHAS = np.logspace(-2, 3, 6)
@@ -120,6 +123,32 @@ def test_coef_of_a_dual_fit_is_explained_and_refits_switch_cleanly():
     assert not hasattr(est, "coef_") and hasattr(est, "dual_coef_")
     with pytest.raises(AttributeError, match="no attribute 'nonexistent_'"):
         est.nonexistent_  # noqa: B018
+
+
+def _offset_problem(seed=0, offset=20.0):
+    """60 x 200 float32 X far from centred (offset 20, spread 1), y, and the float64
+    scikit-learn predictions at alpha 1e-2 lambda_max."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((60, 200)) + offset
+    y = (X - offset) @ rng.standard_normal(200) / 10 + rng.standard_normal(60)
+    Xc = X - X.mean(0)
+    alpha = 1e-2 * np.linalg.eigvalsh(Xc @ Xc.T)[-1]
+    exact = Ridge(alpha=alpha, solver="svd").fit(X, y).predict(X)
+    return X.astype(np.float32), y.astype(np.float32), alpha, exact
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_float32_dual_predictions_of_x_far_from_centred(seed):
+    """predict forms the kernel with the training samples centred
+    (`_refit.dual_kernel`): uncentred, X X_fit^T was rounded at eps |X|^2, 400 times
+    the centred kernel's here, and the dual coefficients (~y / alpha) carried that
+    into predictions 8e-4 off float64's at an ordinary alpha, unwarned; 4e-7 now."""
+    X, y, alpha, exact = _offset_problem(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionWarning)
+        got = FastRidgeCV(alphas=[alpha], solution="dual").fit(X, y).predict(X)
+    err = np.linalg.norm(got - exact) / np.linalg.norm(exact - exact.mean())
+    assert err < 1e-5, err
 
 
 def test_bad_solution():
