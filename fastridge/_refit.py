@@ -203,7 +203,10 @@ def from_residuals(
     return coef, chunk.y_offset - c @ decomp.design_offset
 
 
-def dual_kernel(X: torch.Tensor, fit_blocks, mean: torch.Tensor, n_fit: int):
+X_FIT_BLOCK_BYTES = 64 << 20  # training rows `dual_kernel` takes in float64 at a time
+
+
+def dual_kernel(X: torch.Tensor, X_fit, mean: torch.Tensor, read=None):
     """The kernel of a dual model's predictions, centred:
 
         K     = (X - mean) (X_fit - mean)^T    (n_rows, n_fit), X's dtype
@@ -220,24 +223,28 @@ def dual_kernel(X: torch.Tensor, fit_blocks, mean: torch.Tensor, n_fit: int):
     Parameters
     ----------
     X : tensor of shape (n_rows, n_features)
-    fit_blocks : iterable of (start, tensor of shape (n_block, n_features))
-        The training samples' rows, in blocks, in order.
+    X_fit : tensor or array of shape (n_fit, n_features)
+        The training samples, read X_FIT_BLOCK_BYTES of float64 at a time.
     mean : tensor of shape (n_features,), float64
-    n_fit : int
-        Number of training samples.
+    read : callable, optional
+        A block of X_fit's rows to a tensor (default: the block itself).
 
     Returns
     -------
     K : tensor of shape (n_rows, n_fit)
     x_dot : tensor of shape (n_fit,)
     """
+    n_fit, n_features = X_fit.shape
     mean = mean.to(device=X.device, dtype=torch.float64)
+    mean_sq = mean @ mean
     Xc = X - mean.to(X.dtype)
     K = X.new_empty((X.shape[0], n_fit))
     x_dot = torch.empty(n_fit, dtype=torch.float64, device=X.device)
-    for start, block in fit_blocks:
+    step = max(1, X_FIT_BLOCK_BYTES // max(1, n_features * 8))
+    for start in range(0, n_fit, step):
+        block = X_fit[start : start + step]
+        block = (block if read is None else read(block)).to(X.device, torch.float64)
         stop = start + block.shape[0]
-        block64 = block.to(device=X.device, dtype=torch.float64)
-        x_dot[start:stop] = block64 @ mean - mean @ mean
-        mm(Xc, (block64 - mean).to(X.dtype).T, out=K[:, start:stop])
+        x_dot[start:stop] = block @ mean - mean_sq
+        mm(Xc, (block - mean).to(X.dtype).T, out=K[:, start:stop])
     return K, x_dot.to(X.dtype)

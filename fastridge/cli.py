@@ -989,9 +989,6 @@ def _predict_chunk_size(args, files, n_rows, group_size=1, extra=0):
     return int(min(chunk, files.n_targets))
 
 
-_XFIT_BLOCK_BYTES = 64 << 20  # rows of a dual model's x_fit.npy read at a time
-
-
 def _predictions(files, X, chunk, args, progress=None):
     """Yield (slice, predictions of shape (n_samples, len)) over target chunks."""
     import torch
@@ -1008,15 +1005,14 @@ def _predictions(files, X, chunk, args, progress=None):
     _io.drop_pages(X)
     x_dot = None
     if files.solution == "dual":
-        # the kernel with the training samples, centred (`_refit.dual_kernel`)
-        def blocks():
-            step = max(1, _XFIT_BLOCK_BYTES // max(1, files.n_features * 8))
-            for start in range(0, files.n_coef, step):  # x_fit.npy a block of rows at a time
-                yield start, torch.from_numpy(host_copy(files.x_fit[start : start + step], dtype))
-                _io.drop_pages(files.x_fit)
+        # the kernel with the training samples, centred; x_fit.npy a block at a time
+        def read(rows):
+            block = torch.from_numpy(host_copy(rows, dtype))
+            _io.drop_pages(files.x_fit)
+            return block
 
         mean = torch.from_numpy(np.asarray(files.x_mean, dtype=np.float64))
-        Xt, x_dot = dual_kernel(Xt, blocks(), mean, files.n_coef)
+        Xt, x_dot = dual_kernel(Xt, files.x_fit, mean, read)
     for sl in chunk_slices(files.n_targets, chunk):
         W = torch.from_numpy(_io.read_rows(files.path / f"{files.coef_name}.npy", sl))
         pred = mm(Xt, W.T)

@@ -46,9 +46,6 @@ def _check_features_tensor(X, estimator_name: str, name: str = "X"):
     return t
 
 
-_X_FIT_BLOCK_BYTES = 64 << 20  # rows of X_fit_ made float64 at a time in predict (dual)
-
-
 class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Ridge regression with built-in cross-validation of alpha, for many targets.
 
@@ -455,11 +452,10 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         ).reshape(-1)
         Xt = as_tensor(Xv, device, dtype)
         if dual:
-            X_fit = as_tensor(self.X_fit_, device, dtype)
-            step = max(1, _X_FIT_BLOCK_BYTES // max(1, X_fit.shape[1] * 8))
-            blocks = ((s, X_fit[s : s + step]) for s in range(0, X_fit.shape[0], step))
             mean = as_tensor(self.X_mean_, device, torch.float64)
-            Xt, x_dot = dual_kernel(Xt, blocks, mean, X_fit.shape[0])
+            Xt, x_dot = dual_kernel(
+                Xt, self.X_fit_, mean, read=lambda rows: as_tensor(rows, device, torch.float64)
+            )
             b = b + W @ x_dot
         pred = mm(Xt, W.T) + b
         if self._y_ndim == 1:

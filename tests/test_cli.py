@@ -255,9 +255,10 @@ def test_dual_solution_through_the_command_line(data, tmp_path, wide, capsys, mo
     expected = ref.predict(f["Xt"])
     assert_allclose(est.predict(f["Xt"]), expected, rtol=1e-9, atol=1e-9)
     out = tmp_path / "yhat.npy"
-    import fastridge.cli
+    import fastridge._refit
 
-    monkeypatch.setattr(fastridge.cli, "_XFIT_BLOCK_BYTES", 7 * 8 * f["X"].shape[1] if wide else 1)
+    block_bytes = 7 * 8 * f["X"].shape[1] if wide else 1  # blocks of 7 rows, or of 1
+    monkeypatch.setattr(fastridge._refit, "X_FIT_BLOCK_BYTES", block_bytes)
     assert main(["predict", str(model), str(d / "Xt.npy"), "--out", str(out), "-q"]) == 0
     assert_allclose(np.load(out), expected, rtol=1e-9, atol=1e-9)
     report = tmp_path / "report"
