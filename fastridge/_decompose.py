@@ -449,7 +449,7 @@ def decompose(
         basis_M = (vecs * s).to(compute_dtype).contiguous()  # V diag(s)
         U_rows = mm(Z, vecs) / s  # (n_rows, rank)
         # (below the compute dtype's rounding, e.g. float32 from float64, no need)
-        if dual and eps * float(s[0] / s[-1]) > torch.finfo(compute_dtype).eps:
+        if dual and s.numel() and eps * float(s[0] / s[-1]) > torch.finfo(compute_dtype).eps:
             U_rows = _orthonormalise(U_rows)
 
     def back(rows: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_problem
+from numpy.testing import assert_allclose
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import GroupKFold
@@ -123,6 +124,18 @@ def test_coef_of_a_dual_fit_is_explained_and_refits_switch_cleanly():
     assert not hasattr(est, "coef_") and hasattr(est, "dual_coef_")
     with pytest.raises(AttributeError, match="no attribute 'nonexistent_'"):
         est.nonexistent_  # noqa: B018
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("shape", [(30, 4), (4, 30)], ids=["n>p", "n<p"])
+def test_dual_of_x_without_any_direction(shape, fit_intercept):
+    """X constant (with an intercept) or zero: rank 0, every target its mean (or
+    0). The dual fit of the covariance form had indexed an empty spectrum."""
+    X = np.ones(shape) if fit_intercept else np.zeros(shape)
+    y = np.arange(shape[0], dtype=float)
+    primal, dual = _pair(X, y, fit_intercept=fit_intercept)
+    assert_allclose(dual.predict(X), primal.predict(X), atol=1e-12)
+    assert_allclose(dual.predict(X), np.full(shape[0], y.mean() if fit_intercept else 0.0))
 
 
 def _offset_problem(seed=0, offset=20.0):
