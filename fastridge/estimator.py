@@ -46,6 +46,12 @@ def _check_features_tensor(X, estimator_name: str, name: str = "X"):
     return t
 
 
+def _one_flat_target(y_ndim: int, target_shape: tuple) -> bool:
+    """y of shape (n_samples,) or (n_samples, 1): coef_ of shape (n_features,) and
+    predictions of shape (n_samples,), as scikit-learn's."""
+    return y_ndim == 1 or (y_ndim == 2 and tuple(target_shape) == (1,))
+
+
 class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Ridge regression with built-in cross-validation of alpha, for many targets.
 
@@ -359,9 +365,11 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
           (*target_shape, n_features); numpy or torch like X;
         - intercept_ 0.0 without an intercept, a scalar of coef_'s dtype for 1-D y
           (a 0-d tensor for torch), else an array of shape target_shape;
-        - alpha_ a float, or an array of shape target_shape when chosen per target;
-        - best_score_ np.float64 for scoring=None, the scorer's float otherwise,
-          (1,) for one 2-D target scored per target, target_shape per target.
+        - alpha_ a float (np.float64 with folds), or an array of shape target_shape
+          when chosen per target;
+        - best_score_ np.float64 for scoring=None or with folds, the scorer's float
+          otherwise, (1,) for one 2-D target scored per target, target_shape per
+          target.
         """
         n_targets = int(np.prod(target_shape, dtype=np.int64)) if target_shape else 1
         per_target = self.alpha_per_target and n_targets > 1
@@ -378,11 +386,13 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.alpha_ = np.asarray(res.alpha, dtype=np.float64).reshape(target_shape)
             self.best_score_ = np.asarray(res.best_score, dtype=np.float64).reshape(target_shape)
         else:
-            self.alpha_ = float(res.alpha[0])
+            # with folds scikit-learn's values come from GridSearchCV: numpy scalars
+            grid = self.cv is not None and not isinstance(self.cv, str)
+            self.alpha_ = (np.float64 if grid else float)(res.alpha[0])
             score = float(np.asarray(res.best_score).ravel()[0])
             if self.alpha_per_target and y_ndim == 2:
                 self.best_score_ = np.asarray([score])
-            elif self.scoring is None:
+            elif self.scoring is None or grid:
                 self.best_score_ = np.float64(score)
             else:
                 self.best_score_ = score
@@ -409,10 +419,9 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
     @staticmethod
     def _result_layout(coef, y_ndim: int, target_shape: tuple, out: OutputKind):
         """(n_targets, k) coefficients as (k,) for one target, else (*target_shape, k)."""
-        n_targets = int(np.prod(target_shape, dtype=np.int64)) if target_shape else 1
         coef = torch.from_numpy(np.asarray(coef))
         k = coef.shape[1]
-        if y_ndim == 1 or (y_ndim == 2 and n_targets == 1):
+        if _one_flat_target(y_ndim, target_shape):
             return out.wrap(coef.reshape(k))
         return out.wrap(coef.reshape(*target_shape, k))
 
@@ -426,7 +435,8 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Returns
         -------
         array of shape (n_samples,) or (n_samples, *target_shape)
-            Same kind of array (numpy / torch / cupy) as X, on its device.
+            (n_samples,) for y of shape (n_samples, 1) too, as scikit-learn's. Same
+            kind of array (numpy / torch / cupy) as X, on its device.
         """
         check_is_fitted(self)
         out = OutputKind.of(X)
@@ -458,7 +468,7 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             )
             b = b + W @ x_dot
         pred = mm(Xt, W.T) + b
-        if self._y_ndim == 1:
+        if _one_flat_target(self._y_ndim, self._target_shape):  # (as X @ coef_ + intercept_)
             pred = pred.reshape(-1)
         else:
             pred = pred.reshape(pred.shape[0], *self._target_shape)

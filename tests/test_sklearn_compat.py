@@ -254,12 +254,21 @@ def test_numpy_in_numpy_out(data):
 def test_attribute_types_match_ridgecv(data):
     X, Y = data
     for y in (Y[:, 0], Y[:, :1], Y):
-        for kw in ({}, {"alpha_per_target": True}, {"scoring": "r2"}, {"fit_intercept": False}):
+        for kw in (
+            {},
+            {"alpha_per_target": True},
+            {"scoring": "r2"},
+            {"fit_intercept": False},
+            {"cv": 3},
+            {"cv": 3, "scoring": "neg_mean_squared_error"},
+        ):
             ours, ref = FastRidgeCV(**kw).fit(X, y), RidgeCV(**kw).fit(X, y)
             for name in ("coef_", "intercept_", "alpha_", "best_score_"):
                 a, b = getattr(ours, name), getattr(ref, name)
                 assert type(a) is type(b), (name, kw, y.shape, type(a), type(b))
                 assert np.shape(a) == np.shape(b), (name, kw, y.shape)
+            # (y of shape (n, 1) too: (n,), as X @ coef_ + intercept_)
+            assert ours.predict(X).shape == ref.predict(X).shape, (kw, y.shape)
 
 
 def test_lists_match_arrays(data):
