@@ -419,6 +419,30 @@ def staging_pid(path: Path) -> int | None:
         return None
 
 
+def check_output_dir(path, overwrite: bool, marker: str, what: str) -> Path:
+    """The directory a command will write (absolute, so "." and ".." have a name),
+    checked before any work. It may exist only with `overwrite`, and then only as
+    what the command writes (a directory holding `marker`) or empty: --overwrite
+    replaces the directory as a whole, and had deleted a data directory given as
+    --out with the inputs in it (a helper's CLI fuzz)."""
+    path = Path(os.path.abspath(path))
+    if not (path.exists() or path.is_symlink()):
+        return path
+    if not overwrite:
+        raise UserError(f"{path} already exists (use --overwrite to replace it)")
+    if not path.is_dir():
+        raise UserError(f"{path} exists and is not a directory")
+    cwd = Path.cwd()
+    if path == cwd or path in cwd.parents:
+        raise UserError(f"{path} is the current directory or above it: choose another --out")
+    if any(path.iterdir()) and not (path / marker).is_file():
+        raise UserError(
+            f"{path} is not a fastridge {what} (it has no {marker}), and --overwrite "
+            "replaces a directory as a whole: choose another --out, or remove it yourself"
+        )
+    return path
+
+
 def publish(staging: Path, model_dir: Path, overwrite: bool) -> None:
     """Move a complete staging directory to `model_dir` with renames only.
 

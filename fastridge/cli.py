@@ -719,11 +719,7 @@ def cmd_solve(args) -> int:
             "--resume needs per-target alphas (a shared alpha depends on every chunk); "
             "rerun without --resume"
         )
-    model_dir = Path(args.out)
-    if model_dir.exists() and not args.overwrite:
-        raise UserError(f"{model_dir} already exists (use --overwrite to replace it)")
-    if model_dir.exists() and not model_dir.is_dir():
-        raise UserError(f"{model_dir} exists and is not a directory")
+    model_dir = _io.check_output_dir(args.out, args.overwrite, "model.json", "model")
     model_dir.parent.mkdir(parents=True, exist_ok=True)
 
     X, Y, target_shape, n_targets = _load_inputs(args)
@@ -1164,8 +1160,7 @@ def cmd_evaluate(args) -> int:
     report_dir = Path(args.out) if args.out else None
     staging = None
     if report_dir is not None:
-        if report_dir.exists() and not args.overwrite:
-            raise UserError(f"{report_dir} already exists (use --overwrite to replace it)")
+        report_dir = _io.check_output_dir(report_dir, args.overwrite, "report.json", "report")
         report_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = report_dir.with_name(f"{report_dir.name}.tmp-{os.getpid()}")
     try:

@@ -206,6 +206,40 @@ def test_shared_alpha_flat_y_and_overwrite(data, tmp_path, capsys):
     assert not list(tmp_path.glob("m.*"))  # no staging or old directories left
 
 
+def test_overwrite_replaces_only_a_model_or_report(data, tmp_path, capsys, monkeypatch):
+    """--overwrite replaces a directory as a whole: only one that holds a model
+    (model.json) or a report (report.json), or an empty one. A data directory
+    given as --out, with the inputs in it, had been deleted (a CLI fuzz found it);
+    "." had given "has an empty name"."""
+    d, f = data
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("X", "Y"):
+        np.save(inputs / f"{name}.npy", f[name])
+    (inputs / "notes.txt").write_text("keep")
+    solve = ["solve", inputs / "X.npy", inputs / "Y.npy", "--alphas", *ALPHAS, "-q"]
+    capsys.readouterr()
+    assert main(list(map(str, [*solve, "--out", inputs, "--overwrite"]))) == 2
+    assert "not a fastridge model" in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in inputs.iterdir()) == ["X.npy", "Y.npy", "notes.txt"]
+    monkeypatch.chdir(inputs)
+    assert main(list(map(str, [*solve, "--out", ".", "--overwrite"]))) == 2
+    assert "current directory" in one_error_line(capsys.readouterr().err)
+    monkeypatch.chdir(tmp_path)
+    model, empty = tmp_path / "model", tmp_path / "empty"
+    empty.mkdir()
+    assert main(list(map(str, [*solve, "--out", empty, "--overwrite"]))) == 0
+    assert main(list(map(str, [*solve, "--out", model]))) == 0
+    assert main(list(map(str, [*solve, "--out", model, "--overwrite"]))) == 0
+    evaluate = ["evaluate", model, d / "Xt.npy", d / "Yt.npy", "--no-plots", "-q", "--overwrite"]
+    capsys.readouterr()
+    assert main(list(map(str, [*evaluate, "--out", inputs]))) == 2
+    assert "not a fastridge report" in one_error_line(capsys.readouterr().err)
+    assert (inputs / "notes.txt").read_text() == "keep"
+    assert main(list(map(str, [*evaluate, "--out", tmp_path / "report"]))) == 0
+    assert main(list(map(str, [*evaluate, "--out", tmp_path / "report"]))) == 0
+
+
 def test_dual_predictions_of_x_far_from_centred_through_the_command_line(tmp_path):
     """predict centres the kernel of a dual model (`_refit.dual_kernel`), from
     x_fit.npy in blocks: float32 predictions of X offset by 20 were 8e-4 off
