@@ -15,6 +15,7 @@ import json
 import mmap
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,22 @@ def fingerprint(path, full: bool, block: int = 16 << 20) -> dict:
         "sha256": h.hexdigest(),
         "hash": "full" if full else "header+samples",
     }
+
+
+def target_checksum(Y: np.ndarray, start: int, stop: int) -> int:
+    """crc32 of the targets start:stop of Y (n_samples, *target_shape), a sample's
+    values at a time: --resume checks with it that the targets it skips are the
+    ones the interrupted run solved (Y's fingerprint only samples a multi-GB file:
+    a value changed elsewhere had been resumed, old results mixed with new)."""
+    n = Y.shape[0]
+    if Y.ndim <= 2 or Y.flags.c_contiguous:
+        block = Y.reshape(n, -1)[:, start:stop]  # (a view)
+    else:
+        block = Y[(slice(None), *np.unravel_index(np.arange(start, stop), Y.shape[1:]))]
+    crc = 0
+    for row in block:
+        crc = zlib.crc32(np.ascontiguousarray(row), crc)
+    return crc
 
 
 def same_inputs(a: dict, b: dict) -> bool:

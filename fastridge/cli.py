@@ -625,7 +625,7 @@ def _find_resumable(model_dir: Path):
     return best
 
 
-def _prepare_staging(args, model_dir, manifest, n_targets, n_alphas, n_coef, out_dtype, verbose):
+def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, out_dtype, verbose):
     """Create (or, with --resume, reclaim) the staging directory; returns (path, manifest)."""
     staging = model_dir.with_name(f"{model_dir.name}.tmp-{os.getpid()}")
     if args.resume:
@@ -652,7 +652,15 @@ def _prepare_staging(args, model_dir, manifest, n_targets, n_alphas, n_coef, out
                         f"cannot resume: option {key} was {was!r}, now "
                         f"{manifest['options'].get(key)!r}; use the same options or drop --resume"
                     )
+            for start, (stop, crc) in old.get("checksums", {}).items():
+                if _io.target_checksum(Y, int(start), stop) != crc:
+                    raise UserError(
+                        f"cannot resume: Y's targets {start}:{stop} differ from those the "
+                        f"interrupted run solved; run without --resume or delete {found}"
+                    )
             os.rename(found, staging)  # claim it: a concurrent resume now finds nothing
+            for stray in staging.glob(".*.tmp-*"):  # a write killed half-way, never a result
+                stray.unlink()
             if not (staging / "alpha_scores.npy").exists():
                 # a run from before alpha_scores.npy: its finished chunks' scores are unknown
                 scores = _io.open_new_npy(
@@ -662,6 +670,7 @@ def _prepare_staging(args, model_dir, manifest, n_targets, n_alphas, n_coef, out
                 scores.flush()
                 del scores
             manifest["done"] = old.get("done", [])
+            manifest["checksums"] = old.get("checksums", {})
             manifest["target_chunk"] = old.get("target_chunk")
             manifest["resumed_from"] = found.name
             done = sum(b - a for a, b in manifest["done"])
@@ -753,6 +762,7 @@ def cmd_solve(args) -> int:
         "n_features": n_features,
         "target_chunk": None,
         "done": [],
+        "checksums": {},  # per finished chunk: start -> [stop, crc32 of its targets]
     }
     dual = args.solution == "dual"
     n_coef = n_samples if dual else n_features  # values per target in the coefficient file
@@ -764,7 +774,7 @@ def cmd_solve(args) -> int:
         _io.check_free_space(model_dir.parent, need, f"the model ({n_targets:,} targets)")
 
     staging, manifest = _prepare_staging(
-        args, model_dir, manifest, n_targets, alphas.size, n_coef, out_dtype, verbose
+        args, model_dir, manifest, Y, n_targets, alphas.size, n_coef, out_dtype, verbose
     )
     chunk = manifest["target_chunk"] or target_chunk
     done = [list(iv) for iv in manifest["done"]]
@@ -791,6 +801,10 @@ def cmd_solve(args) -> int:
             done.append([sl.start, sl.stop])
             done[:] = _merge(done)
             manifest["done"] = done
+            manifest["checksums"][str(sl.start)] = [
+                sl.stop,
+                _io.target_checksum(Y, sl.start, sl.stop),
+            ]
             _io.write_json_atomic(staging / _io.MANIFEST, manifest)
         _io.drop_pages(X, Y)
 
