@@ -604,6 +604,15 @@ def _merge(intervals):
     return out
 
 
+def _resumable(staging: Path) -> bool:
+    """A killed solve's staging directory has per-target results to resume from."""
+    try:
+        manifest = _io.read_json(staging / _io.MANIFEST)
+    except (OSError, ValueError):
+        return False
+    return bool(manifest.get("done")) and manifest["options"].get("alpha_per_target", True)
+
+
 def _find_resumable(model_dir: Path):
     """The staging directory of a killed solve with the most finished targets, or None."""
     best, best_done = None, -1
@@ -636,8 +645,11 @@ def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, 
         else:
             old = _io.read_json(found / _io.MANIFEST)
             for name in manifest["inputs"]:
+                # (Y's finished targets are checked by their checksums below, where the
+                # run has them: Y may then be fixed past them, e.g. a NaN that stopped it)
+                layout = name == "Y" and "checksums" in old
                 if name not in old["inputs"] or not _io.same_inputs(
-                    old["inputs"][name], manifest["inputs"][name]
+                    old["inputs"][name], manifest["inputs"][name], layout_only=layout
                 ):
                     was = old["inputs"].get(name, {}).get("path", "not given")
                     raise UserError(
@@ -682,10 +694,19 @@ def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, 
             return staging, manifest
     else:
         others = [d for d in _io.staging_dirs(model_dir) if (d / _io.MANIFEST).exists()]
-        if others and not args.quiet:
+        resumable = [d for d in others if _resumable(d)]
+        stale = [d.name for d in others if d not in resumable]
+        if resumable and not args.quiet:
             print(
-                f"fastridge: note: unfinished solve(s) found ({', '.join(d.name for d in others)});"
-                " add --resume to continue one, or delete them",
+                "fastridge: note: unfinished solve(s) found "
+                f"({', '.join(d.name for d in resumable)}); add --resume to continue one, "
+                "or delete them",
+                file=sys.stderr,
+            )
+        if stale and not args.quiet:  # (a shared alpha, or killed before any chunk)
+            print(
+                f"fastridge: note: unfinished solve(s) that cannot be resumed ({', '.join(stale)}):"
+                " delete them",
                 file=sys.stderr,
             )
     if staging.exists():
@@ -875,7 +896,6 @@ def cmd_solve(args) -> int:
             "fastridge_version": __version__,
         }
         _io.write_json_atomic(staging / "model.json", meta)
-        (staging / _io.MANIFEST).unlink()
         report = None
         if args.x_test is not None:
             try:
@@ -886,20 +906,31 @@ def cmd_solve(args) -> int:
                 # The solve is complete and no longer resumable: publish it without
                 # the report rather than leave it in the staging directory.
                 shutil.rmtree(staging / "test_report", ignore_errors=True)
+                (staging / _io.MANIFEST).unlink()
                 _io.publish(staging, model_dir, args.overwrite)
                 raise UserError(
                     f"{exc} (the model was written to {model_dir}, without a test report)"
                 ) from None
+        # The manifest goes last: killed before, the directory is resumable and a
+        # resume finishes it (killed after model.json with the manifest gone, a
+        # complete model had been left behind with nothing pointing to it).
+        (staging / _io.MANIFEST).unlink()
         _io.publish(staging, model_dir, args.overwrite)
     except BaseException as exc:
         writer.close()
         resumable = (staging / _io.MANIFEST).exists()
         keep = args.alpha_per_target and len(done) > 0 and resumable
         if keep:
-            if not isinstance(exc, UserError) or "cannot resume" not in str(exc):
+            if not isinstance(exc, UserError):
                 print(
                     f"fastridge: partial results kept in {staging}; rerun with --resume to "
                     "continue",
+                    file=sys.stderr,
+                )
+            elif "cannot resume" not in str(exc):  # (bad input found in a later chunk)
+                print(
+                    f"fastridge: partial results kept in {staging}; once the input is "
+                    "fixed, rerun with --resume to continue",
                     file=sys.stderr,
                 )
         elif staging.exists() and (staging / "model.json").exists():

@@ -676,6 +676,46 @@ def big(tmp_path_factory):
     return d
 
 
+def test_resume_after_fixing_y_past_the_finished_targets(data, tmp_path, capsys, monkeypatch):
+    """Y's finished targets are checked by their checksums, so a Y fixed past them
+    (e.g. the NaN that stopped the run) resumes, to the fresh solve's results; a
+    change among them is refused. (Y's fingerprint, a hash of the whole of this
+    small file, differs in both.)"""
+    import fastridge._io as _io
+
+    d, f = data
+    solve = ["solve", d / "X.npy", "--alphas", *ALPHAS, "--target-chunk", "8", "-q"]
+    checksum, calls = _io.target_checksum, []
+
+    def interrupted(*a):  # Ctrl-C as the third chunk is recorded
+        calls.append(a)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return checksum(*a)
+
+    monkeypatch.setattr(_io, "target_checksum", interrupted)
+    model = tmp_path / "model"
+    assert main(list(map(str, [*solve[:2], d / "Y.npy", *solve[2:], "--out", model]))) == 130
+    monkeypatch.setattr(_io, "target_checksum", checksum)
+    assert "rerun with --resume" in capsys.readouterr().err
+    for target, resumes in ((0, False), (47, True)):  # (finished: 0-15; 47 is not)
+        y = f["Y"].reshape(60, 48).copy()
+        y[5, target] += 1.0
+        np.save(tmp_path / f"Y{target}.npy", y.reshape(f["Y"].shape))
+        args = [*solve[:2], tmp_path / f"Y{target}.npy", *solve[2:]]
+        code = main(list(map(str, [*args, "--out", model, "--resume"])))
+        if not resumes:
+            assert code == 2
+            assert "Y's targets 0:8 differ" in one_error_line(capsys.readouterr().err)
+            continue
+        assert code == 0
+        assert main(list(map(str, [*args, "--out", tmp_path / "fresh"]))) == 0
+    assert json.loads((model / "model.json").read_text())["resume"]["targets_skipped"] == 16
+    for name in ("coef", "intercept", "alpha", "alpha_scores"):
+        fresh = np.load(tmp_path / "fresh" / f"{name}.npy")
+        assert_array_equal(np.load(model / f"{name}.npy"), fresh, name)
+
+
 def test_kill_then_resume_equals_uninterrupted(big, tmp_path, capsys):
     d = big
     model = tmp_path / "model"
@@ -728,7 +768,7 @@ def test_kill_then_resume_equals_uninterrupted(big, tmp_path, capsys):
     bad = [str(a) for a in args]
     bad[2] = str(y2)
     assert main(bad + ["--resume"]) == 2
-    assert "cannot resume: Y differs" in one_error_line(capsys.readouterr().err)
+    assert "cannot resume: Y's targets 0:250 differ" in one_error_line(capsys.readouterr().err)
     assert list(tmp_path.glob("model.tmp-*"))
     # so is resuming with groups the interrupted run did not have
     np.save(tmp_path / "groups.npy", np.arange(y.shape[0]) % 3)
