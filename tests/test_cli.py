@@ -716,6 +716,25 @@ def test_resume_after_fixing_y_past_the_finished_targets(data, tmp_path, capsys,
         assert_array_equal(np.load(model / f"{name}.npy"), fresh, name)
 
 
+@pytest.mark.parametrize("delay", [0.2, 0.6])
+def test_ctrl_c_while_torch_loads_ends_in_one_line(delay):
+    """The command imports torch (~1-2 s) inside its Ctrl-C handling
+    (`fastridge.__main__.run`, `import fastridge` being light): a Ctrl-C then had
+    ended in a KeyboardInterrupt traceback, exit -2 (a CLI fuzz found it)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastridge", "demo", "--quick", "--threads", "1"],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.splitlines()[-1] == "fastridge: interrupted", err
+
+
 def test_kill_then_resume_equals_uninterrupted(big, tmp_path, capsys):
     d = big
     model = tmp_path / "model"
