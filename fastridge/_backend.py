@@ -473,6 +473,19 @@ def eigh(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(w), torch.from_numpy(v)
 
 
+def svd(A: torch.Tensor, full_matrices: bool = False):
+    """U, singular values (descending) and V^T of A, as torch.linalg.svd (LAPACK gesdd
+    on the CPU)."""
+    if not _numpy_path(A):
+        return torch.linalg.svd(A, full_matrices=full_matrices)
+    from scipy.linalg import svd as scipy_svd  # (scipy's LAPACK: see `_host_gemm`)
+
+    u, s, vh = scipy_svd(
+        _blas_view(A), full_matrices=full_matrices, lapack_driver="gesdd", check_finite=False
+    )
+    return torch.from_numpy(u), torch.from_numpy(s), torch.from_numpy(vh)
+
+
 def cholesky_inverse(A: torch.Tensor) -> torch.Tensor | None:
     """Inverse of a symmetric positive definite float64 matrix by Cholesky (LAPACK
     potrf + potri), or None when A is not numerically positive definite. A is

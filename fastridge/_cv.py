@@ -49,7 +49,7 @@ from ._backend import (
     row_sq_sums,
 )
 from ._chunks import available_memory
-from ._decompose import Decomposition, gram_rank
+from ._decompose import Decomposition, gram_rank, gram_resolves
 from ._kernels import gcv_sums, update_best
 from ._scoring import FOLD_PREDICTS, FOLD_SUMS
 
@@ -707,9 +707,15 @@ class DualRoute:
                     f"small: its coefficients would lose {loss:.1g} of their digits"
                 )
         # the largest eigenvalue, while G is whole (the last alpha factorises it): for
-        # primal coefficients in a lower dtype (refused past a bound) and for dual
-        # ones (whose caller warns past it: `solve.dual_precision_loss`)
-        check = not primal or eps > eps_gram
+        # primal coefficients in a lower dtype (refused past a bound), for dual ones
+        # (whose caller warns past it: `solve.dual_precision_loss`) and for the route's
+        # own precision (refused past `gram_resolves`, as eigh is) where the trace
+        # (>= lambda_max) does not settle it (0.1 s of estimates at n_samples = 4000)
+        check = (
+            not primal
+            or eps > eps_gram
+            or not gram_resolves(float(G.diagonal().sum()), 0.0, alphas.min(), eps_gram, eps)
+        )
         top = _symmetric_norm_estimate(lambda x: G @ x, G.diagonal()) if check else 0.0
         self.spectrum = None  # (lambda_max, lambda_min) estimates, where made
         smallest = int(np.argmin(alphas))
@@ -725,9 +731,14 @@ class DualRoute:
             if inv is None:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
             if check and k == smallest:
-                self.spectrum = self._spectrum(top, inv, alpha)
-                if primal:
-                    high, low = self.spectrum
+                self.spectrum = high, low = self._spectrum(top, inv, alpha)
+                if not gram_resolves(high, low, alpha, eps_gram, eps):
+                    # (the eigendecomposition route then takes the SVD of X)
+                    raise DualRouteUnavailable(
+                        f"max eigval / (min eigval + alpha {alpha:g}) ~ {high / (low + alpha):.2g}"
+                        f": the Gram's inverse would lose {eps_gram * high / (low + alpha):.1g}"
+                    )
+                if primal and eps > eps_gram:
                     self._refuse_primal(high / (low + alpha), alpha, eps)
             maker = (Workspace(A) if last else space).empty((n, n), decomp.dtype, G.device)
             target = maker if R is None else R
@@ -1650,6 +1661,7 @@ class RefitPerFold:
                     sample_weight=sw,
                     compute_dtype=compute_dtype,
                     gcv_mode=gcv_mode,
+                    alpha_min=float(self.alphas.min()),
                 )
             )
             self.trains.append(train_rows)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._backend import eigh, mm, pivoted_cholesky_rank
+from ._backend import eigh, mm, pivoted_cholesky_rank, svd
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Decomposition:
         Unit intercept direction (None when fit_intercept=False).
     leverage_rest : tensor of shape (n_samples,), compute dtype
         1 - q_i**2 - ||U_i||**2 >= 0: the part of each sample's leverage outside
-        the kept span (0 when X has full row rank).
+        the kept span (0 when X has full row rank; ||N_i||**2 with `null_basis`).
     has_remainder : bool or None
         True when (I - qq^T - UU^T) Y can be nonzero, i.e. the kept span does
         not cover every sample direction (n_samples > rank + intercept). None,
@@ -107,6 +107,9 @@ class Decomposition:
         coefficients, M (U^T Yc / (eigval + alpha)), hardly depends on them, and
         dropping it cost up to 5.5e-3 of float64 coefficients
         (`_refit.coefficients`, LOW_ALPHA_FACTOR).
+    by_svd : bool
+        Whether the spectrum came from the SVD of the design rather than from eigh
+        (`SVD_LOSS`); the rank tolerance and `low` are then on singular values.
     """
 
     U: torch.Tensor | None
@@ -129,6 +132,7 @@ class Decomposition:
     null_basis: torch.Tensor | None = None
     basis64: torch.Tensor | None = None
     low: tuple | None = None
+    by_svd: bool = False
 
     @functools.cached_property
     def full_basis(self) -> torch.Tensor:
@@ -217,6 +221,19 @@ M_TOLERANCE = 1e-5
 # 4.3e-4 lambda_max), 3.2e-7 with it
 LOW_FLOOR = 4.0
 
+# `decompose` takes the SVD of the reflected design Z instead of eigh of its Gram or
+# covariance when eigh's resolution, eps lambda_max in every eigenvalue, would move
+# the fit by more than this (or the compute dtype's eps) relative to its smallest
+# eigenvalue plus the smallest alpha (`_eigh_resolves`). The SVD resolves singular
+# values to eps s_max, eigenvalues s**2 to eps s_max s: X of columns scaled 1e-3 to
+# 1e3 with an offset of 100 and no intercept (40 x 10, alphas 1e-2 and 1) had its
+# smallest direction (4.5e-3) dropped as below eigh's rank tolerance (5.6e-3), and
+# leave-one-out chose alpha 1 where scikit-learn's SVD and exact refits choose 1e-2
+# (coefficients 0.99 off). It costs 3.5-6x the Gram and eigh (measured here,
+# float64: 0.38-0.46 s for 0.12-0.14 s at 3000 x 1000, 3.4-4.0 s for 1.0-1.1 s at
+# 8000 x 2000), so only where eigh falls short.
+SVD_LOSS = 1e-9
+
 
 def choose_form(n_samples: int, n_features: int, fit_intercept: bool, gcv_mode=None) -> str:
     """ "gram" when the rotated sample count (n_samples - 1 with an intercept) is
@@ -258,6 +275,40 @@ def _orthonormalise(A: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve_triangular(R, A, upper=True, left=False)
 
 
+def gram_resolves(top: float, bottom: float, alpha, eps: float, compute_eps: float) -> bool:
+    """Whether X's Gram (or covariance) matrix, of largest and smallest eigenvalues
+    `top` and `bottom`, rounded at eps, resolves the fit at `alpha` (None: 0):
+    eigh's eigenvalues, or a Cholesky inverse of Gram + alpha I, are each within
+    ~eps top, which moves direction j by ~eps top / (eigval_j + alpha), largest at
+    the smallest (`SVD_LOSS`)."""
+    return eps * top <= max(SVD_LOSS, compute_eps) * (max(bottom, 0.0) + (alpha or 0.0))
+
+
+def _eigh_resolves(eigvals: torch.Tensor, alpha_min, eps: float, compute_eps: float) -> bool:
+    """`gram_resolves` for eigh's eigenvalues (ascending)."""
+    if not eigvals.numel() or float(eigvals[-1]) <= 0.0:
+        return True
+    return gram_resolves(float(eigvals[-1]), float(eigvals[0]), alpha_min, eps, compute_eps)
+
+
+def _svd_spectrum(Z: torch.Tensor, form: str):
+    """Z's spectrum as eigh of its Gram (form "gram") or covariance would give it,
+    ascending, from its SVD: (eigvals (k,), vecs, rows). Gram form: vecs are the
+    Gram's eigenvectors (n_rows, n_rows), every one (the null ones for
+    `Decomposition.null_basis`), rows None. Covariance form: vecs are V (n_features,
+    k) and rows U (n_rows, k), k = min(n_rows, n_features)."""
+    n_rows, n_features = Z.shape
+    full = form == "gram" and n_rows > n_features  # (a forced Gram form of a tall Z)
+    U, s, Vt = svd(Z, full_matrices=full)
+    eigvals = s * s
+    if full:  # the Gram's null directions beyond n_features
+        eigvals = torch.cat([eigvals, eigvals.new_zeros(n_rows - n_features)])
+    eigvals = eigvals.flip(0)
+    if form == "gram":
+        return eigvals, U.flip(1), None
+    return eigvals, Vt.T.flip(1), U.flip(1)
+
+
 def _finite(product: torch.Tensor, name: str, Xs: torch.Tensor) -> torch.Tensor:
     """`product` (X's Gram or covariance), or a ValueError naming the overflow: a
     finite X of huge magnitude (e.g. 1e200) made LAPACK's eigh fail to converge."""
@@ -284,6 +335,7 @@ def decompose(
     keep_basis64: bool = False,
     make_M: float | None = None,
     dual: bool = False,
+    alpha_min: float | None = None,
 ) -> Decomposition:
     """Centre, weight and eigendecompose X once.
 
@@ -339,6 +391,9 @@ def decompose(
         factor + noise 8e-6 were up to 0.4 off at alpha 1e-10 lambda_max (the
         primal ones 3e-6). Rounding alone leaves eps lambda_max / alpha
         (`solve.dual_precision_loss`).
+    alpha_min : float or None
+        The fit's smallest alpha: with it, whether eigh resolves the spectrum well
+        enough or the SVD of the design is needed (`SVD_LOSS`); None: as for alpha 0.
 
     Returns
     -------
@@ -420,19 +475,29 @@ def decompose(
     else:
         # vecs: (n_features, n_features)
         eigvals, vecs = eigh(_finite(mm(Z.T, Z), "covariance", Xs))
+    eps = torch.finfo(work_dtype).eps
+    rows = None  # the covariance form's U rows, when the SVD gives them
+    by_svd = not _eigh_resolves(eigvals, alpha_min, eps, torch.finfo(compute_dtype).eps)
+    if by_svd:
+        eigvals, vecs, rows = _svd_spectrum(Z, form)
     # Drop numerically-zero directions, then descending order. eigh's order is
     # ascending, so the kept ones are its last `kept`: one copy of the kept
     # eigenvectors (a flip, then a mask, made two: 55 ms of 1.9 at M, measured).
-    eps = torch.finfo(work_dtype).eps
+    # The tolerance is numpy.matrix_rank's, on the eigenvalues or, from the SVD,
+    # on the singular values (so squared here); the same for LOW_FLOOR.
     top = float(eigvals[-1]) if eigvals.numel() else 0.0
     tol = max(n_samples, n_features) * eps * top
+    floor = LOW_FLOOR * eps * top
+    if by_svd:  # (only where eigh found a spectrum: top > 0)
+        tol, floor = tol * tol / top, floor * floor / top
     kept = int((eigvals > max(tol, 0.0)).sum()) if top > 0.0 else 0
     first = eigvals.shape[0] - kept
     null_rows = vecs[:, :first] if form == "gram" and first else None  # (n_rows, n_null)
     # the dropped directions still above rounding (`Decomposition.low`); eigh's order:
     # the last of the dropped
-    positive = int((eigvals[:first] > LOW_FLOOR * eps * top).sum()) if top > 0.0 else 0
+    positive = int((eigvals[:first] > floor).sum()) if top > 0.0 else 0
     low_vecs, low_eigvals = vecs[:, first - positive : first], eigvals[first - positive : first]
+    low_rows = None if rows is None else rows[:, first - positive : first]
     eigvals, vecs = eigvals[first:].flip(0), vecs[:, first:].flip(1)
     s = torch.sqrt(eigvals)
 
@@ -447,10 +512,13 @@ def decompose(
                 design = None
     else:
         basis_M = (vecs * s).to(compute_dtype).contiguous()  # V diag(s)
-        U_rows = mm(Z, vecs) / s  # (n_rows, rank)
-        # (below the compute dtype's rounding, e.g. float32 from float64, no need)
-        if dual and s.numel() and eps * float(s[0] / s[-1]) > torch.finfo(compute_dtype).eps:
-            U_rows = _orthonormalise(U_rows)
+        if rows is not None:  # (from the SVD: orthonormal already)
+            U_rows = rows[:, first:].flip(1)
+        else:
+            U_rows = mm(Z, vecs) / s  # (n_rows, rank)
+            # (below the compute dtype's rounding, e.g. float32 from float64, no need)
+            if dual and s.numel() and eps * float(s[0] / s[-1]) > torch.finfo(compute_dtype).eps:
+                U_rows = _orthonormalise(U_rows)
 
     def back(rows: torch.Tensor) -> torch.Tensor:
         """Columns in rotated coordinates back to samples: H [0; rows]."""
@@ -468,7 +536,9 @@ def decompose(
         if form == "gram":
             low_rows, low_M = low_vecs, mm(Z.T, low_vecs)
         else:
-            low_rows, low_M = mm(Z, low_vecs) / low_s, low_vecs * low_s
+            if low_rows is None:
+                low_rows = mm(Z, low_vecs) / low_s
+            low_M = low_vecs * low_s
         low_basis = back(low_rows).to(compute_dtype).contiguous()
         low = (low_basis, low_M.to(compute_dtype).contiguous(), low_eigvals.to(torch.float64), tol)
     basis64 = None
@@ -476,11 +546,22 @@ def decompose(
         basis64 = U if null64 is None else torch.cat([U, null64], dim=1)
     null_basis = None if null64 is None else null64.to(compute_dtype).contiguous()
 
-    lev = (U * U).sum(dim=1)
-    if q is not None:
-        lev = lev + q * q
-    leverage_rest = torch.clamp(1.0 - lev, min=0.0)
+    # The leverage outside the kept span, 1 - q_i^2 - ||U_i||^2, is that difference's
+    # rounding (~eps) where it is small, and leave-one-out divides by 1 - h_i =
+    # leverage_rest_i + sum_j U_ij^2 alpha / (eigval_j + alpha), itself ~alpha / eigval:
+    # without a remainder it is 0, in Gram form ||N_i||^2 (no cancellation). A
+    # rounding of 3.3e-16 in one sample's had put a float64 leave-one-out score 4e-2
+    # off at alpha 2.5e-16 lambda_max (n=11, p=45: scikit-learn was exact).
     has_remainder = U.shape[1] < n_rows
+    if not has_remainder:
+        leverage_rest = torch.zeros(n_samples, dtype=work_dtype, device=device)
+    elif null64 is not None:
+        leverage_rest = (null64 * null64).sum(dim=1)
+    else:
+        lev = (U * U).sum(dim=1)
+        if q is not None:
+            lev = lev + q * q
+        leverage_rest = torch.clamp(1.0 - lev, min=0.0)
 
     return Decomposition(
         U=U.to(compute_dtype).contiguous(),
@@ -500,4 +581,5 @@ def decompose(
         null_basis=null_basis,
         basis64=basis64,
         low=low,
+        by_svd=by_svd,
     )

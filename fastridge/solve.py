@@ -549,6 +549,7 @@ def ridge_cv(
             x_dot_offset=solution == "dual" and fit_intercept,
             keep_basis64=bool(partitions),  # (for folds from the decomposition)
             dual=solution == "dual",
+            alpha_min=float(alphas.min()),
         )
         # Primal coefficients come from the design on the dual route (Xs^T c), off it
         # from M = Xs^T U (made from the design, or in float64 with the decomposition
@@ -621,7 +622,8 @@ def ridge_cv(
         synchronize(dev)
         timings["decompose"] = time.perf_counter() - t0
         progress.message(
-            f"{decomp.form} form, rank {decomp.rank}, {timings['decompose']:.2f}s; "
+            f"{decomp.form} form{' by SVD' if decomp.by_svd else ''}, rank {decomp.rank}, "
+            f"{timings['decompose']:.2f}s; "
             f"{_scheme_text(scheme)}"
         )
 
