@@ -30,7 +30,7 @@ def loo_scores(X, y, alphas):
     return np.array([-np.mean(brute_force_loo(X, y[:, None], a, False) ** 2) for a in alphas])
 
 
-def test_covariance_form_keeps_the_direction_eigh_cannot_resolve():
+def test_covariance_form_keeps_the_direction_eigh_cannot_resolve(blas):
     # covariance eigenvalues 6.4e11 down to 4.5e-3, below eigh's rank tolerance
     # (5.6e-3): dropped, leave-one-out chose alpha 1 (coefficients 0.99 off)
     X, y = scaled_columns(40, 10, 100.0, seed=0)
@@ -42,7 +42,7 @@ def test_covariance_form_keeps_the_direction_eigh_cannot_resolve():
     assert_allclose(got.coef_, ref.coef_, rtol=1e-9, atol=1e-12 * np.abs(ref.coef_).max())
 
 
-def test_gram_form_dual_route_leaves_an_inverse_it_cannot_make_accurately():
+def test_gram_form_dual_route_leaves_an_inverse_it_cannot_make_accurately(blas):
     # Gram condition number ~1e12: the Cholesky inverse of Gram + alpha I had put
     # the leave-one-out scores ~1e-6 off; the route is left for the SVD
     X, y = scaled_columns(19, 35, 100.0, seed=9)
