@@ -328,11 +328,14 @@ class TargetReader:
         dst = out.numpy()
         if self._rows is not None and dst.dtype == self._rows.dtype:
             self._rows.read_into(sl, dst)
+        # (values beyond dst's range become inf, found and named by the finite check)
         elif self._rows is not None:
             block = host_empty(dst.shape, self._rows.dtype)
-            np.copyto(dst, self._rows.read_into(sl, block), casting="unsafe")
+            with np.errstate(over="ignore"):
+                np.copyto(dst, self._rows.read_into(sl, block), casting="unsafe")
         else:
-            np.copyto(dst, self._host_block(sl, copy=False), casting="unsafe")
+            with np.errstate(over="ignore"):
+                np.copyto(dst, self._host_block(sl, copy=False), casting="unsafe")
             self._release()
         return out
 

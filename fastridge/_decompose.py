@@ -500,6 +500,14 @@ def decompose(
     low_rows = None if rows is None else rows[:, first - positive : first]
     eigvals, vecs = eigvals[first:].flip(0), vecs[:, first:].flip(1)
     s = torch.sqrt(eigvals)
+    if eigvals.numel() and float(eigvals[0]) * torch.finfo(compute_dtype).tiny >= 1.0:
+        # 1 / (eigval + alpha) underflows in the compute dtype (eigenvalues past its
+        # largest value become inf): float32 X of values ~1e20 had all-zero coefficients
+        raise ValueError(
+            f"X's scale is beyond {str(compute_dtype)[6:]}: its Gram's largest eigenvalue "
+            f"is {float(eigvals[0]):.3g} (X's centred values reach {float(Xs.abs().max()):.3g}); "
+            "rescale X (e.g. standardise its columns) or compute in float64"
+        )
 
     basis_M = None
     if form == "gram":

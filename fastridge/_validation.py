@@ -50,12 +50,18 @@ def check_alphas(alphas) -> np.ndarray:
 
 
 def check_finite_chunk(
-    t: torch.Tensor, name: str, first_target: int | None = None, target_shape: tuple = ()
+    t: torch.Tensor,
+    name: str,
+    first_target: int | None = None,
+    target_shape: tuple = (),
+    source_dtype=None,
 ) -> None:
     """Raise if a tensor holds NaN or infinity (checked per target chunk for Y).
 
     With `first_target` (the flat index of column 0 of `t`), the message names
-    the first offending sample and target.
+    the first offending sample and target. `source_dtype` (numpy or torch), wider
+    than t's, is what t was cast from: an infinity is then said to be an overflow
+    of the cast (a finite float64 1e39 is inf in float32).
     """
     # Screen with column sums first: a NaN or infinity anywhere makes its column's
     # sum non-finite, and a sum is one read of the chunk, ~10x faster on CPU than
@@ -75,7 +81,22 @@ def check_finite_chunk(
         if len(target_shape) > 1:
             target = tuple(int(i) for i in np.unravel_index(target, target_shape))
         where = f" (first at sample {row}, target {target})"
+    if (
+        kind == "infinity"
+        and source_dtype is not None
+        and _itemsize(source_dtype) > t.element_size()
+    ):
+        raise ValueError(
+            f"Input {name} overflows {str(t.dtype)[6:]}{where}: its values exceed "
+            f"{torch.finfo(t.dtype).max:.3g} (or it contains infinity); compute in "
+            f"float64 or rescale {name}."
+        )
     raise ValueError(f"Input {name} contains {kind}{where}.")
+
+
+def _itemsize(dtype) -> int:
+    """Bytes per value of a numpy or torch dtype."""
+    return dtype.itemsize if isinstance(dtype, torch.dtype) else np.dtype(dtype).itemsize
 
 
 def check_target_array(Y, n_samples: int):

@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target-shape",
         nargs="+",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help="shape of the targets when Y is stored flat (n_samples, n_targets)",
@@ -548,7 +548,7 @@ def _load_inputs(args):
     target_shape = stored
     if args.target_shape:
         target_shape = tuple(args.target_shape)
-        if any(d < 1 for d in target_shape) or int(np.prod(target_shape)) != n_targets:
+        if int(np.prod(target_shape)) != n_targets:  # (each >= 1: _positive_int)
             raise UserError(
                 f"--target-shape {' '.join(map(str, target_shape))} has "
                 f"{int(np.prod(target_shape))} targets, Y has {n_targets} (shape {Y.shape})"

@@ -710,7 +710,7 @@ def ridge_cv(
         def read(sl, out=None):
             t = time.perf_counter()
             Yc = reader.read(sl, out)
-            check_finite_chunk(Yc, "y", sl.start, target_shape)
+            check_finite_chunk(Yc, "y", sl.start, target_shape, source_dtype=Y.dtype)
             timings["read"] += time.perf_counter() - t
             return Yc
 

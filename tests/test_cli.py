@@ -473,6 +473,10 @@ def _bad(tmp_path, f):
     np.save(tmp_path / "wnan.npy", np.where(np.arange(60) == 3, np.nan, 1.0))
     np.save(tmp_path / "wgroup0.npy", np.where(np.arange(60) % 4 == 2, 0.0, 1.0))
     np.save(tmp_path / "xwide.npy", rng.standard_normal((10, f["X"].shape[1] + 1)))
+    ybig = f["Y"].copy()
+    ybig[3, 0, 1] = 1e39  # finite in float64, inf in float32
+    np.save(tmp_path / "ybig.npy", ybig)
+    np.save(tmp_path / "xhuge.npy", (f["X"] * 1e20).astype(np.float32))
 
 
 @pytest.mark.parametrize(
@@ -493,6 +497,13 @@ def _bad(tmp_path, f):
         ("X", "Y", ["--alphas", "1:10:x"], "an integer NUM"),
         ("X", "Y", ["--cv", "one"], "--cv must be"),
         ("X", "Y", ["--target-shape", "5", "8"], "--target-shape 5 8 has 40 targets"),
+        (
+            "X",
+            "ybig",
+            ["--dtype", "float32"],
+            "Input y overflows float32 (first at sample 3, target (0, 1))",
+        ),
+        ("xhuge", "Y", [], "X's scale is beyond float32"),
         ("X", "Y", ["--target-chunk", "0"], "--target-chunk must be >= 1"),
         ("X", "Y", ["--x-test", "X.npy"], "--x-test and --y-test go together"),
         ("X", "Y", ["--resume", "--shared-alpha"], "--resume needs per-target alphas"),
@@ -636,14 +647,17 @@ def test_usage_error_is_one_line(capsys):
     "argv",
     [["solve", "X.npy", "Y.npy", "--out", "m", "--threads", "0"],
      ["predict", "m", "X.npy", "--threads", "-1"],
-     ["evaluate", "m", "X.npy", "Y.npy", "--threads", "0"]],
+     ["evaluate", "m", "X.npy", "Y.npy", "--threads", "0"],
+     ["solve", "X.npy", "Y.npy", "--out", "m", "--target-shape", "-6", "-8"]],
 )  # fmt: skip
-def test_threads_must_be_positive(capsys, argv):
-    """--threads 0 had reached torch as an internal error (exit 1); evaluate ignored it."""
+def test_counts_must_be_positive(capsys, argv):
+    """--threads 0 had reached torch as an internal error (exit 1); evaluate ignored it.
+    --target-shape -6 -8 had been refused as having 48 targets where Y has 48."""
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert "argument --threads: must be >= 1" in one_error_line(capsys.readouterr().err)
+    option = next(a for a in argv if a.startswith("--") and a != "--out")
+    assert f"argument {option}: must be >= 1" in one_error_line(capsys.readouterr().err)
 
 
 def test_info(capsys):

@@ -75,3 +75,14 @@ def test_well_conditioned_x_keeps_eigh():
         X_bad, _ = scaled_columns(n_samples, n_features, 100.0, seed=0)
         decomp = decompose(torch.tensor(X_bad), fit_intercept=False, alpha_min=1e-2)
         assert decomp.by_svd
+
+
+def test_x_of_a_scale_beyond_float32_is_refused_not_zeroed():
+    # eigenvalues ~1e42 overflow float32: the coefficients had come out all 0
+    X, Y = make_problem(30, 5, seed=2)
+    X = X * 1e20
+    with pytest.raises(ValueError, match="X's scale is beyond float32.*rescale X"):
+        FastRidgeCV(alphas=[1.0, 10.0], dtype="float32").fit(X, Y)
+    got = FastRidgeCV(alphas=[1.0, 10.0]).fit(X, Y)  # float64
+    ref = Ridge(alpha=got.alpha_, solver="svd").fit(X, Y)
+    assert_allclose(got.coef_, ref.coef_, rtol=1e-9)
