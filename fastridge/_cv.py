@@ -47,9 +47,10 @@ from ._backend import (
     reused_buffer,
     row_block_sums,
     row_sq_sums,
+    svd,
 )
 from ._chunks import available_memory
-from ._decompose import Decomposition, gram_rank, gram_resolves
+from ._decompose import SVD_LOSS, Decomposition, gram_rank, gram_resolves
 from ._kernels import gcv_sums, update_best
 from ._scoring import FOLD_PREDICTS, FOLD_SUMS
 
@@ -301,10 +302,16 @@ def residuals(
     """In-sample residuals E(alpha) of shape (n_samples, n_chunk), written into `out`.
 
     `shrink` is one row of `shrinkage` (shape (rank,)), in the compute dtype;
-    `gemm` sets the precision of the GEMM (compute dtype when None).
+    `gemm` sets the precision of the GEMM (compute dtype when None). The remainder
+    counts unless it is rounding alone (`Decomposition.remainder_is_rounding`).
     """
     gemm = gemm or ScoringGemm(decomp.U)
-    return gemm(gemm.scale(chunk.UtY, shrink), out, add=chunk.remainder)
+    return gemm(gemm.scale(chunk.UtY, shrink), out, add=_remainder(decomp, chunk))
+
+
+def _remainder(decomp: Decomposition, chunk: ProjectedChunk) -> torch.Tensor | None:
+    """The chunk's remainder, None where it is rounding alone."""
+    return None if decomp.remainder_is_rounding else chunk.remainder
 
 
 def _without_gram(decomp: Decomposition, rank: int) -> Decomposition:
@@ -363,7 +370,10 @@ class LeaveOneOut:
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank), float64
         U64 = decomp.U.to(torch.float64)
         inv_one_minus_h = 1.0 / _one_minus_h(decomp, shrink, U64)  # (n_alphas, n_samples)
-        if decomp.has_remainder and precision == "highest":
+        # (a remainder of rounding alone is not read: `residuals`)
+        remainder = decomp.has_remainder and not decomp.remainder_is_rounding
+        self.reads_remainder = remainder
+        if remainder and precision == "highest":
             # E's remainder Yc - U UtY is rounded at ~eps |y| in the compute dtype
             # however small E_i is, and E_i / (1 - h_i) amplifies that: a sample
             # alone in a direction of X (a feature seen once) has 1 - h ~ alpha /
@@ -377,7 +387,7 @@ class LeaveOneOut:
         # (n_samples x rank per alpha, like U): no scaling pass over UtY nor over
         # the residuals. Leave-one-out is leave-group-out with folds of one sample.
         n_alphas = shrink.shape[0]
-        if not decomp.has_remainder and precision == "highest" and _bases_fit(decomp, n_alphas):
+        if not remainder and precision == "highest" and _bases_fit(decomp, n_alphas):
             self.bases = [
                 (U64 * inv_one_minus_h[a][:, None] * shrink[a]).to(decomp.dtype)
                 for a in range(n_alphas)
@@ -423,11 +433,15 @@ class GeneralizedCV:
         self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank)
         n = decomp.n_samples
-        trace_h = (1.0 - shrink).sum(dim=1) + (1.0 if decomp.fit_intercept else 0.0)
-        self.inv_denominator = (1.0 / (1.0 - trace_h / n)).to(decomp.dtype)  # (n_alphas,)
+        # n - tr(H) = n - rank - intercept + sum shrink: the integer part apart, as
+        # 1 - tr(H) / n cancels where X spans every sample (float64 GCV scored 7.5e-2
+        # off at alpha 1e-15 lambda_max, 12 x 72; a differential fuzz found it)
+        outside = n - decomp.rank - int(decomp.fit_intercept)
+        self.inv_denominator = (n / (outside + shrink.sum(dim=1))).to(decomp.dtype)  # (n_alphas,)
         self.shrink = shrink.to(decomp.dtype)
         self.shrink_sq = (shrink**2).to(decomp.dtype)
         self.folds = None
+        self.reads_remainder = not decomp.remainder_is_rounding
 
     def heldout_residuals(self, chunk: ProjectedChunk, a: int, out: torch.Tensor) -> torch.Tensor:
         residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
@@ -439,8 +453,9 @@ class GeneralizedCV:
     def squared_error_sums(self, chunk: ProjectedChunk) -> torch.Tensor:
         """Sum over samples of squared GCV residuals, shape (n_alphas, n_chunk)."""
         base = 0.0
-        if chunk.remainder is not None:
-            base = column_sq_sums(chunk.remainder)
+        remainder = _remainder(self.decomp, chunk)
+        if remainder is not None:
+            base = column_sq_sums(remainder)
         sums = gcv_sums(chunk.UtY, self.shrink_sq) + base  # fused on CUDA, float64
         return sums * (self.inv_denominator[:, None].double() ** 2)
 
@@ -496,6 +511,13 @@ class LostPrecision(ValueError):
             if math.isfinite(amplification)
             else f"a fold's refit is singular in {str(dtype)[6:]}"
         )
+
+
+class RefitFolds(ValueError):
+    """Raised by `LeaveGroupOut` in float64 where (I - H_bb)^-1 would amplify the
+    rounding of the remainder and of the bracket I - q_b q_b^T - U_b U_b^T past
+    SVD_LOSS: `FoldRefits` refits those folds in the shared basis instead, with no
+    remainder (`solve._cv_scheme`)."""
 
 
 def _check_amplification(amplification: float, dtype: torch.dtype) -> None:
@@ -716,6 +738,8 @@ class DualRoute:
             or eps > eps_gram
             or not gram_resolves(float(G.diagonal().sum()), 0.0, alphas.min(), eps_gram, eps)
         )
+        sw = decomp.sqrt_sw
+        q_among_rows = decomp.fit_intercept and sw is not None and float(sw[0]) == 0.0
         top = _symmetric_norm_estimate(lambda x: G @ x, G.diagonal()) if check else 0.0
         self.spectrum = None  # (lambda_max, lambda_min) estimates, where made
         smallest = int(np.argmin(alphas))
@@ -732,6 +756,13 @@ class DualRoute:
                 raise DualRouteUnavailable(f"Gram + {alpha:g} I is not positive definite")
             if check and k == smallest:
                 self.spectrum = high, low = self._spectrum(top, inv, alpha)
+                # The inverse's accuracy is the whole Gram's: a sample of weight 0 is a
+                # zero row, apart exactly, but the intercept direction q left among the
+                # rows (`_weighted_rows`) is a null direction of it like any other
+                # (leave-one-out 5.4e-4 off at alpha 1e-14 lambda_max, 20 x 48 with
+                # the first 3 weights 0; a differential fuzz found it)
+                if q_among_rows:
+                    low = 0.0
                 if not gram_resolves(high, low, alpha, eps_gram, eps):
                     # (the eigendecomposition route then takes the SVD of X)
                     raise DualRouteUnavailable(
@@ -1108,6 +1139,9 @@ class LeaveGroupOut:
     precision : see ScoringGemm
     predictions : bool
         Yield held-out predictions (above); only at precision="highest".
+    refit_folds : bool
+        Raise `RefitFolds` where (I - H_bb)^-1 amplifies rounding past SVD_LOSS
+        (for test folds that partition the samples, which `FoldRefits` takes).
     """
 
     name = "folds"
@@ -1119,6 +1153,7 @@ class LeaveGroupOut:
         test_folds,
         precision: str = "highest",
         predictions: bool = False,
+        refit_folds: bool = False,
     ):
         if predictions and precision != "highest":
             raise ValueError("held-out predictions are formed at precision='highest' only")
@@ -1192,9 +1227,7 @@ class LeaveGroupOut:
         any_bracket = decomp.has_remainder or (predictions and not all(self.shrink_form))
         # With a remainder, held-out residuals are (I - H_bb)^-1 E_b from the compute
         # dtype's E_b (without one the stacked bases, made in float64, take UtY)
-        residual_check = (
-            decomp.has_remainder and precision == "highest" and decomp.dtype != torch.float64
-        )
+        residual_check = decomp.has_remainder and precision == "highest"
         for b, rows in enumerate(self.folds):
             Ub = U[rows]
             n_b = Ub.shape[0]
@@ -1234,7 +1267,13 @@ class LeaveGroupOut:
                         raise ValueError(FOLD_NOT_HELD_OUT)
                     inverse = torch.cholesky_inverse(L)
                     if residual_check:  # (I - H_bb)^-1 amplifies E_b's rounding
-                        _check_amplification(_spectral_norm_estimate(inverse), decomp.dtype)
+                        amplification = _spectral_norm_estimate(inverse)
+                        _check_amplification(amplification, decomp.dtype)
+                        if refit_folds and amplification * _EPS64 > SVD_LOSS:
+                            # float64 5-fold scores of 54 x 48 (training folds below
+                            # the rank) were 0.23 off at alpha 1e-15 lambda_max and
+                            # 1.7e-5 at 1e-11, FoldRefits' 3e-13 (a fuzz found it)
+                            raise RefitFolds(f"(I - H_bb)^-1 amplifies {amplification:.2g}-fold")
                     inverses.append(inverse)
                     per_alpha.append(inverse.to(decomp.dtype))
                     if self.offsets is not None:
@@ -1446,6 +1485,8 @@ class FoldRefits:
         s = None if s is None else s.to(torch.float64)
         w_total = float(decomp.n_samples if s is None else (s * s).sum())
         intercept = decomp.q is not None
+        top_all = float(decomp.eigvals[0]) if rank else 0.0  # (the downdate's scale)
+        eps = torch.finfo(decomp.dtype).eps
         # Each alpha's residuals are the smallest alpha's ("base", made once a chunk)
         # less a difference: its rounding is then common to all alphas and cancels
         # from their comparison, as leave-one-out's remainder does (from a maker per
@@ -1483,7 +1524,26 @@ class FoldRefits:
             # amplify it (float32 scored -10.4 for -4.26 at alpha 1e-7 lambda_max,
             # n=7, p=5, 3 folds). They are dropped, with decompose's tolerance.
             top = float(lam[-1]) if lam.numel() else 0.0
-            live = lam > max(decomp.n_samples, decomp.n_features) * _EPS64 * top
+            tol = max(decomp.n_samples, decomp.n_features) * _EPS64 * top
+            if top > 0.0 and not gram_resolves(
+                top_all, float(lam[0]), float(a64.min()), _EPS64, eps
+            ):
+                # C, a downdate of X's covariance, is within ~eps lambda_max only, as
+                # `decompose`'s eigh is: the SVD of the training rows themselves, D =
+                # Z_T - s_T m^T (D^T D = C), instead (float64 5-fold scores of 54 x 48
+                # had been 0.23 off at alpha 1e-15 lambda_max, 1.7e-5 at 1e-11; a
+                # differential fuzz found it), and decompose's tolerance on its
+                # singular values
+                train = torch.ones(decomp.n_samples, dtype=torch.bool, device=U.device)
+                train[rows] = False
+                D = U[train] * root
+                if intercept:
+                    D -= torch.outer(s[train] if s is not None else sb.new_ones(D.shape[0]), m)
+                _, sing, Vt = svd(D)
+                lam, V = (sing * sing).flip(0), Vt.T.flip(1)  # ascending, as eigh's
+                top = float(lam[-1]) if lam.numel() else 0.0
+                tol = tol * tol / top if top > 0.0 else 0.0
+            live = lam > tol
             A = mm(Zb, V)  # (n_b, rank)
             B = V.T * root[None, :]  # V_b^T diag(sqrt(eigvals))
             Vm = V.T @ m if intercept else None

@@ -172,17 +172,15 @@ class Decomposition:
 
     @functools.cached_property
     def remainder_is_rounding(self) -> bool:
-        """Whether, in a compute dtype below float64, the samples of weight 0 span the
-        whole remainder (X has full rank over the others): their weighted targets
-        are 0, so every target's remainder (I - qq^T - UU^T) Y is the projection's
-        rounding alone, ~eps |Y|, which dual coefficients would divide by alpha
-        (float32, alpha 1e-4 lambda_max: fitted values 2e-3 off float64's, 4e-7
-        without it; a differential fuzz found it). Not in float64: there the
-        remainder also carries what the rounded U misses, and dropping it put
-        float64 fitted values 7e-7 off for 1e-8 (a second fuzz found that)."""
+        """Whether the samples of weight 0 span the whole remainder (X has full rank
+        over the others): their weighted targets are 0, so every target's remainder
+        (I - qq^T - UU^T) Y is 0, its computed value the projection's rounding alone
+        (~eps |Y|). Residuals leave it out: added, it swamped in-sample residuals of
+        ~alpha / eigval |Y| (float64 leave-one-out scored 1.0 off at alpha 1e-15
+        lambda_max, 20 x 48 with 3 weights of 0; float32 GCV 1e9 off at 1e-12;
+        a differential fuzz found them). Dual coefficients, see
+        `_refit.dual_coefficients`."""
         if self.sqrt_sw is None or self.eigvals is None or not self.has_remainder:
-            return False
-        if self.dtype == torch.float64:
             return False
         return self.full_rank_where_weighted
 

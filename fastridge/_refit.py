@@ -131,8 +131,14 @@ def dual_coefficients(
     # the null-space part of c, remainder / alpha: no effect on predictions, kept so
     # that dual = (K + alpha I)^-1 y exactly (as kernel ridge defines it); none where
     # only samples of weight 0 are null (their dual coefficients are 0)
+    # Where the remainder is rounding alone (`Decomposition.remainder_is_rounding`),
+    # 1 / alpha would amplify it in a compute dtype below float64 (float32, alpha
+    # 1e-4 lambda_max: fitted values 2e-3 off float64's, 4e-7 without it; a
+    # differential fuzz found it). Not in float64: there it also carries what the
+    # rounded U misses, and dropping it put fitted values 7e-7 off for 1e-8.
+    rounding = decomp.remainder_is_rounding and decomp.dtype != torch.float64
     rest = None
-    if chunk.remainder is not None and not decomp.remainder_is_rounding:
+    if chunk.remainder is not None and not rounding:
         rest = chunk.remainder
         # The remainder Yc - U Ũ is rounded at ~eps |y| along U too, which 1 / alpha
         # amplifies and K c multiplies by the eigenvalues: fitted values were 3e-5 off

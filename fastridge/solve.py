@@ -53,6 +53,7 @@ from ._cv import (
     LeaveOneOut,
     LostPrecision,
     PrecisionWarning,
+    RefitFolds,
     RefitPerFold,
     _bases_fit,
     project,
@@ -290,13 +291,18 @@ def _cv_scheme(
     if partitions:
         tests = [te for _, te in splits]
         predictions = predictions and precision == "highest"
-        if (
+        refits = (
             precision == "highest"
             and _partition_folds(splits, decomp.n_samples) is not None  # (not ShuffleSplit)
-            and _fold_refits_pay(decomp, tests, len(alphas), n_targets, dual, predictions)
-        ):
+        )
+        if refits and _fold_refits_pay(decomp, tests, len(alphas), n_targets, dual, predictions):
             return FoldRefits(decomp, alphas, tests, predictions=predictions)
-        return LeaveGroupOut(decomp, alphas, tests, precision, predictions=predictions)
+        try:
+            return LeaveGroupOut(
+                decomp, alphas, tests, precision, predictions=predictions, refit_folds=refits
+            )
+        except RefitFolds:  # (its rounding amplified past SVD_LOSS: see LeaveGroupOut)
+            return FoldRefits(decomp, alphas, tests, predictions=predictions)
     return RefitPerFold(
         X,
         alphas,

@@ -8,9 +8,12 @@ import torch
 from conftest import make_problem
 from numpy.testing import assert_allclose
 from sklearn.linear_model import Ridge
+from sklearn.metrics import mean_squared_error
+from sklearn.model_selection import KFold
 from test_core import brute_force_loo
+from test_folds import brute_force_fold_scores
 
-from fastridge import FastRidgeCV
+from fastridge import FastRidgeCV, _cv
 from fastridge._decompose import decompose
 
 
@@ -25,9 +28,41 @@ def scaled_columns(n_samples, n_features, offset, seed):
     return X, y
 
 
-def loo_scores(X, y, alphas):
-    """Minus the mean squared leave-one-out error of each alpha, by refits."""
-    return np.array([-np.mean(brute_force_loo(X, y[:, None], a, False) ** 2) for a in alphas])
+def loo_scores(X, y, alphas, fit_intercept=False, sample_weight=None):
+    """Minus the mean (weighted) squared leave-one-out error of each alpha, by refits."""
+    return np.array(
+        [
+            -np.mean(brute_force_loo(X, y[:, None], a, fit_intercept, sample_weight) ** 2)
+            for a in alphas
+        ]
+    )
+
+
+def gcv_scores(X, y, alphas, fit_intercept, sample_weight=None):
+    """Generalized cross-validation of each alpha from the SVD of the weighted design,
+    shrinkage written alpha / (s^2 + alpha) (no cancellation): -||(I - H) y||^2 / n
+    / ((n - tr H) / n)^2, tr H = intercept + sum s^2 / (s^2 + alpha). Samples of
+    weight 0 are left out of the SVD (their weighted rows and targets are 0) and the
+    intercept's direction is split off by a Householder reflection."""
+    n = X.shape[0]
+    sw = np.ones(n) if sample_weight is None else sample_weight
+    kept = sw > 0
+    Z, t = np.sqrt(sw[kept])[:, None] * X[kept], np.sqrt(sw[kept]) * y[kept]
+    if fit_intercept:
+        q = np.sqrt(sw[kept]) / np.linalg.norm(np.sqrt(sw[kept]))
+        Z, t = Z - np.outer(q, q @ Z), t - q * (q @ t)
+        v = q.copy()
+        v[0] += 1.0 if q[0] >= 0 else -1.0
+        H = np.eye(len(q)) - 2 * np.outer(v, v) / (v @ v)
+        Z, t = (H @ Z)[1:], (H @ t)[1:]
+    U, s, _ = np.linalg.svd(Z, full_matrices=True)
+    out = []
+    for a in alphas:
+        shrink = np.ones(U.shape[0])
+        shrink[: len(s)] = a / (s**2 + a)
+        outside = n - int(fit_intercept) - len(s) + shrink[: len(s)].sum()  # n - tr(H)
+        out.append(-np.sum((shrink * (U.T @ t)) ** 2) / n / (outside / n) ** 2)
+    return np.array(out)
 
 
 def test_covariance_form_keeps_the_direction_eigh_cannot_resolve(blas):
@@ -86,3 +121,82 @@ def test_x_of_a_scale_beyond_float32_is_refused_not_zeroed():
     got = FastRidgeCV(alphas=[1.0, 10.0]).fit(X, Y)  # float64
     ref = Ridge(alpha=got.alpha_, solver="svd").fit(X, Y)
     assert_allclose(got.coef_, ref.coef_, rtol=1e-9)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_leave_one_out_with_weights_of_zero_at_alphas_near_rounding(fit_intercept):
+    # the weighted rows of full rank: the remainder (I - qq^T - UU^T) y is 0, its
+    # computed value rounding (~eps |y|) that had swamped residuals ~alpha / eigval
+    # |y| (1.0 off at 1e-15 lambda_max); with the first sample's weight 0 and an
+    # intercept, q stays among the Gram's rows, a null direction that the dual
+    # route's inverse had met (5.4e-4 off at 1e-14)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 48))
+    y = X @ rng.standard_normal(48) + rng.standard_normal(20)
+    w = rng.uniform(0.5, 2, 20)
+    w[:3] = 0.0
+    Xc = X - (w @ X / w.sum() if fit_intercept else 0.0)
+    top = np.linalg.norm(np.sqrt(w)[:, None] * Xc, 2) ** 2
+    for rel in (1e-15, 1e-14, 1e-12):
+        alphas = [rel * top]
+        got = FastRidgeCV(alphas=alphas, fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
+        ref = loo_scores(X, y, alphas, fit_intercept, w)
+        assert_allclose(got.alpha_scores_, ref, rtol=1e-9)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gcv_where_x_spans_the_weighted_samples(fit_intercept, dtype):
+    # 1 - tr(H) / n cancels where X spans every sample (7.5e-2 off at 1e-15
+    # lambda_max), and with weights of 0 the remainder is rounding alone (float32
+    # 1e9 off at 1e-12, its rounding squared against ~(alpha / eigval)^2)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 63))
+    y = X @ rng.standard_normal(63) + rng.standard_normal(12)
+    X, y = X.astype(dtype), y.astype(dtype)
+    X64, y64 = X.astype(np.float64), y.astype(np.float64)  # (the data as given)
+    top = np.linalg.norm(X64, 2) ** 2
+    alphas = top * np.array([1e-15, 1e-12, 1e-9])
+    for w in (None, np.r_[0.0, 0.0, rng.uniform(0.5, 2, 10)].astype(dtype)):
+        got = FastRidgeCV(alphas=alphas, fit_intercept=fit_intercept, cv="gcv")
+        got.fit(X, y, sample_weight=w)
+        w64 = None if w is None else w.astype(np.float64)
+        ref = gcv_scores(X64, y64, alphas, fit_intercept, w64)
+        assert_allclose(got.alpha_scores_, ref, rtol=1e-9 if dtype == np.float64 else 1e-5)
+
+
+def test_folds_of_training_sets_below_the_rank_at_alphas_near_rounding():
+    # 54 x 48, 5 folds: each training set (43-44 samples) leaves directions to the
+    # penalty alone, where (I - H_bb)^-1 amplified the remainder's rounding (0.23
+    # off at 1e-15 lambda_max, 1.7e-5 at 1e-11): refit in the shared basis instead
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((54, 48))
+    y = X @ rng.standard_normal(48) + rng.standard_normal(54)
+    alphas = np.linalg.norm(X, 2) ** 2 * np.array([1e-15, 1e-11, 1e-7])
+    cv = KFold(5)
+    got = FastRidgeCV(alphas=alphas, fit_intercept=False, cv=cv, scoring="neg_mean_squared_error")
+    got.fit(X, y)
+    mse = lambda t, p, w: [-mean_squared_error(t, p)]  # noqa: E731
+    ref = brute_force_fold_scores(X, y[:, None], alphas, list(cv.split(X)), False, score=mse)
+    assert_allclose(got.alpha_scores_, ref.mean(axis=0)[0], rtol=1e-9)
+    assert got.alpha_ == alphas[np.argmax(ref.mean(axis=0)[0])]
+
+
+def test_fold_refits_take_the_svd_of_ill_conditioned_training_rows(monkeypatch):
+    # a fold's training covariance, a downdate of X's, is within ~eps lambda_max
+    # only: the SVD of its training rows where that cannot resolve the fit (scores
+    # 2.4e-3 off by the downdate's eigh, 1.9e-12 by the SVD, measured)
+    from fastridge import solve
+
+    monkeypatch.setattr(solve, "_fold_refits_pay", lambda *args, **kwargs: True)
+    calls = []
+    monkeypatch.setattr(_cv, "svd", lambda A: calls.append(A.shape) or torch.linalg.svd(A))
+    X, y = scaled_columns(60, 12, 100.0, seed=0)
+    alphas = np.linalg.norm(X, 2) ** 2 * np.array([1e-14, 1e-10])
+    cv = KFold(4)
+    got = FastRidgeCV(alphas=alphas, fit_intercept=False, cv=cv, scoring="neg_mean_squared_error")
+    got.fit(X, y)
+    assert len(calls) == 4  # (one per fold)
+    mse = lambda t, p, w: [-mean_squared_error(t, p)]  # noqa: E731
+    ref = brute_force_fold_scores(X, y[:, None], alphas, list(cv.split(X)), False, score=mse)
+    assert_allclose(got.alpha_scores_, ref.mean(axis=0)[0], rtol=1e-9)
