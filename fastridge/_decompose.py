@@ -555,12 +555,19 @@ def decompose(
     # The leverage outside the kept span, 1 - q_i^2 - ||U_i||^2, is that difference's
     # rounding (~eps) where it is small, and leave-one-out divides by 1 - h_i =
     # leverage_rest_i + sum_j U_ij^2 alpha / (eigval_j + alpha), itself ~alpha / eigval:
-    # without a remainder it is 0, in Gram form ||N_i||^2 (no cancellation). A
+    # without a remainder it is 0, where the remainder is the samples of weight 0
+    # alone 1 on them and 0 elsewhere, in Gram form ||N_i||^2 (no cancellation). A
     # rounding of 3.3e-16 in one sample's had put a float64 leave-one-out score 4e-2
     # off at alpha 2.5e-16 lambda_max (n=11, p=45: scikit-learn was exact).
     has_remainder = U.shape[1] < n_rows
+    weighted = None if sqrt_sw is None else sqrt_sw > 0
     if not has_remainder:
         leverage_rest = torch.zeros(n_samples, dtype=work_dtype, device=device)
+    elif weighted is not None and U.shape[1] >= int(weighted.sum()) - int(fit_intercept):
+        # the kept span holds every weighted sample: the rest is the samples of
+        # weight 0, each alone in its direction (1), and 0 for the others (a float64
+        # leave-one-out score had been 2.6e-4 off at 2e-14 lambda_max, 48 x 46)
+        leverage_rest = (~weighted).to(work_dtype)
     elif null64 is not None:
         leverage_rest = (null64 * null64).sum(dim=1)
     else:

@@ -200,3 +200,18 @@ def test_fold_refits_take_the_svd_of_ill_conditioned_training_rows(monkeypatch):
     mse = lambda t, p, w: [-mean_squared_error(t, p)]  # noqa: E731
     ref = brute_force_fold_scores(X, y[:, None], alphas, list(cv.split(X)), False, score=mse)
     assert_allclose(got.alpha_scores_, ref.mean(axis=0)[0], rtol=1e-9)
+
+
+def test_leave_one_out_in_covariance_form_of_weighted_rows_spanned():
+    # 48 x 46 with 8 weights of 0: the covariance form, whose leverage outside the
+    # kept span, 1 - ||U_i||^2, had been its rounding for the weighted samples (0
+    # exactly): a score 2.6e-4 off at 2e-14 lambda_max (a differential fuzz found it)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((48, 46))
+    y = X @ rng.standard_normal(46) + rng.standard_normal(48)
+    w = rng.uniform(0.5, 2, 48)
+    w[rng.choice(48, 8, replace=False)] = 0.0
+    top = np.linalg.norm(np.sqrt(w)[:, None] * X, 2) ** 2
+    alphas = top * np.array([2e-14, 1e-10])
+    got = FastRidgeCV(alphas=alphas, fit_intercept=False).fit(X, y, sample_weight=w)
+    assert_allclose(got.alpha_scores_, loo_scores(X, y, alphas, False, w), rtol=1e-9)
