@@ -289,6 +289,30 @@ def _eigh_resolves(eigvals: torch.Tensor, alpha_min, eps: float, compute_eps: fl
     return gram_resolves(float(eigvals[-1]), float(eigvals[0]), alpha_min, eps, compute_eps)
 
 
+def _drops_resolvable(
+    Z: torch.Tensor, eigvals, vecs, form: str, alpha_min, rel_tol: float, compute_eps: float
+) -> bool:
+    """Whether eigh dropped (eigenvalue <= rel_tol lambda_max) a direction the SVD
+    would keep and the fit would feel. eigh resolves eigenvalues to ~eps lambda_max
+    only, singular values to ~sqrt(eps) s_max, where the SVD resolves them to ~eps
+    s_max: Z on the dropped eigenvectors (Z V_d, or Z^T U_d in Gram form), formed
+    directly, has them as the SVD would, and its Frobenius norm bounds the largest.
+    Past the SVD's own tolerance (rel_tol s_max), such a direction's part of the
+    coefficients, up to s s_max / alpha of theirs, is weighed as in `gram_resolves`
+    (float32 coefficients of near-duplicate columns, s = 1.3e-8 s_max at alpha
+    2e-7 lambda_max, had been 2.3e-2 off with it dropped)."""
+    top = float(eigvals[-1]) if eigvals.numel() else 0.0
+    n_dropped = int((eigvals <= rel_tol * top).sum()) if top > 0.0 else 0
+    if not n_dropped:
+        return False
+    dropped = vecs[:, :n_dropped]  # (eigh's order: ascending)
+    part = mm(Z, dropped) if form == "covariance" else mm(Z.T, dropped)
+    s_max, s_dropped = top**0.5, float(torch.linalg.vector_norm(part))
+    if s_dropped <= rel_tol * s_max:
+        return False
+    return alpha_min is None or s_dropped * s_max > max(SVD_LOSS, compute_eps) * alpha_min
+
+
 def _svd_spectrum(Z: torch.Tensor, form: str):
     """Z's spectrum as eigh of its Gram (form "gram") or covariance would give it,
     ascending, from its SVD: (eigvals (k,), vecs, rows). Gram form: vecs are the
@@ -473,9 +497,12 @@ def decompose(
     else:
         # vecs: (n_features, n_features)
         eigvals, vecs = eigh(_finite(mm(Z.T, Z), "covariance", Xs))
-    eps = torch.finfo(work_dtype).eps
+    eps, compute_eps = torch.finfo(work_dtype).eps, torch.finfo(compute_dtype).eps
+    rel_tol = max(n_samples, n_features) * eps
     rows = None  # the covariance form's U rows, when the SVD gives them
-    by_svd = not _eigh_resolves(eigvals, alpha_min, eps, torch.finfo(compute_dtype).eps)
+    by_svd = not _eigh_resolves(eigvals, alpha_min, eps, compute_eps) or _drops_resolvable(
+        Z, eigvals, vecs, form, alpha_min, rel_tol, compute_eps
+    )
     if by_svd:
         eigvals, vecs, rows = _svd_spectrum(Z, form)
     # Drop numerically-zero directions, then descending order. eigh's order is
@@ -484,7 +511,7 @@ def decompose(
     # The tolerance is numpy.matrix_rank's, on the eigenvalues or, from the SVD,
     # on the singular values (so squared here); the same for LOW_FLOOR.
     top = float(eigvals[-1]) if eigvals.numel() else 0.0
-    tol = max(n_samples, n_features) * eps * top
+    tol = rel_tol * top
     floor = LOW_FLOOR * eps * top
     if by_svd:  # (only where eigh found a spectrum: top > 0)
         tol, floor = tol * tol / top, floor * floor / top
