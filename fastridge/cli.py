@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -292,11 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line, like the errors (Python's format added the file and
+    the source line of the call inside fastridge)."""
+    print(f"fastridge: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     """Entry point of the `fastridge` command; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("fastridge: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

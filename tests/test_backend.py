@@ -705,3 +705,29 @@ def test_constant_columns_exact_both_ways(weighted):
     for j in range(6):
         expected = y[1, j] if j in constant else means[j]
         assert got[j] == expected, j
+
+
+def test_svd_falls_back_to_gesvd_where_gesdd_fails(blas, monkeypatch):
+    """gesdd can fail to converge on some matrices (numpy's did on one of a fuzz's
+    3,000 reference fits): `svd` then takes gesvd's QR iteration."""
+    import scipy.linalg
+
+    A = torch.tensor(np.random.default_rng(0).standard_normal((30, 7)))
+    real_svd, real_scipy = torch.linalg.svd, scipy.linalg.svd
+    drivers = []
+
+    def failing_torch(*args, **kwargs):
+        raise torch.linalg.LinAlgError("did not converge")
+
+    def failing_gesdd(*args, lapack_driver="gesdd", **kwargs):
+        drivers.append(lapack_driver)
+        if lapack_driver == "gesdd":
+            raise np.linalg.LinAlgError("SVD did not converge")
+        return real_scipy(*args, lapack_driver=lapack_driver, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "svd", failing_torch)
+    monkeypatch.setattr(scipy.linalg, "svd", failing_gesdd)
+    U, s, Vt = B.svd(A)
+    assert drivers[-1] == "gesvd"
+    assert_allclose((U * s) @ Vt, A.numpy(), atol=1e-12)
+    assert_allclose(s, real_svd(A).S, rtol=1e-12)

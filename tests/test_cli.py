@@ -922,3 +922,19 @@ def test_alpha_counts_sum_to_the_targets_with_a_repeated_alpha():
 
     counts = alpha_counts(np.array([0, 1, 1, 2, 0]), [10.0, 10.0, 100.0])
     assert counts == {"10": 4, "100": 1}
+
+
+def test_precision_warning_is_one_line(tmp_path, capsys):
+    """A PrecisionWarning on the command line reads as the errors do, one line
+    `fastridge: warning: ...` (Python's format had added a file and a source line)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((68, 20)) @ rng.standard_normal((20, 52)) + 100
+    Y = (X - 100) @ rng.standard_normal((52, 3)) / 10 + rng.standard_normal((68, 3))
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    np.save(tmp_path / "Y.npy", Y.astype(np.float32))
+    alpha = 1e-14 * np.linalg.norm(X - X.mean(0), 2) ** 2  # (float32 cannot carry it)
+    args = ["solve", tmp_path / "X.npy", tmp_path / "Y.npy", "--alphas", alpha]
+    assert main(list(map(str, [*args, "--out", tmp_path / "m", "-q"]))) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("fastridge: warning: the coefficients, computed in float32"), err
+    assert len(err.strip().splitlines()) == 1 and "cli.py" not in err

@@ -2,6 +2,8 @@
 eigenvalues are each within ~eps lambda_max), the SVD of X does; leave-one-out's
 1 - h is exact where it is tiny. Against refits by scikit-learn's SVD solver."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -231,3 +233,31 @@ def test_float32_near_duplicate_columns_keep_the_direction_eigh_drops():
     got = FastRidgeCV(alphas=[alpha], fit_intercept=False).fit(X32, y32)
     ref = Ridge(alpha=alpha, fit_intercept=False, solver="svd").fit(X64, y32.astype(np.float64))
     assert_allclose(got.coef_, ref.coef_, rtol=0, atol=1e-5 * np.abs(ref.coef_).max())
+
+
+def test_float32_primal_coefficients_warn_when_they_cannot_carry_the_fit():
+    # rank-20 X of 52 columns around 100, in float32: its rounding adds directions
+    # ~1e-6 s_max, which alpha 1e-14 lambda_max fits with coefficients large enough
+    # that predictions lose their digits (0.57 off float64 refits of the same data,
+    # measured): a PrecisionWarning says so, as for dual fits; at 1e-8 lambda_max
+    # the fit keeps its digits and says nothing
+    from fastridge import PrecisionWarning
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((68, 20)) @ rng.standard_normal((20, 52)) + 100
+    y = (X - 100) @ rng.standard_normal(52) / 10 + rng.standard_normal(68)
+    X32, y32 = X.astype(np.float32), y.astype(np.float32)
+    X64, y64 = X32.astype(np.float64), y32.astype(np.float64)  # (the data as given)
+    top = np.linalg.norm(X64 - X64.mean(0), 2) ** 2
+    for rel, warns in ((1e-14, True), (1e-8, False)):
+        alpha = rel * top
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = FastRidgeCV(alphas=[alpha]).fit(X32, y32)
+        warned = [w for w in caught if issubclass(w.category, PrecisionWarning)]
+        assert bool(warned) == warns
+        ref = Ridge(alpha=alpha, solver="svd").fit(X64, y64)
+        off = np.abs(got.predict(X32) - ref.predict(X64)).max() / np.abs(y64).max()
+        assert (off > 1e-2) if warns else (off < 1e-4)
+        if warns:
+            assert "fit in float64" in str(warned[0].message)
