@@ -479,7 +479,6 @@ def svd(A: torch.Tensor, full_matrices: bool = False):
     can on some matrices (numpy's raised on one of a fuzz's 3,000 reference fits),
     gesvd's QR iteration."""
     from numpy.linalg import LinAlgError
-    from scipy.linalg import svd as scipy_svd  # (scipy's LAPACK: see `_host_gemm`)
 
     if not _numpy_path(A):
         try:
@@ -487,16 +486,21 @@ def svd(A: torch.Tensor, full_matrices: bool = False):
         except torch.linalg.LinAlgError:
             if A.device.type != "cpu":
                 return torch.linalg.svd(A, full_matrices=full_matrices, driver="gesvd")
-    drivers = ("gesdd", "gesvd") if _numpy_path(A) else ("gesvd",)
-    for driver in drivers:
-        try:
-            u, s, vh = scipy_svd(
-                _blas_view(A), full_matrices=full_matrices, lapack_driver=driver, check_finite=False
-            )
-            return torch.from_numpy(u), torch.from_numpy(s), torch.from_numpy(vh)
-        except LinAlgError:
-            if driver == drivers[-1]:
-                raise
+            return _scipy_svd(A, full_matrices, "gesvd")
+    try:
+        return _scipy_svd(A, full_matrices, "gesdd")
+    except LinAlgError:
+        return _scipy_svd(A, full_matrices, "gesvd")
+
+
+def _scipy_svd(A: torch.Tensor, full_matrices: bool, driver: str):
+    """`svd` of a CPU tensor by scipy's LAPACK `driver` (see `_host_gemm`)."""
+    from scipy.linalg import svd as scipy_svd
+
+    u, s, vh = scipy_svd(
+        _blas_view(A), full_matrices=full_matrices, lapack_driver=driver, check_finite=False
+    )
+    return torch.from_numpy(u), torch.from_numpy(s), torch.from_numpy(vh)
 
 
 def cholesky_inverse(A: torch.Tensor) -> torch.Tensor | None:

@@ -326,9 +326,9 @@ class TargetReader:
         """Columns `sl` of a numpy Y into `out` (contiguous, on the CPU), cast to its
         dtype; row by row from the file for a memmap (see `_RowReader`)."""
         dst = out.numpy()
+        # (values beyond dst's range become inf, found and named by the finite check)
         if self._rows is not None and dst.dtype == self._rows.dtype:
             self._rows.read_into(sl, dst)
-        # (values beyond dst's range become inf, found and named by the finite check)
         elif self._rows is not None:
             block = host_empty(dst.shape, self._rows.dtype)
             with np.errstate(over="ignore"):

@@ -1524,26 +1524,27 @@ class FoldRefits:
             # amplify it (float32 scored -10.4 for -4.26 at alpha 1e-7 lambda_max,
             # n=7, p=5, 3 folds). They are dropped, with decompose's tolerance.
             top = float(lam[-1]) if lam.numel() else 0.0
-            tol = max(decomp.n_samples, decomp.n_features) * _EPS64 * top
+            rel_tol = max(decomp.n_samples, decomp.n_features) * _EPS64
             if top > 0.0 and not gram_resolves(
                 top_all, float(lam[0]), float(a64.min()), _EPS64, eps
             ):
                 # C, a downdate of X's covariance, is within ~eps lambda_max only, as
                 # `decompose`'s eigh is: the SVD of the training rows themselves, D =
-                # Z_T - s_T m^T (D^T D = C), instead (float64 5-fold scores of 54 x 48
-                # had been 0.23 off at alpha 1e-15 lambda_max, 1.7e-5 at 1e-11; a
-                # differential fuzz found it), and decompose's tolerance on its
-                # singular values
+                # Z_T - s_T m^T (D^T D = C), instead, with decompose's tolerance on its
+                # singular values (4 folds of X of columns scaled 1e-3 to 1e3 around
+                # 100, 60 x 12, at 1e-14 lambda_max: scores 2.4e-3 off refits by the
+                # downdate's eigh, 1.9e-12 by the SVD)
                 train = torch.ones(decomp.n_samples, dtype=torch.bool, device=U.device)
                 train[rows] = False
                 D = U[train] * root
                 if intercept:
-                    D -= torch.outer(s[train] if s is not None else sb.new_ones(D.shape[0]), m)
+                    s_train = torch.ones_like(D[:, 0]) if s is None else s[train]
+                    D -= torch.outer(s_train, m)
                 _, sing, Vt = svd(D)
                 lam, V = (sing * sing).flip(0), Vt.T.flip(1)  # ascending, as eigh's
                 top = float(lam[-1]) if lam.numel() else 0.0
-                tol = tol * tol / top if top > 0.0 else 0.0
-            live = lam > tol
+                rel_tol *= rel_tol
+            live = lam > rel_tol * top
             A = mm(Zb, V)  # (n_b, rank)
             B = V.T * root[None, :]  # V_b^T diag(sqrt(eigvals))
             Vm = V.T @ m if intercept else None

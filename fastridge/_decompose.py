@@ -18,7 +18,9 @@ is refit in every fold) without relying on an eigenvalue being "numerically 0".
 
 The dual form (eigh of the Gram matrix) is used when the rotated sample count
 is <= n_features, the primal form (eigh of the covariance) otherwise, like
-scikit-learn's gcv_mode="auto".
+scikit-learn's gcv_mode="auto". Where that matrix, whose eigenvalues eigh finds
+only to ~eps lambda_max, cannot resolve the fit, the SVD of the reflected design
+gives the same quantities instead (`SVD_LOSS`, `_drops_resolvable`).
 
 Rank tolerance: directions with eigval <= max(n_samples, n_features) * eps *
 max(eigvals) are dropped (eps of the decomposition dtype, numpy.matrix_rank's
@@ -359,7 +361,7 @@ def decompose(
     dual: bool = False,
     alpha_min: float | None = None,
 ) -> Decomposition:
-    """Centre, weight and eigendecompose X once.
+    """Centre, weight and eigendecompose X once (or take its SVD: `SVD_LOSS`).
 
     Parameters
     ----------
@@ -499,12 +501,12 @@ def decompose(
         eigvals, vecs = eigh(_finite(mm(Z.T, Z), "covariance", Xs))
     eps, compute_eps = torch.finfo(work_dtype).eps, torch.finfo(compute_dtype).eps
     rel_tol = max(n_samples, n_features) * eps
-    rows = None  # the covariance form's U rows, when the SVD gives them
+    svd_rows = None  # the covariance form's U rows, when the SVD gives them
     by_svd = not _eigh_resolves(eigvals, alpha_min, eps, compute_eps) or _drops_resolvable(
         Z, eigvals, vecs, form, alpha_min, rel_tol, compute_eps
     )
     if by_svd:
-        eigvals, vecs, rows = _svd_spectrum(Z, form)
+        eigvals, vecs, svd_rows = _svd_spectrum(Z, form)
     # Drop numerically-zero directions, then descending order. eigh's order is
     # ascending, so the kept ones are its last `kept`: one copy of the kept
     # eigenvectors (a flip, then a mask, made two: 55 ms of 1.9 at M, measured).
@@ -522,7 +524,7 @@ def decompose(
     # the last of the dropped
     positive = int((eigvals[:first] > floor).sum()) if top > 0.0 else 0
     low_vecs, low_eigvals = vecs[:, first - positive : first], eigvals[first - positive : first]
-    low_rows = None if rows is None else rows[:, first - positive : first]
+    low_rows = None if svd_rows is None else svd_rows[:, first - positive : first]
     eigvals, vecs = eigvals[first:].flip(0), vecs[:, first:].flip(1)
     s = torch.sqrt(eigvals)
     if eigvals.numel() and float(eigvals[0]) * torch.finfo(compute_dtype).tiny >= 1.0:
@@ -545,8 +547,8 @@ def decompose(
                 design = None
     else:
         basis_M = (vecs * s).to(compute_dtype).contiguous()  # V diag(s)
-        if rows is not None:  # (from the SVD: orthonormal already)
-            U_rows = rows[:, first:].flip(1)
+        if svd_rows is not None:  # (from the SVD: orthonormal already)
+            U_rows = svd_rows[:, first:].flip(1)
         else:
             U_rows = mm(Z, vecs) / s  # (n_rows, rank)
             # (below the compute dtype's rounding, e.g. float32 from float64, no need)
@@ -582,8 +584,8 @@ def decompose(
     # The leverage outside the kept span, 1 - q_i^2 - ||U_i||^2, is that difference's
     # rounding (~eps) where it is small, and leave-one-out divides by 1 - h_i =
     # leverage_rest_i + sum_j U_ij^2 alpha / (eigval_j + alpha), itself ~alpha / eigval:
-    # without a remainder it is 0, where the remainder is the samples of weight 0
-    # alone 1 on them and 0 elsewhere, in Gram form ||N_i||^2 (no cancellation). A
+    # without a remainder it is 0; where the remainder is the samples of weight 0
+    # alone, 1 on them and 0 elsewhere; in Gram form ||N_i||^2 (no cancellation). A
     # rounding of 3.3e-16 in one sample's had put a float64 leave-one-out score 4e-2
     # off at alpha 2.5e-16 lambda_max (n=11, p=45: scikit-learn was exact).
     has_remainder = U.shape[1] < n_rows

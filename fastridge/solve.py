@@ -943,37 +943,9 @@ def ridge_cv(
             results.close()
             timings["refit"] += time.perf_counter() - t
 
-    if solution == "dual" and n_targets:
-        # the computation's rounding, and the coefficients' array's (e.g. float32 after
-        # a redo in float64)
-        out_dtype = str(coef.dtype).replace("torch.", "")
-        eps = (torch.finfo(cdtype).eps, float(np.finfo(out_dtype).eps))
+    if n_targets:
         chosen = float(alphas[np.asarray(alpha_index)].min())
-        loss = dual_precision_loss(decomp, dual_route, chosen, eps)
-        if loss > PRECISION_TOLERANCE:
-            name = str(cdtype)[6:] if eps[0] >= eps[1] else out_dtype
-            text = (
-                f"the dual coefficients, rounded to {name}, can make predictions off by "
-                f"~{loss:.1g} relative at alpha {chosen:g} (eps * max eigval / (min eigval "
-                "+ alpha) of X's Gram, its null space counting as eigval 0: a worst case "
-                "over the targets, within a small factor): fit in float64 (and a float64 "
-                "coef_out, if one is passed), use solution='primal', or larger alphas"
-            )
-            warnings.warn(text, PrecisionWarning, stacklevel=2)  # (shown with or without verbose)
-    elif n_targets and dual_route is None:
-        out_dtype = str(coef.dtype).replace("torch.", "")
-        eps = (torch.finfo(cdtype).eps, float(np.finfo(out_dtype).eps))
-        chosen = float(alphas[np.asarray(alpha_index)].min())
-        loss = primal_precision_loss(decomp, chosen, max(eps))
-        if loss > PRIMAL_PRECISION_TOLERANCE:
-            name = str(cdtype)[6:] if eps[0] >= eps[1] else out_dtype
-            text = (
-                f"the coefficients, computed in {name}, can be off by ~{loss:.1g} relative "
-                f"at alpha {chosen:g} (eps * sqrt(max eigval / (min eigval + alpha)) of X's "
-                "kept spectrum, a worst case over the targets): fit in float64 or use "
-                "larger alphas"
-            )
-            warnings.warn(text, PrecisionWarning, stacklevel=2)
+        _warn_lost_precision(decomp, dual_route, solution, coef.dtype, cdtype, chosen)
     return RidgeCVResult(
         alphas=alphas,
         alpha_index=alpha_index,
@@ -993,6 +965,38 @@ def ridge_cv(
         x_offset=decomp.x_offset.cpu().numpy(),
         alpha_scores=alpha_scores,
     )
+
+
+def _warn_lost_precision(decomp, dual_route, solution, out_dtype, cdtype, alpha: float):
+    """PrecisionWarning (shown with or without verbose) where the coefficients cannot
+    carry the fit at `alpha`, the smallest alpha any target chose, in the rounding of
+    the computation (cdtype) or of the coefficients' array (out_dtype, e.g. float32
+    after a redo in float64): `dual_precision_loss`, `primal_precision_loss`."""
+    out_dtype = str(out_dtype).replace("torch.", "")
+    eps = (torch.finfo(cdtype).eps, float(np.finfo(out_dtype).eps))
+    name = str(cdtype)[6:] if eps[0] >= eps[1] else out_dtype
+    if solution == "dual":
+        loss = dual_precision_loss(decomp, dual_route, alpha, eps)
+        if loss <= PRECISION_TOLERANCE:
+            return
+        text = (
+            f"the dual coefficients, rounded to {name}, can make predictions off by "
+            f"~{loss:.1g} relative at alpha {alpha:g} (eps * max eigval / (min eigval "
+            "+ alpha) of X's Gram, its null space counting as eigval 0: a worst case "
+            "over the targets, within a small factor): fit in float64 (and a float64 "
+            "coef_out, if one is passed), use solution='primal', or larger alphas"
+        )
+    else:
+        loss = primal_precision_loss(decomp, alpha, max(eps)) if dual_route is None else 0.0
+        if loss <= PRIMAL_PRECISION_TOLERANCE:
+            return
+        text = (
+            f"the coefficients, computed in {name}, can be off by ~{loss:.1g} relative "
+            f"at alpha {alpha:g} (eps * sqrt(max eigval / (min eigval + alpha)) of X's "
+            "kept spectrum, a worst case over the targets): fit in float64 or use "
+            "larger alphas"
+        )
+    warnings.warn(text, PrecisionWarning, stacklevel=3)  # (at ridge_cv's caller)
 
 
 def dual_precision_loss(decomp, dual_route, alpha: float, eps: tuple) -> float:

@@ -184,7 +184,8 @@ def test_folds_of_training_sets_below_the_rank_at_alphas_near_rounding():
     assert got.alpha_ == alphas[np.argmax(ref.mean(axis=0)[0])]
 
 
-def test_fold_refits_take_the_svd_of_ill_conditioned_training_rows(monkeypatch):
+@pytest.mark.parametrize("weighted_intercept", [False, True])
+def test_fold_refits_take_the_svd_of_ill_conditioned_training_rows(monkeypatch, weighted_intercept):
     # a fold's training covariance, a downdate of X's, is within ~eps lambda_max
     # only: the SVD of its training rows where that cannot resolve the fit (scores
     # 2.4e-3 off by the downdate's eigh, 1.9e-12 by the SVD, measured)
@@ -194,13 +195,17 @@ def test_fold_refits_take_the_svd_of_ill_conditioned_training_rows(monkeypatch):
     calls = []
     monkeypatch.setattr(_cv, "svd", lambda A: calls.append(A.shape) or torch.linalg.svd(A))
     X, y = scaled_columns(60, 12, 100.0, seed=0)
-    alphas = np.linalg.norm(X, 2) ** 2 * np.array([1e-14, 1e-10])
+    w = np.random.default_rng(0).uniform(0.5, 2, 60) if weighted_intercept else None
+    Xs = X if w is None else np.sqrt(w)[:, None] * (X - w @ X / w.sum())
+    alphas = np.linalg.norm(Xs, 2) ** 2 * np.array([1e-14, 1e-10])
     cv = KFold(4)
-    got = FastRidgeCV(alphas=alphas, fit_intercept=False, cv=cv, scoring="neg_mean_squared_error")
-    got.fit(X, y)
+    got = FastRidgeCV(
+        alphas=alphas, fit_intercept=weighted_intercept, cv=cv, scoring="neg_mean_squared_error"
+    ).fit(X, y, sample_weight=w)
     assert len(calls) == 4  # (one per fold)
-    mse = lambda t, p, w: [-mean_squared_error(t, p)]  # noqa: E731
-    ref = brute_force_fold_scores(X, y[:, None], alphas, list(cv.split(X)), False, score=mse)
+    mse = lambda t, p, sw: [-mean_squared_error(t, p, sample_weight=sw)]  # noqa: E731
+    splits = list(cv.split(X))
+    ref = brute_force_fold_scores(X, y[:, None], alphas, splits, weighted_intercept, w, mse)
     assert_allclose(got.alpha_scores_, ref.mean(axis=0)[0], rtol=1e-9)
 
 
