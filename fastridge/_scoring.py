@@ -162,6 +162,10 @@ class Scoring:
             # its digits for residuals nearly constant (a constant test fold at a large
             # alpha scored 1 where scikit-learn gives 0, and that alpha won; measured)
             shift = e_mean[None, :] if sqrt_sw is None else sqrt_sw[:, None] * e_mean[None, :]
+            if sqrt_sw is not None and int((sqrt_sw > 0).sum()) < 2:
+                # one weighted sample is its own mean: 0, not the rounding of e - (w e) / w
+                # (which had scored such a fold 0 where scikit-learn gives 1)
+                return _force_finite(torch.zeros_like(ss_tot), ss_tot)
             return _force_finite(column_sq_sums(resid - shift), ss_tot)
         # correlation between y and the prediction p = y - e, weighted
         w, yc, ss_tot = _spread(y, sqrt_sw)

@@ -1026,11 +1026,14 @@ def test_float32_folds_of_repeated_samples_at_a_tiny_alpha(monkeypatch):
     assert np.abs(got.coef_ - coef).max() < 1e-5 * np.abs(coef).max()
 
 
-def test_fold_with_one_weighted_test_sample_scores_as_scikit_learn():
-    """A test fold with a single sample of positive weight has no spread: r2 0 as
-    scikit-learn scores it (its mean was not taken exactly where the fold's y was
-    not constant over its zero-weight rows: r2 -1.9e31, found by a differential
-    fuzz)."""
+@pytest.mark.parametrize("scoring", ["r2", "explained_variance"])
+def test_fold_with_one_weighted_test_sample_scores_as_scikit_learn(scoring):
+    """A test fold with a single sample of positive weight has no spread: r2 0 and
+    explained variance 1, as scikit-learn scores it (r2: its mean was not taken
+    exactly where the fold's y was not constant over its zero-weight rows, -1.9e31;
+    explained variance: the residual's own mean was not, scored 0; differential
+    fuzzes found both). scikit-learn's own explained variance is 1 there only
+    where w e / w rounds back to e (unit weights): the reference takes the exact 1."""
     rng = np.random.default_rng(4)
     X = rng.standard_normal((12, 4))
     Y = X @ rng.standard_normal((4, 3)) + rng.standard_normal((12, 3)) * 3.0
@@ -1038,9 +1041,14 @@ def test_fold_with_one_weighted_test_sample_scores_as_scikit_learn():
     sw[[1, 2]] = 0.0  # fold 0 = samples 0-2: one weighted test sample
     splits = list(KFold(4).split(X))
     alphas = [0.1, 10.0]
-    got = FastRidgeCV(alphas=alphas, cv=splits, alpha_per_target=True).fit(X, Y, sample_weight=sw)
-    ref = brute_force_fold_scores(X, Y, alphas, splits, True, sw)  # (n_folds, n_targets, n_alphas)
-    assert_array_equal(ref[0], 0.0)
+    got = FastRidgeCV(alphas=alphas, cv=splits, alpha_per_target=True, scoring=scoring)
+    got.fit(X, Y, sample_weight=sw)
+    metric = {"r2": r2_score, "explained_variance": explained_variance_score}[scoring]
+    score = lambda y, p, w: metric(y, p, sample_weight=w, multioutput="raw_values")  # noqa: E731
+    ref = brute_force_fold_scores(X, Y, alphas, splits, True, sw, score)  # (folds, targets, alphas)
+    if scoring == "r2":
+        assert_array_equal(ref[0], 0.0)
+    ref[0] = 0.0 if scoring == "r2" else 1.0
     assert_allclose(got.alpha_scores_, ref.mean(axis=0), rtol=1e-8, atol=1e-10)
 
 
