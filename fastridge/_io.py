@@ -102,10 +102,17 @@ def as_float(arr: np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
-def check_finite_blocks(arr: np.ndarray, name: str, block_bytes: int = 64 << 20) -> None:
-    """Raise UserError if `arr` holds NaN or inf, reading it in row blocks."""
+def check_finite_blocks(
+    arr: np.ndarray, name: str, block_bytes: int = 64 << 20, dtype=None
+) -> None:
+    """Raise UserError if `arr` holds NaN or inf, reading it in row blocks, or, with
+    `dtype` (what it will be cast to), values past that dtype's range (a float64 X
+    test of values ~1e39 predicted by a float32 model had written all-NaN output)."""
     if arr.dtype.kind not in "f" or arr.size == 0:
         return
+    limit = None
+    if dtype is not None and np.dtype(dtype).itemsize < arr.dtype.itemsize:
+        limit = float(np.finfo(dtype).max)
     row_bytes = max(1, arr[:1].nbytes)
     step = max(1, block_bytes // row_bytes)
     for start in range(0, arr.shape[0], step):
@@ -114,6 +121,11 @@ def check_finite_blocks(arr: np.ndarray, name: str, block_bytes: int = 64 << 20)
             kind = "NaN" if np.isnan(block).any() else "infinity"
             bad = start + int(np.argwhere(~np.isfinite(block.reshape(block.shape[0], -1)))[0, 0])
             raise UserError(f"{name} contains {kind} (first in row {bad})")
+        if limit is not None and float(np.abs(block).max()) > limit:
+            raise UserError(
+                f"{name} has values up to {float(np.abs(block).max()):.3g}, beyond "
+                f"{np.dtype(dtype).name} (the model's dtype): rescale it, or fit in float64"
+            )
     drop_pages(arr)
 
 

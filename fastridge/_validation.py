@@ -144,8 +144,11 @@ def check_target_array(Y, n_samples: int):
     return Y, target_shape
 
 
-def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
-    """Validate sample weights -> float64 array of shape (n_samples,) or None."""
+def check_sample_weight(sample_weight, n_samples: int, dtype=None) -> np.ndarray | None:
+    """Validate sample weights -> float64 array of shape (n_samples,) or None; with
+    `dtype` (the compute dtype), positive weights must be above its smallest normal
+    number (the weights of the fit are sqrt(w)^2 in it: float32 weights of 1e-60
+    had rounded to 0 and made an all-NaN model, exit 0)."""
     if sample_weight is None:
         return None
     if isinstance(sample_weight, torch.Tensor):
@@ -172,4 +175,13 @@ def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
         raise ValueError("Negative values in data passed to sample_weight")
     if not np.any(sw > 0):
         raise ValueError("sample_weight is zero everywhere: at least one sample needs weight")
+    if dtype is not None:
+        tiny = float(torch.finfo(dtype).tiny)
+        smallest = float(sw[sw > 0].min())
+        if smallest < tiny:
+            raise ValueError(
+                f"sample_weight has positive values down to {smallest:.3g}, below "
+                f"{str(dtype)[6:]}'s range ({tiny:.3g}): compute in float64, or scale the "
+                "weights and alphas up together (w * c with alpha * c fit the same model)"
+            )
     return sw

@@ -775,7 +775,7 @@ def cmd_solve(args) -> int:
     if args.x_test is not None:
         # fail now, not after the solve (whose staging directory is then no longer
         # resumable: a bad test file had left it behind for good)
-        _open_test_files(args.x_test, args.y_test, X.shape[1], target_shape)
+        _open_test_files(args.x_test, args.y_test, X.shape[1], target_shape, out_dtype)
 
     t = time.perf_counter()
     inputs = {"X": _io.fingerprint(args.X, full=True), "Y": _io.fingerprint(args.Y, full=False)}
@@ -998,11 +998,11 @@ def _versions() -> dict:
 
 
 # -- predict and evaluate -------------------------------------------------------------
-def _open_test_files(x_path, y_path, n_features: int, target_shape: tuple):
-    """(X test, Y test), opened and checked against a model of `n_features` features
-    and targets of `target_shape`: shapes and X's values (Y's are checked as they
-    are read)."""
-    X = _open_features(x_path, n_features, "X test")
+def _open_test_files(x_path, y_path, n_features: int, target_shape: tuple, dtype):
+    """(X test, Y test), opened and checked against a model of `n_features` features,
+    targets of `target_shape` and `dtype`: shapes and X's values (Y's are checked as
+    they are read)."""
+    X = _open_features(x_path, n_features, dtype, "X test")
     Y = _io.open_npy(y_path, "Y test")
     n_rows, n_targets = X.shape[0], int(np.prod(target_shape, dtype=np.int64))
     if Y.ndim == 0 or Y.shape[0] != n_rows:
@@ -1017,13 +1017,15 @@ def _open_test_files(x_path, y_path, n_features: int, target_shape: tuple):
     return X, Y
 
 
-def _open_features(path, n_features, name="X"):
+def _open_features(path, n_features, dtype, name="X"):
+    """X for a model of `n_features` features and `dtype` (its values in that dtype's
+    range), opened and checked."""
     X = _io.as_float(_io.open_npy(path, name), name)
     if X.ndim != 2 or X.shape[1] != n_features:
         raise UserError(
             f"{name} must have shape (n_samples, {n_features}) to match the model, got {X.shape}"
         )
-    _io.check_finite_blocks(X, name)
+    _io.check_finite_blocks(X, name, dtype=dtype)
     return X
 
 
@@ -1085,7 +1087,7 @@ def cmd_predict(args) -> int:
         raise UserError(f"{out} already exists (use --overwrite to replace it)")
     if out.suffix != ".npy":
         raise UserError(f"--out must end in .npy, got {out}")
-    X = _open_features(args.X, files.n_features)
+    X = _open_features(args.X, files.n_features, files.coef.dtype)
     n_rows = X.shape[0]
     chunk = _predict_chunk_size(args, files, n_rows)
     shape = (n_rows, *files.target_shape) if files.meta.get("y_ndim", 2) > 1 else (n_rows,)
@@ -1121,7 +1123,7 @@ def _evaluate(model_dir, x_path, y_path, report_dir, args, plots=True):
     from ._report import alpha_counts, group_metrics, summary, target_metrics, write_plots
 
     files = ModelFiles(model_dir)
-    X, Y = _open_test_files(x_path, y_path, files.n_features, files.target_shape)
+    X, Y = _open_test_files(x_path, y_path, files.n_features, files.target_shape, files.coef.dtype)
     n_rows = X.shape[0]
     n_targets = files.n_targets
     ts = files.target_shape
@@ -1192,20 +1194,32 @@ def _evaluate(model_dir, x_path, y_path, report_dir, args, plots=True):
     return report
 
 
+def _stat(summary: dict, key: str, spec: str = ".4f") -> str:
+    """One statistic of a `_report.summary`, or "n/a" where no value was finite (Y
+    test of values ~1e160 overflows its squares: a KeyError had ended evaluate)."""
+    return format(summary[key], spec) if summary.get("n") else "n/a"
+
+
 def _say_report(args, report) -> None:
     r2, r = report["r2"], report["pearson"]
     _say(
         args,
-        f"  test ({report['n_test_samples']} samples): R^2 median {r2['median']:.4f}, mean "
-        f"{r2['mean']:.4f}; Pearson r median {r['median']:.4f}, mean {r['mean']:.4f}",
+        f"  test ({report['n_test_samples']} samples): R^2 median {_stat(r2, 'median')}, "
+        f"mean {_stat(r2, 'mean')}; Pearson r median {_stat(r, 'median')}, mean "
+        f"{_stat(r, 'mean')}",
     )
+    if not r2.get("n"):
+        warnings.warn(
+            "no target has a finite R^2 (are Y test's values beyond range?)", stacklevel=2
+        )
     if report["groups"]:
         g = report["groups"]
         c, m = g["cosine_summary"], g["mse_summary"]
         _say(
             args,
             f"  per group ({g['n_groups']} x {g['group_size']}): cosine similarity mean "
-            f"{c['mean']:.4f} (min {c['min']:.4f}, max {c['max']:.4f}); MSE mean {m['mean']:.4g}",
+            f"{_stat(c, 'mean')} (min {_stat(c, 'min')}, max {_stat(c, 'max')}); MSE mean "
+            f"{_stat(m, 'mean', '.4g')}",
         )
 
 

@@ -500,7 +500,7 @@ def ridge_cv(
     if n_samples < 2:
         raise ValueError(f"n_samples={n_samples}: cross-validation needs at least 2 samples")
     Y, target_shape = check_target_array(Y, n_samples)
-    sw = check_sample_weight(sample_weight, n_samples)
+    sw = check_sample_weight(sample_weight, n_samples, cdtype)
     scorer = Scoring(scoring, score_params)
     reader = TargetReader(Y, dev, cdtype)
     n_targets = reader.n_targets

@@ -477,6 +477,7 @@ def _bad(tmp_path, f):
     ybig[3, 0, 1] = 1e39  # finite in float64, inf in float32
     np.save(tmp_path / "ybig.npy", ybig)
     np.save(tmp_path / "xhuge.npy", (f["X"] * 1e20).astype(np.float32))
+    np.save(tmp_path / "wtiny.npy", np.full(60, 1e-60))  # (0 in float32: had made NaN)
 
 
 @pytest.mark.parametrize(
@@ -504,6 +505,7 @@ def _bad(tmp_path, f):
             "Input y overflows float32 (first at sample 3, target (0, 1))",
         ),
         ("xhuge", "Y", [], "X's scale is beyond float32"),
+        ("X", "Y", ["--sample-weight", "wtiny.npy", "--dtype", "float32"], "below float32's range"),
         ("X", "Y", ["--target-chunk", "0"], "--target-chunk must be >= 1"),
         ("X", "Y", ["--x-test", "X.npy"], "--x-test and --y-test go together"),
         ("X", "Y", ["--resume", "--shared-alpha"], "--resume needs per-target alphas"),
@@ -938,3 +940,29 @@ def test_precision_warning_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("fastridge: warning: the coefficients, computed in float32"), err
     assert len(err.strip().splitlines()) == 1 and "cli.py" not in err
+
+
+def test_predict_and_evaluate_past_the_models_range(tmp_path, capsys):
+    """A float64 X test of values ~1e39 for a float32 model is refused (predict had
+    written all-NaN output, exit 0); a Y test of values ~1e160, whose squares
+    overflow, leaves no finite R^2: evaluate says so in a warning (it had ended in
+    an internal KeyError, exit 1, after publishing the report)."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((40, 6)), rng.standard_normal((40, 3))
+    for name, arr in {"X": X, "Y": Y, "Xt": X[:10], "Xbig": X[:10] * 1e39,
+                      "Yhuge": Y[:10] * 1e160}.items():  # fmt: skip
+        np.save(tmp_path / f"{name}.npy", arr)
+    p = {name: str(tmp_path / f"{name}.npy") for name in ("X", "Y", "Xt", "Xbig", "Yhuge")}
+    model = str(tmp_path / "m")
+    assert (
+        main(["solve", p["X"], p["Y"], "--alphas", "1", "--dtype", "float32", "--out", model, "-q"])
+        == 0
+    )
+    out = str(tmp_path / "pred.npy")
+    assert main(["predict", model, p["Xbig"], "--out", out, "-q"]) == 2
+    assert "beyond float32" in one_error_line(capsys.readouterr().err)
+    assert not Path(out).exists()
+    report = str(tmp_path / "r")
+    assert main(["evaluate", model, p["Xt"], p["Yhuge"], "--out", report, "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert "fastridge: warning: no target has a finite R^2" in err and "Traceback" not in err
