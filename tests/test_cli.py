@@ -478,6 +478,7 @@ def _bad(tmp_path, f):
     np.save(tmp_path / "ybig.npy", ybig)
     np.save(tmp_path / "xhuge.npy", (f["X"] * 1e20).astype(np.float32))
     np.save(tmp_path / "wtiny.npy", np.full(60, 1e-60))  # (0 in float32: had made NaN)
+    np.save(tmp_path / "ytiny.npy", f["Y"] * 1e-25)  # (squares underflow in float32)
 
 
 @pytest.mark.parametrize(
@@ -506,6 +507,7 @@ def _bad(tmp_path, f):
         ),
         ("xhuge", "Y", [], "X's scale is beyond float32"),
         ("X", "Y", ["--sample-weight", "wtiny.npy", "--dtype", "float32"], "below float32's range"),
+        ("X", "ytiny", ["--dtype", "float32"], "Input y is too small for float32: target (0, 0)"),
         ("X", "Y", ["--target-chunk", "0"], "--target-chunk must be >= 1"),
         ("X", "Y", ["--x-test", "X.npy"], "--x-test and --y-test go together"),
         ("X", "Y", ["--resume", "--shared-alpha"], "--resume needs per-target alphas"),
