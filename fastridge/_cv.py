@@ -47,10 +47,9 @@ from ._backend import (
     reused_buffer,
     row_block_sums,
     row_sq_sums,
-    svd,
 )
 from ._chunks import available_memory
-from ._decompose import SVD_LOSS, Decomposition, gram_rank, gram_resolves
+from ._decompose import SVD_LOSS, Decomposition, gram_rank, gram_resolves, svd_spectrum
 from ._kernels import gcv_sums, update_best
 from ._scoring import FOLD_PREDICTS, FOLD_SUMS
 
@@ -553,6 +552,14 @@ def _symmetric_norm_estimate(apply, start: torch.Tensor, steps: int = 8) -> floa
     return norm
 
 
+def _intercept_among_rows(decomp: Decomposition) -> bool:
+    """Whether the intercept direction q stays among the reflected Gram's rows: with an
+    intercept and a first sample of weight 0 the reflection leaves every row as it is
+    (`_weighted_rows`), and q is a null direction of the Gram that is no zero row."""
+    sqrt_sw = decomp.sqrt_sw
+    return decomp.fit_intercept and sqrt_sw is not None and float(sqrt_sw[0]) == 0.0
+
+
 def _weighted_rows(decomp: Decomposition, dtype: torch.dtype):
     """(restrict, n_rows): the projection x -> x on the rows of the (reflected) Gram
     of samples with weight, and how many independent directions they hold. A sample
@@ -569,7 +576,7 @@ def _weighted_rows(decomp: Decomposition, dtype: torch.dtype):
     intercept = decomp.fit_intercept
     kept = ((sqrt_sw[1:] if intercept else sqrt_sw) > 0).to(dtype)
     n_rows = int(kept.sum())
-    if not (intercept and float(sqrt_sw[0]) == 0.0):
+    if not _intercept_among_rows(decomp):
         return (lambda x: x * kept), n_rows
     q = (sqrt_sw[1:] / torch.linalg.vector_norm(sqrt_sw)).to(dtype)
 
@@ -687,7 +694,8 @@ class DualRoute:
         # folds, for X of rank below n_samples - 1, scored 1.2 off at 1e-7 lambda_max
         # or refused the fold (found by a differential fuzz).
         eps_gram, eps = torch.finfo(G.dtype).eps, torch.finfo(decomp.dtype).eps
-        floor = float(G.diagonal().sum()) * (eps_gram if eps <= eps_gram else eps_gram / eps)
+        trace = float(G.diagonal().sum())  # (>= lambda_max)
+        floor = trace * (eps_gram if eps <= eps_gram else eps_gram / eps)
         if alphas.min() < floor:
             raise DualRouteUnavailable(
                 f"alpha {alphas.min():g} is below eps * trace(Gram) = {floor:g}"
@@ -721,7 +729,7 @@ class DualRoute:
             # differential fuzz found float32 coefficients 1e-2 off at alpha 1e-6
             # lambda_max, and float64 ones of 2 groups 5e-3 off at 4e-9.) The
             # eigendecomposition route makes them from the range alone.
-            ratio = float(G.diagonal().sum()) / float(alphas.min())  # (trace >= lambda_max)
+            ratio = trace / float(alphas.min())
             loss = eps * ratio
             if loss > PRECISION_TOLERANCE:
                 raise DualRouteUnavailable(
@@ -736,10 +744,8 @@ class DualRoute:
         check = (
             not primal
             or eps > eps_gram
-            or not gram_resolves(float(G.diagonal().sum()), 0.0, alphas.min(), eps_gram, eps)
+            or not gram_resolves(trace, 0.0, alphas.min(), eps_gram, eps)
         )
-        sw = decomp.sqrt_sw
-        q_among_rows = decomp.fit_intercept and sw is not None and float(sw[0]) == 0.0
         top = _symmetric_norm_estimate(lambda x: G @ x, G.diagonal()) if check else 0.0
         self.spectrum = None  # (lambda_max, lambda_min) estimates, where made
         smallest = int(np.argmin(alphas))
@@ -761,7 +767,7 @@ class DualRoute:
                 # rows (`_weighted_rows`) is a null direction of it like any other
                 # (leave-one-out 5.4e-4 off at alpha 1e-14 lambda_max, 20 x 48 with
                 # the first 3 weights 0; a differential fuzz found it)
-                if q_among_rows:
+                if _intercept_among_rows(decomp):
                     low = 0.0
                 if not gram_resolves(high, low, alpha, eps_gram, eps):
                     # (the eigendecomposition route then takes the SVD of X)
@@ -1540,8 +1546,7 @@ class FoldRefits:
                 if intercept:
                     s_train = torch.ones_like(D[:, 0]) if s is None else s[train]
                     D -= torch.outer(s_train, m)
-                _, sing, Vt = svd(D)
-                lam, V = (sing * sing).flip(0), Vt.T.flip(1)  # ascending, as eigh's
+                lam, V, _ = svd_spectrum(D, "covariance")  # (ascending, as eigh's)
                 top = float(lam[-1]) if lam.numel() else 0.0
                 rel_tol *= rel_tol
             live = lam > rel_tol * top

@@ -191,8 +191,7 @@ class Decomposition:
         """Whether the kept directions span every sample direction of weight above 0
         (rank = their count, less the intercept): any further null direction of the
         Gram is a sample of weight 0, whose weighted target and dual coefficient are 0."""
-        n_weighted = self.n_samples if self.sqrt_sw is None else int((self.sqrt_sw > 0).sum())
-        return self.rank >= n_weighted - int(self.fit_intercept)
+        return _spans_weighted(self.rank, self.sqrt_sw, self.n_samples, self.fit_intercept)
 
     @property
     def rank(self) -> int:
@@ -284,6 +283,13 @@ def gram_resolves(top: float, bottom: float, alpha, eps: float, compute_eps: flo
     return eps * top <= max(SVD_LOSS, compute_eps) * (max(bottom, 0.0) + (alpha or 0.0))
 
 
+def _spans_weighted(rank: int, sqrt_sw, n_samples: int, fit_intercept: bool) -> bool:
+    """Whether `rank` kept directions span every sample direction of weight above 0
+    (their count, less the intercept's)."""
+    n_weighted = n_samples if sqrt_sw is None else int((sqrt_sw > 0).sum())
+    return rank >= n_weighted - int(fit_intercept)
+
+
 def _eigh_resolves(eigvals: torch.Tensor, alpha_min, eps: float, compute_eps: float) -> bool:
     """`gram_resolves` for eigh's eigenvalues (ascending)."""
     if not eigvals.numel() or float(eigvals[-1]) <= 0.0:
@@ -315,7 +321,7 @@ def _drops_resolvable(
     return alpha_min is None or s_dropped * s_max > max(SVD_LOSS, compute_eps) * alpha_min
 
 
-def _svd_spectrum(Z: torch.Tensor, form: str):
+def svd_spectrum(Z: torch.Tensor, form: str):
     """Z's spectrum as eigh of its Gram (form "gram") or covariance would give it,
     ascending, from its SVD: (eigvals (k,), vecs, rows). Gram form: vecs are the
     Gram's eigenvectors (n_rows, n_rows), every one (the null ones for
@@ -506,7 +512,7 @@ def decompose(
         Z, eigvals, vecs, form, alpha_min, rel_tol, compute_eps
     )
     if by_svd:
-        eigvals, vecs, svd_rows = _svd_spectrum(Z, form)
+        eigvals, vecs, svd_rows = svd_spectrum(Z, form)
     # Drop numerically-zero directions, then descending order. eigh's order is
     # ascending, so the kept ones are its last `kept`: one copy of the kept
     # eigenvectors (a flip, then a mask, made two: 55 ms of 1.9 at M, measured).
@@ -589,14 +595,13 @@ def decompose(
     # rounding of 3.3e-16 in one sample's had put a float64 leave-one-out score 4e-2
     # off at alpha 2.5e-16 lambda_max (n=11, p=45: scikit-learn was exact).
     has_remainder = U.shape[1] < n_rows
-    weighted = None if sqrt_sw is None else sqrt_sw > 0
     if not has_remainder:
         leverage_rest = torch.zeros(n_samples, dtype=work_dtype, device=device)
-    elif weighted is not None and U.shape[1] >= int(weighted.sum()) - int(fit_intercept):
+    elif sqrt_sw is not None and _spans_weighted(U.shape[1], sqrt_sw, n_samples, fit_intercept):
         # the kept span holds every weighted sample: the rest is the samples of
         # weight 0, each alone in its direction (1), and 0 for the others (a float64
         # leave-one-out score had been 2.6e-4 off at 2e-14 lambda_max, 48 x 46)
-        leverage_rest = (~weighted).to(work_dtype)
+        leverage_rest = (sqrt_sw == 0).to(work_dtype)
     elif null64 is not None:
         leverage_rest = (null64 * null64).sum(dim=1)
     else:
