@@ -536,10 +536,15 @@ def decompose(
     if eigvals.numel() and float(eigvals[0]) * torch.finfo(compute_dtype).tiny >= 1.0:
         # 1 / (eigval + alpha) underflows in the compute dtype (eigenvalues past its
         # largest value become inf): float32 X of values ~1e20 had all-zero coefficients
+        top_weight = 1.0 if sqrt_sw is None else float(sqrt_sw.max()) ** 2
+        what, fix = "X's scale", "rescale X (e.g. standardise its columns)"
+        if top_weight > 1.0:  # (weights of 1e80 had been blamed on X alone)
+            what = f"X's scale with sample weights up to {top_weight:.3g}"
+            fix = "scale the weights and alphas down together (w / c with alpha / c: the same fit)"
         raise ValueError(
-            f"X's scale is beyond {str(compute_dtype)[6:]}: its Gram's largest eigenvalue "
-            f"is {float(eigvals[0]):.3g} (X's centred values reach {float(Xs.abs().max()):.3g}); "
-            "rescale X (e.g. standardise its columns) or compute in float64"
+            f"{what} is beyond {str(compute_dtype)[6:]}: its Gram's largest eigenvalue is "
+            f"{float(eigvals[0]):.3g} (the values it is made of reach {float(Xs.abs().max()):.3g});"
+            f" {fix} or compute in float64"
         )
 
     basis_M = None

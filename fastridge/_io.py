@@ -15,6 +15,7 @@ import json
 import mmap
 import os
 import shutil
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -409,6 +410,25 @@ def check_free_space(directory, need: int, what: str) -> None:
             f"out of disk space: {what} needs {need / 2**30:.2f} GiB, "
             f"only {free / 2**30:.2f} GiB free in {directory}"
         )
+
+
+def make_parent(path: Path, what: str) -> None:
+    """Create the directory `path` goes in (and its parents) and check that a file can
+    be made there, before any work. Named errors instead of the OS's alone: a parent
+    that is a file had said "File exists", and a file system that takes no files
+    (/proc) "out of disk space ... 0.00 GiB free" (a CLI review found both)."""
+    parent = Path(path).parent
+    for above in (parent, *parent.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise UserError(f"cannot write {what} {path}: {above} is a file, not a directory")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write {what} in {parent}: {exc.strerror or exc}") from None
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -33,19 +33,33 @@ def target_metrics(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.n
     """
     pred = np.asarray(pred, dtype=np.float64)
     true = np.asarray(true, dtype=np.float64)
-    resid = true - pred
-    ss_res = np.einsum("ij,ij->j", resid, resid)
+    # Both are scale-free: each target's columns are scaled by a power of 2 (exact)
+    # near their largest centred value, so that squares of ~1e160 do not overflow
+    # (r read 0 and R^2 NaN for targets of that size; a CLI review found it).
     tc = true - true.mean(axis=0)
+    scale = _power_of_two_near_max(tc)
+    tc /= scale
+    resid = (true - pred) / scale
+    ss_res = np.einsum("ij,ij->j", resid, resid)
     ss_tot = np.einsum("ij,ij->j", tc, tc)
     # scikit-learn's force_finite: a constant target scores 1 if predicted exactly, else 0
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         r2 = np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))
         pc = pred - pred.mean(axis=0)
+        pc /= _power_of_two_near_max(pc)
         ss_pred = np.einsum("ij,ij->j", pc, pc)
         num = np.einsum("ij,ij->j", pc, tc)
         den = np.sqrt(ss_pred * ss_tot)
         r = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
     return r2, r
+
+
+def _power_of_two_near_max(c: np.ndarray) -> np.ndarray:
+    """Per column of c (n_samples, n_targets), a power of 2 within a factor 2 below
+    max |c| (so dividing by it is exact and leaves values within +-2), shape
+    (n_targets,); 0.5 for columns of zeros."""
+    _, exponent = np.frexp(np.max(np.abs(c), axis=0, initial=0.0))
+    return np.ldexp(1.0, exponent - 1)
 
 
 def group_metrics(

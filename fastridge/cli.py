@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import time
@@ -27,7 +28,15 @@ EXIT_INTERRUPTED = 130
 
 # -- argument parsing ---------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit code 2) like every other error."""
+    """argparse, but a usage error is one line (and exit code 2) like every other error,
+    and a value like -1e3, -inf or -1GB is a value to check, not an unknown option
+    (argparse's own test takes -1 and -0.5 only: "--alphas -1e3" said "expected at
+    least one argument" instead of naming the bad alpha)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # (no option of ours starts with a digit, '.', "inf" or "nan")
+        self._negative_number_matcher = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
     def error(self, message):
         print(f"fastridge: error: {message} (see '{self.prog} --help')", file=sys.stderr)
@@ -148,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=DEMO_EPILOG,
         formatter_class=fmt,
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--n-samples", type=int, default=None, help="default 1000 (--quick: 60)")
     p.add_argument("--n-features", type=int, default=None, help="default 2000 (--quick: 120)")
     p.add_argument(
@@ -345,16 +354,22 @@ def _say(args, text="") -> None:
         print(text, flush=True)
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, least: int = 1) -> int:
     """argparse type of --threads: an integer >= 1 (0 had reached torch as an internal
     error; evaluate ignored it)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
     return value
+
+
+def _seed(text: str) -> int:
+    """argparse type of the demo's --seed: an integer >= 0 (numpy's generators take no
+    negative seed; -1 ended as numpy's "expected non-negative integer")."""
+    return _positive_int(text, least=0)
 
 
 def _target_chunk(value):
@@ -718,6 +733,15 @@ def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, 
                 " delete them",
                 file=sys.stderr,
             )
+        # a complete model whose move into place failed (its manifest gone: no resume)
+        complete = [d.name for d in _io.staging_dirs(model_dir)
+                    if not (d / _io.MANIFEST).exists() and (d / "model.json").exists()]  # fmt: skip
+        if complete and not args.quiet:
+            print(
+                f"fastridge: note: complete model(s) never moved to {model_dir.name} "
+                f"({', '.join(complete)}): rename one to {model_dir.name} or delete them",
+                file=sys.stderr,
+            )
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
@@ -759,7 +783,7 @@ def cmd_solve(args) -> int:
             "rerun without --resume"
         )
     model_dir = _io.check_output_dir(args.out, args.overwrite, "model.json", "model")
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    _io.make_parent(model_dir, "the model")
 
     X, Y, target_shape, n_targets = _load_inputs(args)
     n_samples, n_features = X.shape
@@ -1092,7 +1116,7 @@ def cmd_predict(args) -> int:
     chunk = _predict_chunk_size(args, files, n_rows)
     shape = (n_rows, *files.target_shape) if files.meta.get("y_ndim", 2) > 1 else (n_rows,)
     need = n_rows * files.n_targets * files.coef.dtype.itemsize
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _io.make_parent(out, "the predictions")
     _io.check_free_space(out.parent, need, f"{out.name}")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     progress = Progress(_verbose(args))
@@ -1229,7 +1253,7 @@ def cmd_evaluate(args) -> int:
     staging = None
     if report_dir is not None:
         report_dir = _io.check_output_dir(report_dir, args.overwrite, "report.json", "report")
-        report_dir.parent.mkdir(parents=True, exist_ok=True)
+        _io.make_parent(report_dir, "the report")
         staging = report_dir.with_name(f"{report_dir.name}.tmp-{os.getpid()}")
     try:
         report = _evaluate(args.model, args.X, args.Y, staging, args, plots=not args.no_plots)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,6 +79,14 @@ def test_demo_quick():
     # scikit-learn agreement is part of the printed summary; it must be perfect here
     assert "same alpha for 100.0%" in r.stdout, r.stdout
     assert time.perf_counter() - t < 60
+
+
+def test_demo_seed_must_be_non_negative(capsys):
+    """(numpy's generators take no negative seed: -1 ended as its own message)"""
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--quick", "--seed", "-1"])
+    assert exc.value.code == 2
+    assert "argument --seed: must be >= 0, got -1" in one_error_line(capsys.readouterr().err)
 
 
 def test_solve_load_predict_evaluate_match_estimator(data, tmp_path):
@@ -428,6 +437,57 @@ def test_resume_of_a_run_from_before_alpha_scores(data, tmp_path, capsys):
     assert_allclose(est.predict(f["Xt"]), load(model).predict(f["Xt"]), rtol=1e-12)
 
 
+def test_leftover_staging_directories_are_named(data, tmp_path, capsys):
+    """A solve names what earlier runs left beside its --out: an unfinished solve it
+    can resume, one it cannot, and a complete model that was never moved into place
+    (its manifest gone; no run had mentioned it)."""
+    d, f = data
+    model = tmp_path / "m"
+    args = ["solve", str(d / "X.npy"), str(d / "Y.npy"), "--alphas", "1", "--out", str(model)]
+    assert main([*args, "-q"]) == 0
+    shutil.copytree(model, tmp_path / "m.tmp-999999991")  # complete, no manifest
+    for pid, done in ((999999992, []), (999999993, [[0, 5]])):
+        staging = tmp_path / f"m.tmp-{pid}"
+        staging.mkdir()
+        manifest = {"done": done, "options": {"alpha_per_target": True}}
+        (staging / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main([*args, "--overwrite"]) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "note:" in ln]
+    assert len(notes) == 3, notes
+    assert "(m.tmp-999999993); add --resume" in notes[0]
+    assert "cannot be resumed (m.tmp-999999992)" in notes[1]
+    assert "complete model(s) never moved to m (m.tmp-999999991)" in notes[2]
+
+
+def test_output_where_no_file_can_be_made(data, tmp_path, capsys):
+    """--out under a file, or on a file system that takes no files (/proc), is named
+    before any work (they had said "File exists" and "out of disk space ... 0.00 GiB
+    free"); a parent directory that does not exist yet is made."""
+    d, f = data
+    (tmp_path / "afile").write_text("")
+    model = str(tmp_path / "m")
+    solve = ["solve", str(d / "X.npy"), str(d / "Y.npy"), "--alphas", "1", "-q"]
+    assert main([*solve, "--out", model]) == 0
+    X = str(d / "Xt.npy")
+    runs = {
+        "the model": ["solve", *solve[1:], "--out"],
+        "the predictions": ["predict", model, X, "--out"],
+        "the report": ["evaluate", model, X, str(d / "Yt.npy"), "--out"],
+    }
+    for what, args in runs.items():
+        name = "p.npy" if what == "the predictions" else "x"
+        assert main([*args, str(tmp_path / "afile" / "sub" / name)]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert f"cannot write {what}" in line and "afile is a file, not a directory" in line
+        if Path("/proc/self").is_dir():  # Linux: no file can be created in /proc
+            assert main([*args, f"/proc/{name}"]) == 2
+            assert f"cannot write {what} in /proc" in one_error_line(capsys.readouterr().err)
+    assert main(["predict", model, X, "--out", str(tmp_path / "new" / "dir" / "p.npy"), "-q"]) == 0
+    assert np.load(tmp_path / "new" / "dir" / "p.npy").shape == (20, 6, 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "m", "new"]
+
+
 def test_float16_x_integer_y_and_disk_full(data, tmp_path, capsys, monkeypatch):
     d, f = data
     x16 = f["X"].astype(np.float16)
@@ -443,7 +503,6 @@ def test_float16_x_integer_y_and_disk_full(data, tmp_path, capsys, monkeypatch):
     assert est.coef_.dtype == np.float32  # float16 X computes and stores in float32
     assert_allclose(est.coef_, ref.coef_, rtol=1e-4, atol=1e-4)
     # not enough disk space for coef.npy: refused before any work, nothing left behind
-    import shutil
     from collections import namedtuple
 
     usage = namedtuple("usage", "total used free")
@@ -479,6 +538,7 @@ def _bad(tmp_path, f):
     np.save(tmp_path / "xhuge.npy", (f["X"] * 1e20).astype(np.float32))
     np.save(tmp_path / "wtiny.npy", np.full(60, 1e-60))  # (0 in float32: had made NaN)
     np.save(tmp_path / "ytiny.npy", f["Y"] * 1e-25)  # (squares underflow in float32)
+    np.save(tmp_path / "whuge.npy", np.full(60, 1e80))  # (sqrt(w) X beyond float32)
 
 
 @pytest.mark.parametrize(
@@ -493,6 +553,10 @@ def _bad(tmp_path, f):
         ("xnan", "Y", [], "X contains NaN"),
         ("X", "Y", ["--alphas", "1", "-1"], "alphas[1] == -1.0, must be > 0"),
         ("X", "Y", ["--alphas", "0"], "must be > 0"),
+        # (argparse took these for options: "expected at least one argument")
+        ("X", "Y", ["--alphas", "-1e3"], "--alphas: alphas == -1000.0, must be > 0"),
+        ("X", "Y", ["--alphas", "1", "-inf"], "alphas[1] == -inf, must be > 0"),
+        ("X", "Y", ["--memory-budget", "-1GB"], "--memory-budget must be positive, got '-1GB'"),
         ("X", "Y", ["--alphas", "1:2"], "nor a range START:STOP:NUM"),
         ("X", "Y", ["--alphas", "0:10:3"], "needs START and STOP > 0"),
         ("X", "Y", ["--alphas", "1:10:1"], "needs NUM >= 2"),
@@ -506,6 +570,12 @@ def _bad(tmp_path, f):
             "Input y overflows float32 (first at sample 3, target (0, 1))",
         ),
         ("xhuge", "Y", [], "X's scale is beyond float32"),
+        (
+            "X",
+            "Y",
+            ["--sample-weight", "whuge.npy", "--dtype", "float32"],
+            "X's scale with sample weights up to 1e+80 is beyond float32",
+        ),
         ("X", "Y", ["--sample-weight", "wtiny.npy", "--dtype", "float32"], "below float32's range"),
         ("X", "ytiny", ["--dtype", "float32"], "Input y is too small for float32: target (0, 0)"),
         ("X", "Y", ["--target-chunk", "0"], "--target-chunk must be >= 1"),
@@ -946,15 +1016,18 @@ def test_precision_warning_is_one_line(tmp_path, capsys):
 
 def test_predict_and_evaluate_past_the_models_range(tmp_path, capsys):
     """A float64 X test of values ~1e39 for a float32 model is refused (predict had
-    written all-NaN output, exit 0); a Y test of values ~1e160, whose squares
+    written all-NaN output, exit 0). A Y test of values ~1e160, whose squares
+    overflow, is scored like the same data scaled down (R^2 had been NaN and
+    Pearson r 0); one of ~1e-160, whose residuals' squares relative to it
     overflow, leaves no finite R^2: evaluate says so in a warning (it had ended in
     an internal KeyError, exit 1, after publishing the report)."""
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((40, 6)), rng.standard_normal((40, 3))
-    for name, arr in {"X": X, "Y": Y, "Xt": X[:10], "Xbig": X[:10] * 1e39,
-                      "Yhuge": Y[:10] * 1e160}.items():  # fmt: skip
+    arrays = {"X": X, "Y": Y, "Xt": X[:10], "Xbig": X[:10] * 1e39,
+              "Yhuge": Y[:10] * 1e160, "Ytiny": Y[:10] * 1e-160}  # fmt: skip
+    for name, arr in arrays.items():
         np.save(tmp_path / f"{name}.npy", arr)
-    p = {name: str(tmp_path / f"{name}.npy") for name in ("X", "Y", "Xt", "Xbig", "Yhuge")}
+    p = {name: str(tmp_path / f"{name}.npy") for name in arrays}
     model = str(tmp_path / "m")
     assert (
         main(["solve", p["X"], p["Y"], "--alphas", "1", "--dtype", "float32", "--out", model, "-q"])
@@ -964,7 +1037,21 @@ def test_predict_and_evaluate_past_the_models_range(tmp_path, capsys):
     assert main(["predict", model, p["Xbig"], "--out", out, "-q"]) == 2
     assert "beyond float32" in one_error_line(capsys.readouterr().err)
     assert not Path(out).exists()
-    report = str(tmp_path / "r")
-    assert main(["evaluate", model, p["Xt"], p["Yhuge"], "--out", report, "--no-plots"]) == 0
+    assert main(["predict", model, p["Xt"], "--out", out, "-q"]) == 0
+    pred = np.load(out).astype(np.float64)
+    report = tmp_path / "r"
+    assert main(["evaluate", model, p["Xt"], p["Yhuge"], "--out", str(report), "--no-plots"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    from sklearn.metrics import r2_score
+
+    # the same scores as for the data scaled down by 1e160 (true and predicted alike)
+    yt, scaled_pred = Y[:10], pred / 1e160
+    r2 = r2_score(yt, scaled_pred, multioutput="raw_values")
+    assert_allclose(np.load(report / "r2.npy"), r2, rtol=1e-12)
+    r = [np.corrcoef(yt[:, j], pred[:, j])[0, 1] for j in range(3)]
+    assert_allclose(np.load(report / "pearson.npy"), r, rtol=1e-12)
+    assert np.all(np.abs(r) > 0.1)  # (not the 0 of an overflow)
+    report = str(tmp_path / "r2")
+    assert main(["evaluate", model, p["Xt"], p["Ytiny"], "--out", report, "--no-plots"]) == 0
     err = capsys.readouterr().err
     assert "fastridge: warning: no target has a finite R^2" in err and "Traceback" not in err
