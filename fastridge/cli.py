@@ -355,8 +355,8 @@ def _say(args, text="") -> None:
 
 
 def _positive_int(text: str, least: int = 1) -> int:
-    """argparse type of --threads: an integer >= 1 (0 had reached torch as an internal
-    error; evaluate ignored it)."""
+    """argparse type: an integer >= `least`; for --threads >= 1 (0 had reached torch
+    as an internal error; evaluate ignored it)."""
     try:
         value = int(text)
     except ValueError:
