@@ -61,19 +61,23 @@ def resolve_device(device, *arrays) -> torch.device:
     """The compute device: explicit, or "auto" = the device of a GPU input, else
     CUDA if available, else CPU."""
     if device is None or device == "auto":
+        dev = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
         for a in arrays:
             kind = array_kind(a)
             if kind == "torch" and a.device.type != "cpu":
-                return a.device
+                dev = a.device
+                break
             if kind == "cupy":
                 return torch.device("cuda", a.device.id)
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"device={device!r} is not a device: give 'auto', 'cpu', 'cuda' or 'cuda:k'"
-        ) from None
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"device={device!r} is not a device: give 'auto', 'cpu', 'cuda' or 'cuda:k'"
+            ) from None
+    if dev.type not in ("cpu", "cuda"):  # ('meta' and 'mps' had failed inside torch)
+        raise ValueError(f"device {str(dev)!r} is not supported: fastridge runs on cpu and cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available")
     return dev

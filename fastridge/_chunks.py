@@ -25,9 +25,10 @@ DEFAULT_MEMORY_BUDGET = 1 << 30  # 1 GiB on CPU; see `auto_target_chunk`
 
 
 def parse_bytes(value) -> int:
-    """'2GB', '512MiB', 1e9 or an int -> bytes."""
-    if isinstance(value, (int, float)):
-        return int(value)
+    """'2GB', '512MiB', 1e9 or an int -> bytes; ValueError for anything else, also
+    for an infinite or NaN size ('inf' had ended in an internal OverflowError)."""
+    if isinstance(value, int):
+        return value
     text = str(value).strip().upper().replace(" ", "")
     units = {
         "KIB": 2**10,
@@ -40,10 +41,15 @@ def parse_bytes(value) -> int:
         "TB": 10**12,
         "B": 1,
     }
-    for unit, factor in units.items():
+    factor = 1
+    for unit, f in units.items():
         if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(float(text))
+            text, factor = text[: -len(unit)], f
+            break
+    size = float(text) * factor
+    if not np.isfinite(size):
+        raise ValueError(f"not a finite size: {value!r}")
+    return int(size)
 
 
 def bytes_per_target(

@@ -10,6 +10,7 @@ in the page cache (or goes to disk) but no longer in this process's RSS.
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import mmap
@@ -67,7 +68,12 @@ def open_npy(path, name: str, labels: bool = False) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        if "pickle" in str(exc) or "object" in str(exc).lower():
+        try:
+            _npy_header(path)
+        except (ValueError, SyntaxError, OSError):
+            # (its parse error can mention "ast.Name object": it had been called a pickle)
+            raise UserError(f"cannot read {name} file {path}: its .npy header is damaged") from None
+        if "allow_pickle" in str(exc) or "object" in str(exc).lower():
             raise UserError(
                 f"{name} file {path} holds a pickled/object array, which is never loaded "
                 "(it could run code): store "
@@ -444,7 +450,9 @@ def staging_dirs(model_dir: Path) -> list[Path]:
     parent = model_dir.parent
     if not parent.exists():
         return []
-    return sorted(parent.glob(f"{model_dir.name}.tmp-*"))
+    # (escaped: a name like "run[1]" is a glob pattern that matched neither its own
+    # staging directories nor only its own, and --resume started over or took another's)
+    return sorted(parent.glob(f"{glob.escape(model_dir.name)}.tmp-*"))
 
 
 def pid_alive(pid: int) -> bool:

@@ -57,8 +57,11 @@ class ModelFiles:
             raise UserError(f"model directory not found: {self.path}")
         if not meta_path.exists():
             raise UserError(f"{self.path} is not a fastridge model directory (no model.json)")
-        meta = read_json(meta_path)
-        if meta.get("format") != FORMAT:
+        try:
+            meta = read_json(meta_path)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{meta_path} cannot be read ({exc}): the model is damaged") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise UserError(f"{meta_path} is not a fastridge model description")
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise UserError(
@@ -66,38 +69,61 @@ class ModelFiles:
                 f"{meta['format_version']}); upgrade fastridge to read it"
             )
         self.meta = meta
-        self.target_shape = tuple(meta["target_shape"])
-        self.n_targets = int(meta["n_targets"])
-        self.n_features = int(meta["n_features"])
-        self.alphas = np.asarray(meta["alphas"], dtype=np.float64)
-        self.solution = meta.get("solution", "primal")
+        try:
+            self.target_shape = tuple(int(d) for d in meta["target_shape"])
+            self.n_targets = int(meta["n_targets"])
+            self.n_features = int(meta["n_features"])
+            self.alphas = np.asarray(meta["alphas"], dtype=np.float64).reshape(-1)
+            self.solution = meta.get("solution", "primal")
+            n_samples = int(meta["n_samples"]) if self.solution == "dual" else None
+        except (KeyError, TypeError, ValueError) as exc:
+            # (a key missing or of the wrong type had ended in an internal error)
+            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise UserError(f"{meta_path} is damaged ({what})") from None
+        if int(np.prod(self.target_shape, dtype=np.int64)) != self.n_targets:
+            raise UserError(
+                f"{meta_path} is damaged: target_shape {self.target_shape} does not hold "
+                f"{self.n_targets} targets"
+            )
         if self.solution not in ("primal", "dual"):
             raise UserError(f"{meta_path}: unknown solution {self.solution!r}")
         dual = self.solution == "dual"
         # the coefficient file: (n_targets, n_features), or dual (n_targets, n_samples)
         self.coef_name = "dual_coef" if dual else "coef"
-        self.n_coef = int(meta["n_samples"]) if dual else self.n_features
+        self.n_coef = n_samples if dual else self.n_features
+        t = self.n_targets
+        shapes = {  # what each file must hold; best_score is 0-d for a shared alpha
+            self.coef_name: [(t, self.n_coef)],
+            "x_fit": [(self.n_coef, self.n_features)],
+            "x_mean": [(self.n_features,)],
+            "intercept": [(t,)],
+            "alpha": [(t,)],
+            "alpha_index": [(t,)],
+            "best_score": [(t,), ()],
+        }
         arrays = {}
         for name in DUAL_ARRAYS if dual else ARRAYS:
             p = self.path / f"{name}.npy"
             if not p.exists():
                 raise UserError(f"{self.path} is incomplete: {p.name} is missing")
             big = name in ("coef", "dual_coef", "x_fit")
-            arrays[name] = np.load(p, mmap_mode=mmap_mode if big else None)
-        coef = arrays[self.coef_name]
-        if coef.shape != (self.n_targets, self.n_coef):
+            try:
+                arrays[name] = np.load(p, mmap_mode=mmap_mode if big else None, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{p} cannot be read ({exc}): the model is damaged") from None
+            if arrays[name].shape not in shapes[name]:
+                raise UserError(
+                    f"{p} has shape {arrays[name].shape}, model.json says {shapes[name][0]}"
+                )
+        index = arrays["alpha_index"]
+        if index.size and (index.min() < 0 or index.max() >= self.alphas.size):
             raise UserError(
-                f"{self.path}/{self.coef_name}.npy has shape {coef.shape}, model.json says "
-                f"{(self.n_targets, self.n_coef)}"
+                f"{self.path / 'alpha_index.npy'} has values outside 0..{self.alphas.size - 1} "
+                f"(model.json lists {self.alphas.size} alphas): the model is damaged"
             )
-        self.coef = coef
+        self.coef = arrays[self.coef_name]
         self.x_fit = arrays.get("x_fit")
         self.x_mean = arrays.get("x_mean")
-        if dual and self.x_fit.shape != (self.n_coef, self.n_features):
-            raise UserError(
-                f"{self.path}/x_fit.npy has shape {self.x_fit.shape}, model.json says "
-                f"{(self.n_coef, self.n_features)}"
-            )
         self.intercept = arrays["intercept"]
         self.alpha = arrays["alpha"]
         self.alpha_index = arrays["alpha_index"]

@@ -37,7 +37,7 @@ def target_metrics(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.n
     # near their largest centred value, so that squares of ~1e160 do not overflow
     # (r read 0 and R^2 NaN for targets of that size; a CLI review found it).
     tc = true - true.mean(axis=0)
-    scale = _power_of_two_near_max(tc)
+    scale = _power_of_two_near_max(tc, axis=0)
     tc /= scale
     resid = (true - pred) / scale
     ss_res = np.einsum("ij,ij->j", resid, resid)
@@ -46,7 +46,7 @@ def target_metrics(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.n
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         r2 = np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))
         pc = pred - pred.mean(axis=0)
-        pc /= _power_of_two_near_max(pc)
+        pc /= _power_of_two_near_max(pc, axis=0)
         ss_pred = np.einsum("ij,ij->j", pc, pc)
         num = np.einsum("ij,ij->j", pc, tc)
         den = np.sqrt(ss_pred * ss_tot)
@@ -54,11 +54,11 @@ def target_metrics(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.n
     return r2, r
 
 
-def _power_of_two_near_max(c: np.ndarray) -> np.ndarray:
-    """Per column of c (n_samples, n_targets), a power of 2 within a factor 2 below
-    max |c| (so dividing by it is exact and leaves values within +-2), shape
-    (n_targets,); 0.5 for columns of zeros."""
-    _, exponent = np.frexp(np.max(np.abs(c), axis=0, initial=0.0))
+def _power_of_two_near_max(c: np.ndarray, axis: int) -> np.ndarray:
+    """Along `axis` of c, a power of 2 within a factor 2 below max |c| (so dividing by
+    it is exact and leaves values within +-2), c's shape with `axis` of length 1;
+    0.5 where all are zero."""
+    _, exponent = np.frexp(np.max(np.abs(c), axis=axis, initial=0.0, keepdims=True))
     return np.ldexp(1.0, exponent - 1)
 
 
@@ -82,7 +82,12 @@ def group_metrics(
     p = np.asarray(pred, dtype=np.float64).reshape(m, -1, group_size)
     t = np.asarray(true, dtype=np.float64).reshape(m, -1, group_size)
     d = p - t
-    mse = np.einsum("igk,igk->g", d, d) / (m * group_size)
+    with np.errstate(over="ignore"):  # (an MSE past float64 is inf: left out of summaries)
+        mse = np.einsum("igk,igk->g", d, d) / (m * group_size)
+    # the cosine is scale-free: each vector scaled by a power of 2 (exact) near its
+    # largest value, so that squares of ~1e155 do not overflow (it had read 0)
+    p = p / _power_of_two_near_max(p, axis=2)
+    t = t / _power_of_two_near_max(t, axis=2)
     dot = np.einsum("igk,igk->ig", p, t)
     norm = np.sqrt(np.einsum("igk,igk->ig", p, p) * np.einsum("igk,igk->ig", t, t))
     with np.errstate(divide="ignore", invalid="ignore"):

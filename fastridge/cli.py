@@ -311,6 +311,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv=None) -> int:
     """Entry point of the `fastridge` command; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "out", None) == "":  # (an unset shell variable: evaluate had written nothing)
+        print("fastridge: error: --out is empty", file=sys.stderr)
+        return EXIT_USAGE
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -1031,10 +1034,13 @@ def _open_test_files(x_path, y_path, n_features: int, target_shape: tuple, dtype
     n_rows, n_targets = X.shape[0], int(np.prod(target_shape, dtype=np.int64))
     if Y.ndim == 0 or Y.shape[0] != n_rows:
         raise UserError(f"X test has {n_rows} samples but Y test has shape {Y.shape}")
-    if int(np.prod(Y.shape[1:], dtype=np.int64)) != n_targets:
+    # the model's target shape or flat: the same number of targets in another shape
+    # (e.g. (n, 4, 3) for (3, 4)) had been scored against the wrong targets, exit 0
+    shapes = {tuple(target_shape), (n_targets,)} | ({()} if n_targets == 1 else set())
+    if Y.shape[1:] not in shapes:
         raise UserError(
-            f"Y test has shape {Y.shape} ({int(np.prod(Y.shape[1:]))} targets), the model has "
-            f"{n_targets} targets (shape {tuple(target_shape)})"
+            f"Y test has shape {Y.shape}; the model's targets have shape {tuple(target_shape)}:"
+            f" give Y test of shape {(n_rows, *target_shape)} or flat {(n_rows, n_targets)}"
         )
     if n_rows < 2:
         raise UserError("evaluation needs at least 2 test samples")
@@ -1095,9 +1101,35 @@ def _predictions(files, X, chunk, args, progress=None):
         pred += torch.from_numpy(np.asarray(files.intercept[sl], dtype=dtype))
         if x_dot is not None:
             pred += W @ x_dot
+        _check_predictions(pred, W, files, sl)
         yield sl, pred.numpy()
         if progress is not None:
             progress.advance(sl.stop - sl.start)
+
+
+def _check_predictions(pred, W, files, sl: slice) -> None:
+    """UserError unless the chunk's predictions (n_test_samples, n_chunk) are finite:
+    an X test within the model's dtype can still overflow it (float32 X of ~1e38
+    had written inf with exit 0), and a model file can hold NaN (copied or edited
+    by hand: predict had written NaN with exit 0)."""
+    import torch
+
+    from ._validation import _target_name
+
+    finite = torch.isfinite(pred)
+    if bool(finite.all()):
+        return
+    row, col = (int(i) for i in (~finite).nonzero()[0])
+    where = f"test sample {row}, target {_target_name(sl.start, col, files.target_shape)}"
+    if not bool(torch.isfinite(W[col]).all()):
+        raise UserError(
+            f"{files.path / (files.coef_name + '.npy')} holds NaN or infinity ({where}): "
+            "the model files are damaged; solve again"
+        )
+    raise UserError(
+        f"predictions overflow {str(pred.dtype)[6:]} at {where}: X test's values are too "
+        "large for this model; rescale X test (and refit on X scaled alike)"
+    )
 
 
 def cmd_predict(args) -> int:
@@ -1107,6 +1139,11 @@ def cmd_predict(args) -> int:
     t0 = time.perf_counter()
     files = ModelFiles(args.model)
     out = Path(args.out)
+    # (with --overwrite a model's own coef.npy, or X test itself, had been replaced)
+    if (out.resolve().parent / "model.json").exists():
+        raise UserError(f"--out {out} is inside a model directory: choose a path outside it")
+    if out.resolve() == Path(args.X).resolve():
+        raise UserError(f"--out {out} is X test itself: choose another path")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} already exists (use --overwrite to replace it)")
     if out.suffix != ".npy":
@@ -1235,6 +1272,12 @@ def _say_report(args, report) -> None:
     if not r2.get("n"):
         warnings.warn(
             "no target has a finite R^2 (are Y test's values beyond range?)", stacklevel=2
+        )
+    elif r2["n"] < report["n_targets"]:  # (the summaries are of finite values only)
+        warnings.warn(
+            f"{report['n_targets'] - r2['n']:,} of {report['n_targets']:,} targets have no "
+            "finite R^2 (predictions far beyond Y test's spread?): the summaries leave them out",
+            stacklevel=2,
         )
     if report["groups"]:
         g = report["groups"]

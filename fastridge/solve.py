@@ -876,11 +876,13 @@ def ridge_cv(
             if "alpha_index" in host:
                 alpha_index[sl] = host["alpha_index"].numpy()
                 best_score[sl] = host["best_score"].numpy()
+                undefined[0] += int(np.isnan(best_score[sl]).sum())
                 alpha_scores[sl] = host["alpha_scores"].numpy()
             intercept[sl] = host["intercept"].numpy()
             if on_chunk is not None:
                 on_chunk(sl)
 
+        undefined = [0]  # targets whose every alpha scored NaN (see _warn_undefined)
         # Device -> host copies of finished chunks (overlapped with the next chunk on CUDA).
         results = ResultWriter(dev, defer=_DEFER_RESULTS)
 
@@ -943,6 +945,9 @@ def ridge_cv(
             results.close()
             timings["refit"] += time.perf_counter() - t
 
+    if not alpha_per_target and np.isnan(shared_score):
+        undefined[0] = n_targets
+    _warn_undefined(undefined[0], n_targets, scoring)
     if n_targets:
         chosen = float(alphas[np.asarray(alpha_index)].min())
         _warn_lost_precision(decomp, dual_route, solution, coef.dtype, cdtype, chosen)
@@ -964,6 +969,26 @@ def ridge_cv(
         solution=solution,
         x_offset=decomp.x_offset.cpu().numpy(),
         alpha_scores=alpha_scores,
+    )
+
+
+def _warn_undefined(n_undefined: int, n_targets: int, scoring) -> None:
+    """UndefinedMetricWarning when some targets scored NaN for every alpha and so took
+    the first (as scikit-learn's search does): R^2 on a test fold of one sample, for
+    instance (a group of one sample, K = n_samples). It had passed silently."""
+    if not n_undefined:
+        return
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    name = scoring if isinstance(scoring, str) else "the score"
+    if scoring is None:
+        name = "R^2 (the default score of folds)"
+    warnings.warn(
+        f"{n_undefined:,} of {n_targets:,} targets scored NaN for every alpha and took the "
+        f"first: {name} is undefined on some test folds (e.g. R^2 on a fold of one sample); "
+        "score with 'neg_mean_squared_error', or use folds of 2 samples or more",
+        UndefinedMetricWarning,
+        stacklevel=3,  # (at ridge_cv's caller)
     )
 
 
