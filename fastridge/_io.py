@@ -69,7 +69,7 @@ def open_npy(path, name: str, labels: bool = False) -> np.ndarray:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
         try:
-            _npy_header(path)
+            npy_header(path)
         except (ValueError, SyntaxError, OSError):
             # (its parse error can mention "ast.Name object": it had been called a pickle)
             raise UserError(f"cannot read {name} file {path}: its .npy header is damaged") from None
@@ -137,7 +137,7 @@ def check_finite_blocks(
 
 
 # -- fingerprints -------------------------------------------------------------------
-def _npy_header(path) -> tuple[dict, int]:
+def npy_header(path) -> tuple[dict, int]:
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -156,7 +156,7 @@ def fingerprint(path, full: bool, block: int = 16 << 20) -> dict:
     a few 1 MiB samples spread over the file (for a multi-GB Y).
     """
     path = Path(path)
-    header, offset = _npy_header(path)
+    header, offset = npy_header(path)
     size = path.stat().st_size
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -306,7 +306,8 @@ class RowWriter:
     """
 
     def __init__(self, path, piece_bytes: int = 16 << 20):
-        header, self.offset = _npy_header(path)
+        self._fd = -1  # (before anything can fail: __del__ closes it)
+        header, self.offset = npy_header(path)
         if header["fortran_order"] or len(header["shape"]) != 2:
             raise ValueError(f"{path}: RowWriter needs a C-ordered 2-D .npy file")
         self.shape = tuple(header["shape"])
@@ -376,7 +377,7 @@ def read_rows(path, rows: slice) -> np.ndarray:
     -------
     array of shape (rows.stop - rows.start, n_cols)
     """
-    header, offset = _npy_header(path)
+    header, offset = npy_header(path)
     if header["fortran_order"] or len(header["shape"]) != 2:
         raise ValueError(f"{path}: read_rows needs a C-ordered 2-D .npy file")
     n_rows, n_cols = header["shape"]
@@ -413,9 +414,18 @@ def check_free_space(directory, need: int, what: str) -> None:
     free = shutil.disk_usage(directory).free
     if free < need:
         raise UserError(
-            f"out of disk space: {what} needs {need / 2**30:.2f} GiB, "
-            f"only {free / 2**30:.2f} GiB free in {directory}"
+            f"out of disk space: {what} needs {human_bytes(need)}, "
+            f"only {human_bytes(free)} free in {directory}"
         )
+
+
+def human_bytes(n: int) -> str:
+    """A size in the largest binary unit that keeps it >= 1 ("1.50 GiB", "512 B"):
+    a small model had needed "0.00 GiB" of "0.00 GiB free"."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
 
 
 def make_parent(path: Path, what: str) -> None:

@@ -333,7 +333,8 @@ def _describe(exc: BaseException) -> tuple[int, str]:
     """(exit code, one-line message) for an exception."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     if _io.is_disk_full(exc):
-        return EXIT_USAGE, f"out of disk space: {exc.strerror} ({exc.filename or ''})"
+        where = f" ({exc.filename})" if exc.filename else ""
+        return EXIT_USAGE, f"out of disk space: {exc.strerror}{where}"
     if isinstance(exc, MemoryError):
         return EXIT_USAGE, "out of memory: lower --memory-budget or --target-chunk"
     if isinstance(exc, (UserError, ValueError, TypeError)):
@@ -661,6 +662,63 @@ def _find_resumable(model_dir: Path):
     return best
 
 
+def _note_leftovers(model_dir: Path, quiet: bool) -> None:
+    """One note per kind of what earlier solves left beside MODEL_DIR, all left alone:
+    a solve still writing (it had been offered as one to resume), unfinished ones
+    that --resume can or cannot continue, and complete models whose move into place
+    failed (their manifest gone; no run had mentioned them)."""
+    if quiet:
+        return
+    kinds = {"running": [], "resumable": [], "stale": [], "complete": []}
+    for d in _io.staging_dirs(model_dir):
+        pid = _io.staging_pid(d)
+        if pid is not None and _io.pid_alive(pid):
+            kinds["running"].append(d.name)
+        elif (d / _io.MANIFEST).exists():  # (stale: a shared alpha, or killed before any chunk)
+            kinds["resumable" if _resumable(d) else "stale"].append(d.name)
+        elif (d / "model.json").exists():
+            kinds["complete"].append(d.name)
+    name = model_dir.name
+    texts = {
+        "running": f"another solve into {name} is running ({{}})",
+        "resumable": "unfinished solve(s) found ({}); add --resume to continue one, or delete them",
+        "stale": "unfinished solve(s) that cannot be resumed ({}): delete them",
+        "complete": f"complete model(s) of an earlier solve never moved to {name} ({{}}): "
+        f"delete them once this solve has written {name}",
+    }
+    for kind, names in kinds.items():
+        if names:
+            print(f"fastridge: note: {texts[kind].format(', '.join(names))}", file=sys.stderr)
+
+
+def _check_staged_arrays(found: Path, coef_name: str, n_targets, n_coef, n_alphas, dtype):
+    """UserError unless a staging directory to resume holds its result arrays whole:
+    a missing coef.npy had ended in an OS error plus a traceback, an intercept.npy
+    of another length in a broadcasting error, each advising a resume that could
+    never succeed."""
+    expected = {
+        coef_name: ((n_targets, n_coef), np.dtype(dtype)),
+        "intercept": ((n_targets,), np.dtype(dtype)),
+        "alpha_index": ((n_targets,), np.dtype(np.int64)),
+        "best_score": ((n_targets,), np.dtype(np.float64)),
+        "alpha_scores": ((n_targets, n_alphas), np.dtype(np.float64)),
+    }
+    for name, (shape, dt) in expected.items():
+        path = found / f"{name}.npy"
+        if name == "alpha_scores" and not path.exists():
+            continue  # (a run from before alpha_scores.npy: made anew)
+        try:
+            header, _ = _io.npy_header(path)
+            ok = tuple(header["shape"]) == shape and np.dtype(header["dtype"]) == dt
+        except (OSError, ValueError, SyntaxError):
+            ok = False
+        if not ok:
+            raise UserError(
+                f"cannot resume: {path} is missing or damaged (expected {dt} of shape "
+                f"{shape}); run without --resume or delete {found}"
+            )
+
+
 def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, out_dtype, verbose):
     """Create (or, with --resume, reclaim) the staging directory; returns (path, manifest)."""
     staging = model_dir.with_name(f"{model_dir.name}.tmp-{os.getpid()}")
@@ -669,6 +727,7 @@ def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, 
         if found is None:
             if verbose:
                 print("fastridge: nothing to resume; starting from the beginning", file=sys.stderr)
+            _note_leftovers(model_dir, args.quiet)
         else:
             old = _io.read_json(found / _io.MANIFEST)
             for name in manifest["inputs"]:
@@ -697,6 +756,8 @@ def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, 
                         f"cannot resume: Y's targets {start}:{stop} differ from those the "
                         f"interrupted run solved; run without --resume or delete {found}"
                     )
+            coef_name = "dual_coef" if args.solution == "dual" else "coef"
+            _check_staged_arrays(found, coef_name, n_targets, n_coef, n_alphas, out_dtype)
             os.rename(found, staging)  # claim it: a concurrent resume now finds nothing
             for stray in staging.glob(".*.tmp-*"):  # a write killed half-way, never a result
                 stray.unlink()
@@ -720,31 +781,7 @@ def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, 
                 )
             return staging, manifest
     else:
-        others = [d for d in _io.staging_dirs(model_dir) if (d / _io.MANIFEST).exists()]
-        resumable = [d for d in others if _resumable(d)]
-        stale = [d.name for d in others if d not in resumable]
-        if resumable and not args.quiet:
-            print(
-                "fastridge: note: unfinished solve(s) found "
-                f"({', '.join(d.name for d in resumable)}); add --resume to continue one, "
-                "or delete them",
-                file=sys.stderr,
-            )
-        if stale and not args.quiet:  # (a shared alpha, or killed before any chunk)
-            print(
-                f"fastridge: note: unfinished solve(s) that cannot be resumed ({', '.join(stale)}):"
-                " delete them",
-                file=sys.stderr,
-            )
-        # a complete model whose move into place failed (its manifest gone: no resume)
-        complete = [d.name for d in _io.staging_dirs(model_dir)
-                    if not (d / _io.MANIFEST).exists() and (d / "model.json").exists()]  # fmt: skip
-        if complete and not args.quiet:
-            print(
-                f"fastridge: note: complete model(s) never moved to {model_dir.name} "
-                f"({', '.join(complete)}): rename one to {model_dir.name} or delete them",
-                file=sys.stderr,
-            )
+        _note_leftovers(model_dir, args.quiet)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()

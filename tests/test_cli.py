@@ -438,26 +438,41 @@ def test_resume_of_a_run_from_before_alpha_scores(data, tmp_path, capsys):
 
 
 def test_leftover_staging_directories_are_named(data, tmp_path, capsys):
-    """A solve names what earlier runs left beside its --out: an unfinished solve it
-    can resume, one it cannot, and a complete model that was never moved into place
-    (its manifest gone; no run had mentioned it)."""
+    """A solve names what earlier runs left beside its --out, one note per kind: a
+    solve still running (it had been offered as one to resume), an unfinished solve
+    it can resume, one it cannot, and a complete model that was never moved into
+    place (its manifest gone: no run had mentioned it, also not with --resume)."""
     d, f = data
     model = tmp_path / "m"
     args = ["solve", str(d / "X.npy"), str(d / "Y.npy"), "--alphas", "1", "--out", str(model)]
     assert main([*args, "-q"]) == 0
     shutil.copytree(model, tmp_path / "m.tmp-999999991")  # complete, no manifest
-    for pid, done in ((999999992, []), (999999993, [[0, 5]])):
-        staging = tmp_path / f"m.tmp-{pid}"
-        staging.mkdir()
-        manifest = {"done": done, "options": {"alpha_per_target": True}}
-        (staging / "manifest.json").write_text(json.dumps(manifest))
-    capsys.readouterr()
-    assert main([*args, "--overwrite"]) == 0
-    notes = [ln for ln in capsys.readouterr().err.splitlines() if "note:" in ln]
-    assert len(notes) == 3, notes
-    assert "(m.tmp-999999993); add --resume" in notes[0]
-    assert "cannot be resumed (m.tmp-999999992)" in notes[1]
-    assert "complete model(s) never moved to m (m.tmp-999999991)" in notes[2]
+    # a process whose command line names fastridge counts as a running solve
+    running = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "fastridge"]
+    )  # fmt: skip
+    try:
+        for pid, done in ((999999992, []), (999999993, [[0, 5]]), (running.pid, [[0, 5]])):
+            staging = tmp_path / f"m.tmp-{pid}"
+            staging.mkdir()
+            manifest = {"done": done, "options": {"alpha_per_target": True}}
+            (staging / "manifest.json").write_text(json.dumps(manifest))
+        capsys.readouterr()
+        assert main([*args, "--overwrite"]) == 0
+        notes = [ln for ln in capsys.readouterr().err.splitlines() if "note:" in ln]
+        assert len(notes) == 4, notes
+        assert f"another solve into m is running (m.tmp-{running.pid})" in notes[0]
+        assert "found (m.tmp-999999993); add --resume" in notes[1]
+        assert "cannot be resumed (m.tmp-999999992)" in notes[2]
+        assert "never moved to m (m.tmp-999999991)" in notes[3]
+    finally:
+        running.kill()
+        running.wait()
+    for pid in (999999992, 999999993, running.pid):
+        shutil.rmtree(tmp_path / f"m.tmp-{pid}")
+    assert main([*args, "--overwrite", "--resume", "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "nothing to resume" in err and "never moved to m (m.tmp-999999991)" in err
 
 
 def test_output_where_no_file_can_be_made(data, tmp_path, capsys):
@@ -1055,3 +1070,150 @@ def test_predict_and_evaluate_past_the_models_range(tmp_path, capsys):
     assert main(["evaluate", model, p["Xt"], p["Ytiny"], "--out", report, "--no-plots"]) == 0
     err = capsys.readouterr().err
     assert "fastridge: warning: no target has a finite R^2" in err and "Traceback" not in err
+
+
+def test_evaluate_and_predict_refuse_what_they_would_get_wrong(data, tmp_path, capsys):
+    """Found by a CLI review, each had exit 0 with a wrong or misleading result: a Y
+    test of the model's number of targets in another shape was scored against the
+    wrong targets; predictions past float32 were written as inf; a NaN in coef.npy
+    gave NaN predictions; targets with R^2 of -inf were left out of the summary
+    without a word; --out onto a model's own coef.npy or onto X test itself replaced
+    it (with --overwrite); an empty --out wrote no report."""
+    d, f = data
+    model = str(tmp_path / "m")
+    solve = ["solve", str(d / "X.npy"), str(d / "Y.npy"), "--alphas", *ALPHAS, "-q"]
+    assert main([*solve, "--out", model]) == 0
+    Xt = str(d / "Xt.npy")
+    np.save(tmp_path / "Yt_T.npy", np.ascontiguousarray(f["Yt"].transpose(0, 2, 1)))
+    np.save(tmp_path / "Yt_flat.npy", f["Yt"].reshape(20, 48))
+    assert main(["evaluate", model, Xt, str(tmp_path / "Yt_T.npy"), "-q"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "Y test has shape (20, 8, 6); the model's targets have shape (6, 8)" in line
+    assert main(["evaluate", model, Xt, str(tmp_path / "Yt_flat.npy"), "-q"]) == 0
+    # onto the model's own files or X test itself
+    for out in (str(Path(model) / "coef.npy"), Xt):
+        assert main(["predict", model, Xt, "--out", out, "--overwrite", "-q"]) == 2
+        assert "choose" in one_error_line(capsys.readouterr().err)
+    assert np.load(Path(model) / "coef.npy").shape == (48, 30)
+    assert main(["evaluate", model, Xt, str(d / "Yt.npy"), "--out", ""]) == 2
+    assert one_error_line(capsys.readouterr().err) == "fastridge: error: --out is empty"
+    # float32: an X test within float32 whose predictions overflow it, then a NaN coef
+    m32 = str(tmp_path / "m32")
+    assert main([*solve, "--dtype", "float32", "--out", m32]) == 0
+    big = f["Xt"] * (3e38 / np.abs(f["Xt"]).max())  # (within float32, its products not)
+    np.save(tmp_path / "Xt_big.npy", big.astype(np.float32))
+    out = tmp_path / "p.npy"
+    assert main(["predict", m32, str(tmp_path / "Xt_big.npy"), "--out", str(out), "-q"]) == 2
+    assert "predictions overflow float32 at test sample" in one_error_line(capsys.readouterr().err)
+    assert not out.exists() and not list(tmp_path.glob(".p.npy.tmp-*"))
+    coef = np.load(Path(m32) / "coef.npy")
+    coef[5, 2] = np.nan
+    np.save(Path(m32) / "coef.npy", coef)
+    assert main(["predict", m32, Xt, "--out", str(out), "-q"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "coef.npy holds NaN or infinity (test sample 0, target (0, 5))" in line
+    # 47 of 48 targets far below their predictions' spread: R^2 of -inf, left out
+    yt = f["Yt"].copy()
+    yt.reshape(20, 48)[:, 1:] *= 1e-160
+    np.save(tmp_path / "Yt_tiny.npy", yt)
+    assert main(["evaluate", model, Xt, str(tmp_path / "Yt_tiny.npy"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 47 of 48 targets have no finite R^2" in err
+
+
+def test_group_cosine_is_scale_free():
+    """Per-group cosine similarity of targets of ~1e155 or ~1e-160 (squares past
+    float64's range) equals that of the same data at unit scale (it read 0)."""
+    from fastridge._report import group_metrics
+
+    rng = np.random.default_rng(0)
+    true = rng.standard_normal((25, 12))
+    pred = true + 0.3 * rng.standard_normal((25, 12))
+    _, cos = group_metrics(pred, true, 4)
+    expected = [
+        np.mean([p @ t / np.linalg.norm(p) / np.linalg.norm(t) for p, t in zip(
+            pred[:, g * 4 : g * 4 + 4], true[:, g * 4 : g * 4 + 4], strict=True)])
+        for g in range(3)
+    ]  # fmt: skip
+    assert_allclose(cos, expected, rtol=1e-13)
+    for scale in (1e155, 1e-160):
+        assert_allclose(group_metrics(pred * scale, true * scale, 4)[1], cos, rtol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: (m / "model.json").write_text("[]"), "is not a fastridge model description"),
+        (lambda m: (m / "model.json").write_text('{"format": "fastridge-model"}'), "damaged (no"),
+        (lambda m: (m / "model.json").write_text("{"), "model.json cannot be read"),
+        (lambda m: np.save(m / "intercept.npy", np.zeros(5)), "intercept.npy has shape (5,)"),
+        (lambda m: np.save(m / "alpha_index.npy", np.full(48, 7)), "values outside 0..2"),
+        (lambda m: (m / "coef.npy").write_bytes(b"\x93NUMPY\x01\x00garbage"), "coef.npy cannot"),
+    ],
+)
+def test_damaged_model_files_are_named(data, tmp_path, capsys, damage, message):
+    """A damaged model directory is named, one line, exit 2 (a model.json list, a
+    missing key, a wrong-length intercept, an alpha_index out of range had ended
+    as internal errors or numpy's words)."""
+    d, f = data
+    model = tmp_path / "m"
+    solve = ["solve", str(d / "X.npy"), str(d / "Y.npy"), "--alphas", *ALPHAS, "-q"]
+    assert main([*solve, "--out", str(model)]) == 0
+    damage(model)
+    assert main(["predict", str(model), str(d / "Xt.npy"), "--out", str(tmp_path / "p.npy")]) == 2
+    assert message in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--memory-budget", "inf"], "--memory-budget must be a size like 2GB"),
+        (["--device", "meta"], "device 'meta' is not supported"),
+        (["--out", ""], "--out is empty"),
+    ],
+)
+def test_more_bad_options_one_line(data, tmp_path, capsys, extra, message):
+    d, f = data
+    args = ["solve", str(d / "X.npy"), str(d / "Y.npy"), "--alphas", "1"]
+    if "--out" not in extra:
+        args += ["--out", str(tmp_path / "m")]
+    assert main([*args, *extra]) == 2
+    assert message in one_error_line(capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())
+
+
+def test_damaged_header_is_not_called_a_pickle(data, tmp_path, capsys):
+    d, f = data
+    raw = (d / "X.npy").read_bytes()
+    (tmp_path / "Xbad.npy").write_bytes(raw[:10] + b"{garbage" + raw[18:])
+    args = ["solve", str(tmp_path / "Xbad.npy"), str(d / "Y.npy"), "--alphas", "1"]
+    assert main([*args, "--out", str(tmp_path / "m")]) == 2
+    assert "its .npy header is damaged" in one_error_line(capsys.readouterr().err)
+
+
+def test_resume_finds_its_own_staging_only(data, tmp_path, capsys):
+    """A --out name with glob characters resumes its own staging directory and no
+    other model's (an unescaped glob had missed "run[1].tmp-*" and matched
+    "run1.tmp-*" for "run[12]"); a staging directory missing coef.npy is refused by
+    name (an OS error plus a traceback)."""
+    d, f = data
+    Y = f["Y"].copy()
+    Y[7, 3, 2] = np.nan  # stops the solve in its third chunk of 10 targets
+    np.save(tmp_path / "Ybad.npy", Y)
+    base = ["solve", str(d / "X.npy"), "--alphas", *ALPHAS, "--target-chunk", "10"]
+    for name in ("run[1]", "run1"):
+        assert main([base[0], base[1], str(tmp_path / "Ybad.npy"), *base[2:],
+                     "--out", str(tmp_path / name), "-q"]) == 2  # fmt: skip
+    capsys.readouterr()
+    good = [base[0], base[1], str(d / "Y.npy"), *base[2:], "--resume", "--progress"]
+    assert main([*good, "--out", str(tmp_path / "run[12]")]) == 0
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main([*good, "--out", str(tmp_path / "run[1]")]) == 0
+    assert "resuming run[1].tmp-" in capsys.readouterr().err
+    staging = list(tmp_path.glob("run1.tmp-*"))
+    assert len(staging) == 1
+    (staging[0] / "coef.npy").unlink()
+    assert main([*good, "--out", str(tmp_path / "run1")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "cannot resume:" in line and "coef.npy is missing or damaged" in line
+    assert staging[0].exists()  # left as it was

@@ -1334,3 +1334,30 @@ def test_float32_fold_singular_from_rounding_is_solved_in_float64(capsys):
     assert "singular in float32: solving in float64" in capsys.readouterr().err
     assert got.coef_.dtype == np.float32
     assert np.linalg.norm(got.coef_ - ref.coef_) < 1e-6 * np.linalg.norm(ref.coef_)
+
+
+@pytest.mark.parametrize("alpha_per_target", [True, False])
+def test_every_alpha_nan_warns_and_takes_the_first_like_scikit_learn(alpha_per_target):
+    """R^2 on test folds of one sample is NaN for every alpha: the first alpha is
+    taken, as by scikit-learn's search, and now with an UndefinedMetricWarning
+    naming the score (it had passed silently; a CLI review found it)."""
+    import warnings
+
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.model_selection import LeaveOneOut
+
+    X, Y = make_problem(20, 6, 3, seed=3)
+    alphas = (0.1, 1.0, 10.0)
+    with pytest.warns(UndefinedMetricWarning, match="3 of 3 targets scored NaN for every"):
+        est = FastRidgeCV(alphas=alphas, cv=LeaveOneOut(), scoring="r2",
+                          alpha_per_target=alpha_per_target).fit(X, Y)  # fmt: skip
+    with warnings.catch_warnings():  # (scikit-learn has no per-target alphas with cv)
+        warnings.simplefilter("ignore")
+        ref = RidgeCV(alphas=alphas, cv=LeaveOneOut(), scoring="r2").fit(X, Y)
+    assert ref.alpha_ == alphas[0]
+    assert_array_equal(est.alpha_, np.full(3, alphas[0]) if alpha_per_target else alphas[0])
+    assert_allclose(est.coef_, Ridge(alpha=alphas[0]).fit(X, Y).coef_, rtol=1e-10)
+    # a score that is defined there: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)
+        FastRidgeCV(alphas=alphas, cv=LeaveOneOut(), scoring="neg_mean_squared_error").fit(X, Y)
