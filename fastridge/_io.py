@@ -435,6 +435,8 @@ def make_parent(path: Path, what: str) -> None:
     (/proc) "out of disk space ... 0.00 GiB free" (a CLI review found both)."""
     parent = Path(path).parent
     for above in (parent, *parent.parents):
+        if above.is_symlink() and not above.exists():
+            raise UserError(f"cannot write {what} {path}: {above} is a broken symbolic link")
         if above.exists():
             if not above.is_dir():
                 raise UserError(f"cannot write {what} {path}: {above} is a file, not a directory")
@@ -444,7 +446,9 @@ def make_parent(path: Path, what: str) -> None:
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as exc:
-        raise UserError(f"cannot write {what} in {parent}: {exc.strerror or exc}") from None
+        raise UserError(
+            f"cannot write {what} in {parent}: no file can be made there ({exc.strerror or exc})"
+        ) from None
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -123,8 +123,9 @@ def _check_not_tiny(t: torch.Tensor, sums, name: str, first_target: int, target_
         raise ValueError(
             f"Input {name} is too small for {str(t.dtype)[6:]}: target "
             f"{_target_name(first_target, col, target_shape)} reaches only "
-            f"{float(peak[bad[0]]):.3g}, whose squares underflow; rescale {name} (the "
-            "chosen alphas do not change) or compute in float64."
+            f"{float(peak[bad[0]]):.3g}, below {small:.2g}, where the squares of its "
+            f"residuals underflow; rescale {name} (the chosen alphas do not change) or "
+            "compute in float64."
         )
 
 

@@ -302,10 +302,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The library's advice in the command line's words (a dual PrecisionWarning had told
+# CLI users about "a float64 coef_out, if one is passed" and solution='primal').
+_CLI_WORDS = {
+    "fit in float64 (and a float64 coef_out, if one is passed)": "solve with --dtype float64",
+    "fit in float64": "solve with --dtype float64",
+    "use solution='primal'": "use --solution primal",
+    "score with 'neg_mean_squared_error'": "use --scoring neg_mean_squared_error",
+}
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """A warning as one line, like the errors (Python's format added the file and
     the source line of the call inside fastridge)."""
-    print(f"fastridge: warning: {message}", file=sys.stderr)
+    text = str(message)
+    for api, cli in _CLI_WORDS.items():
+        text = text.replace(api, cli)
+    print(f"fastridge: warning: {text}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -1181,10 +1194,12 @@ def cmd_predict(args) -> int:
         raise UserError(f"--out {out} is inside a model directory: choose a path outside it")
     if out.resolve() == Path(args.X).resolve():
         raise UserError(f"--out {out} is X test itself: choose another path")
+    if out.is_dir():  # (with --overwrite it had failed after the work)
+        raise UserError(f"--out {out} is a directory: give a file name ending in .npy")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} already exists (use --overwrite to replace it)")
-    if out.suffix != ".npy":
-        raise UserError(f"--out must end in .npy, got {out}")
+    if not out.name.endswith(".npy") or out.name == ".npy":
+        raise UserError(f"--out must be a file name ending in .npy, got {out}")
     X = _open_features(args.X, files.n_features, files.coef.dtype)
     n_rows = X.shape[0]
     chunk = _predict_chunk_size(args, files, n_rows)

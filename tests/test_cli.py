@@ -498,6 +498,14 @@ def test_output_where_no_file_can_be_made(data, tmp_path, capsys):
         if Path("/proc/self").is_dir():  # Linux: no file can be created in /proc
             assert main([*args, f"/proc/{name}"]) == 2
             assert f"cannot write {what} in /proc" in one_error_line(capsys.readouterr().err)
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere")
+    assert main([*runs["the model"], str(tmp_path / "broken" / "m")]) == 2
+    assert "broken is a broken symbolic link" in one_error_line(capsys.readouterr().err)
+    (tmp_path / "broken").unlink()
+    (tmp_path / "d.npy").mkdir()  # (with --overwrite it had failed after the work)
+    assert main([*runs["the predictions"], str(tmp_path / "d.npy"), "--overwrite"]) == 2
+    assert "d.npy is a directory" in one_error_line(capsys.readouterr().err)
+    (tmp_path / "d.npy").rmdir()
     assert main(["predict", model, X, "--out", str(tmp_path / "new" / "dir" / "p.npy"), "-q"]) == 0
     assert np.load(tmp_path / "new" / "dir" / "p.npy").shape == (20, 6, 8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "m", "new"]
@@ -1026,6 +1034,7 @@ def test_precision_warning_is_one_line(tmp_path, capsys):
     assert main(list(map(str, [*args, "--out", tmp_path / "m", "-q"]))) == 0
     err = capsys.readouterr().err
     assert err.startswith("fastridge: warning: the coefficients, computed in float32"), err
+    assert "solve with --dtype float64" in err  # (the CLI's words, not the library's)
     assert len(err.strip().splitlines()) == 1 and "cli.py" not in err
 
 
