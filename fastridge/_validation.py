@@ -82,7 +82,7 @@ def check_finite_chunk(
     where = ""
     if first_target is not None and t.ndim == 2:
         row, col = (int(i) for i in torch.nonzero(~finite)[0])
-        where = f" (first at sample {row}, target {_target_name(first_target, col, target_shape)})"
+        where = f" (first at sample {row}, target {target_name(first_target, col, target_shape)})"
     if (
         kind == "infinity"
         and source_dtype is not None
@@ -96,7 +96,7 @@ def check_finite_chunk(
     raise ValueError(f"Input {name} contains {kind}{where}.")
 
 
-def _target_name(first_target: int, col: int, target_shape: tuple):
+def target_name(first_target: int, col: int, target_shape: tuple):
     """Target `col` of a chunk starting at flat index `first_target`, as the user
     indexes it (a tuple for targets of 2 or more dimensions)."""
     target = first_target + col
@@ -122,7 +122,7 @@ def _check_not_tiny(t: torch.Tensor, sums, name: str, first_target: int, target_
         col = int(suspects[bad[0]])
         raise ValueError(
             f"Input {name} is too small for {str(t.dtype)[6:]}: target "
-            f"{_target_name(first_target, col, target_shape)} reaches only "
+            f"{target_name(first_target, col, target_shape)} reaches only "
             f"{float(peak[bad[0]]):.3g}, below {small:.2g}, where the squares of its "
             f"residuals underflow; rescale {name} (the chosen alphas do not change) or "
             "compute in float64."

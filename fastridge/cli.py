@@ -1164,18 +1164,19 @@ def _check_predictions(pred, W, files, sl: slice) -> None:
     by hand: predict had written NaN with exit 0)."""
     import torch
 
-    from ._validation import _target_name
+    from ._validation import target_name
 
     finite = torch.isfinite(pred)
     if bool(finite.all()):
         return
     row, col = (int(i) for i in (~finite).nonzero()[0])
-    where = f"test sample {row}, target {_target_name(sl.start, col, files.target_shape)}"
-    if not bool(torch.isfinite(W[col]).all()):
-        raise UserError(
-            f"{files.path / (files.coef_name + '.npy')} holds NaN or infinity ({where}): "
-            "the model files are damaged; solve again"
-        )
+    where = f"test sample {row}, target {target_name(sl.start, col, files.target_shape)}"
+    for name, values in ((files.coef_name, W[col]), ("intercept", files.intercept[sl][col])):
+        if not np.isfinite(np.asarray(values)).all():
+            raise UserError(
+                f"{files.path / (name + '.npy')} holds NaN or infinity ({where}): the model "
+                "files are damaged; solve again"
+            )
     raise UserError(
         f"predictions overflow {str(pred.dtype)[6:]} at {where}: X test's values are too "
         "large for this model; rescale X test (and refit on X scaled alike)"
