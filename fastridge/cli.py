@@ -704,19 +704,24 @@ def _note_leftovers(model_dir: Path, quiet: bool) -> None:
             print(f"fastridge: note: {texts[kind].format(', '.join(names))}", file=sys.stderr)
 
 
-def _check_staged_arrays(found: Path, coef_name: str, n_targets, n_coef, n_alphas, dtype):
-    """UserError unless a staging directory to resume holds its result arrays whole:
-    a missing coef.npy had ended in an OS error plus a traceback, an intercept.npy
-    of another length in a broadcasting error, each advising a resume that could
-    never succeed."""
-    expected = {
+def _staged_arrays(coef_name: str, n_targets, n_coef, n_alphas, dtype) -> dict:
+    """{name: (shape, dtype)} of the result arrays of a staging directory: those
+    `_prepare_staging` creates and a resume must find whole."""
+    return {
         coef_name: ((n_targets, n_coef), np.dtype(dtype)),
         "intercept": ((n_targets,), np.dtype(dtype)),
         "alpha_index": ((n_targets,), np.dtype(np.int64)),
         "best_score": ((n_targets,), np.dtype(np.float64)),
         "alpha_scores": ((n_targets, n_alphas), np.dtype(np.float64)),
     }
-    for name, (shape, dt) in expected.items():
+
+
+def _check_staged_arrays(found: Path, arrays: dict) -> None:
+    """UserError unless a staging directory to resume holds its result arrays
+    (`_staged_arrays`) whole: a missing coef.npy had ended in an OS error plus a
+    traceback, an intercept.npy of another length in a broadcasting error, each
+    advising a resume that could never succeed."""
+    for name, (shape, dt) in arrays.items():
         path = found / f"{name}.npy"
         if name == "alpha_scores" and not path.exists():
             continue  # (a run from before alpha_scores.npy: made anew)
@@ -735,6 +740,8 @@ def _check_staged_arrays(found: Path, coef_name: str, n_targets, n_coef, n_alpha
 def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, out_dtype, verbose):
     """Create (or, with --resume, reclaim) the staging directory; returns (path, manifest)."""
     staging = model_dir.with_name(f"{model_dir.name}.tmp-{os.getpid()}")
+    coef_name = "dual_coef" if args.solution == "dual" else "coef"
+    arrays = _staged_arrays(coef_name, n_targets, n_coef, n_alphas, out_dtype)
     if args.resume:
         found = _find_resumable(model_dir)
         if found is None:
@@ -769,8 +776,7 @@ def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, 
                         f"cannot resume: Y's targets {start}:{stop} differ from those the "
                         f"interrupted run solved; run without --resume or delete {found}"
                     )
-            coef_name = "dual_coef" if args.solution == "dual" else "coef"
-            _check_staged_arrays(found, coef_name, n_targets, n_coef, n_alphas, out_dtype)
+            _check_staged_arrays(found, arrays)
             os.rename(found, staging)  # claim it: a concurrent resume now finds nothing
             for stray in staging.glob(".*.tmp-*"):  # a write killed half-way, never a result
                 stray.unlink()
@@ -798,15 +804,11 @@ def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, 
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    coef_name = "dual_coef.npy" if args.solution == "dual" else "coef.npy"
     try:
         # the files' disk blocks are reserved here: a full disk fails now, and
         # leaves no staging directory behind
-        _io.create_npy(staging / coef_name, (n_targets, n_coef), out_dtype)
-        _io.create_npy(staging / "intercept.npy", (n_targets,), out_dtype)
-        _io.create_npy(staging / "alpha_index.npy", (n_targets,), np.int64)
-        _io.create_npy(staging / "best_score.npy", (n_targets,), np.float64)
-        _io.create_npy(staging / "alpha_scores.npy", (n_targets, n_alphas), np.float64)
+        for name, (shape, dtype) in arrays.items():
+            _io.create_npy(staging / f"{name}.npy", shape, dtype)
         _io.write_json_atomic(staging / _io.MANIFEST, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
