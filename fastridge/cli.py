@@ -43,14 +43,17 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def _common(p):
+def _common(p, reports: bool = True):
+    """The output options; `reports` False for a command whose output is its only
+    purpose (info: -q had been accepted and printed everything anyway)."""
     g = p.add_argument_group("output")
-    g.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    g.add_argument(
-        "--progress",
-        action="store_true",
-        help="report progress on stderr even when it is not a terminal",
-    )
+    if reports:
+        g.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+        g.add_argument(
+            "--progress",
+            action="store_true",
+            help="report progress on stderr even when it is not a terminal",
+        )
     g.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
@@ -297,8 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=INFO_EPILOG,
         formatter_class=fmt,
     )
-    _common(p)
+    _common(p, reports=False)
     p.set_defaults(func=cmd_info)
+    parser.commands = sub.choices  # name -> its parser, for `main`'s usage errors
     return parser
 
 
@@ -323,7 +327,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def main(argv=None) -> int:
     """Entry point of the `fastridge` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # (parse_args would point to the top-level help, not the command's)
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "out", None) == "":  # (an unset shell variable: evaluate had written nothing)
         print("fastridge: error: --out is empty", file=sys.stderr)
         return EXIT_USAGE

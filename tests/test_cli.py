@@ -764,6 +764,24 @@ def test_info(capsys):
         assert key in out, out
 
 
+@pytest.mark.parametrize(
+    "argv, extra",
+    [(["info", "extra"], "extra"),
+     (["info", "-q"], "-q"),  # (had been accepted, and printed everything)
+     (["predict", "m", "X.npy", "--out", "p.npy", "--bogus"], "--bogus"),
+     (["solve", "X.npy", "Y.npy", "Z.npy", "--out", "m", "--alphas", "1"], "Z.npy")],
+)  # fmt: skip
+def test_unknown_arguments_point_to_the_command_help(capsys, argv, extra):
+    """An unrecognized argument of a command is named with that command's help (it had
+    pointed to 'fastridge --help', which does not list the command's options)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"unrecognized arguments: {extra}" in line
+    assert f"see 'fastridge {argv[0]} --help'" in line
+
+
 def _wait_for(pred, timeout, proc=None):
     t = time.monotonic()
     while time.monotonic() - t < timeout:
