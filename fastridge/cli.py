@@ -349,6 +349,11 @@ def main(argv=None) -> int:
         return code
 
 
+# What the input caused (UserError is a ValueError; the library raises ValueError for
+# NaN, shapes and ranges): exit code 2, and a resumable solve waits for a fixed input.
+_INPUT_ERRORS = (ValueError, TypeError)
+
+
 def _describe(exc: BaseException) -> tuple[int, str]:
     """(exit code, one-line message) for an exception."""
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -357,7 +362,7 @@ def _describe(exc: BaseException) -> tuple[int, str]:
         return EXIT_USAGE, f"out of disk space: {exc.strerror}{where}"
     if isinstance(exc, MemoryError):
         return EXIT_USAGE, "out of memory: lower --memory-budget or --target-chunk"
-    if isinstance(exc, (UserError, ValueError, TypeError)):
+    if isinstance(exc, _INPUT_ERRORS):
         return EXIT_USAGE, text
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
@@ -1016,7 +1021,7 @@ def cmd_solve(args) -> int:
         resumable = (staging / _io.MANIFEST).exists()
         keep = args.alpha_per_target and len(done) > 0 and resumable
         if keep:
-            if not isinstance(exc, UserError):
+            if not isinstance(exc, _INPUT_ERRORS):
                 print(
                     f"fastridge: partial results kept in {staging}; rerun with --resume to "
                     "continue",

@@ -662,6 +662,25 @@ def test_nan_in_y_through_entry_point(data, tmp_path):
     assert not (tmp_path / "m").exists() and not list(tmp_path.glob("m.tmp-*"))
 
 
+def test_nan_in_a_later_chunk_keeps_the_finished_ones_until_the_input_is_fixed(
+    data, tmp_path, capsys
+):
+    """A NaN found in a later target chunk is the input's fault: the finished chunks
+    are kept with advice to fix the input first (it had said only "rerun with
+    --resume", which would stop at the same NaN)."""
+    d, f = data
+    y = f["Y"].reshape(60, 48).copy()
+    y[5, 40] = np.nan  # (chunks of 8 targets: 0-39 finish first)
+    np.save(tmp_path / "ynan.npy", y.reshape(f["Y"].shape))
+    args = ["solve", d / "X.npy", tmp_path / "ynan.npy", "--alphas", *ALPHAS,
+            "--target-chunk", "8", "--out", tmp_path / "m", "-q"]  # fmt: skip
+    assert main(list(map(str, args))) == 2
+    err = capsys.readouterr().err
+    assert "contains NaN" in err
+    assert "once the input is fixed, rerun with --resume" in err, err
+    assert len(list(tmp_path.glob("m.tmp-*"))) == 1 and not (tmp_path / "m").exists()
+
+
 def test_solve_publishes_the_model_when_its_test_evaluation_fails(data, tmp_path, capsys):
     """A NaN in Y test is found as it is read, after the solve: the model is written
     (without a test report) and the error names it, where the complete solve had
