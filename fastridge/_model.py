@@ -33,6 +33,9 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "fastridge-model"
+# solution -> the coefficient file (without .npy): (n_targets, n_features) primal,
+# (n_targets, n_samples) dual
+COEF_FILES = {"primal": "coef", "dual": "dual_coef"}
 FORMAT_VERSION = 1
 ARRAYS = ("coef", "intercept", "alpha", "alpha_index", "best_score")
 DUAL_ARRAYS = ("dual_coef", "x_fit", "x_mean", "intercept", "alpha", "alpha_index", "best_score")
@@ -88,8 +91,7 @@ class ModelFiles:
         if self.solution not in ("primal", "dual"):
             raise UserError(f"{meta_path}: unknown solution {self.solution!r}")
         dual = self.solution == "dual"
-        # the coefficient file: (n_targets, n_features), or dual (n_targets, n_samples)
-        self.coef_name = "dual_coef" if dual else "coef"
+        self.coef_name = COEF_FILES[self.solution]
         self.n_coef = n_samples if dual else self.n_features
         t = self.n_targets
         shapes = {  # what each file must hold; best_score is 0-d for a shared alpha

@@ -752,8 +752,9 @@ def _check_staged_arrays(found: Path, arrays: dict) -> None:
 def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, out_dtype, verbose):
     """Create (or, with --resume, reclaim) the staging directory; returns (path, manifest)."""
     staging = model_dir.with_name(f"{model_dir.name}.tmp-{os.getpid()}")
-    coef_name = "dual_coef" if args.solution == "dual" else "coef"
-    arrays = _staged_arrays(coef_name, n_targets, n_coef, n_alphas, out_dtype)
+    from ._model import COEF_FILES
+
+    arrays = _staged_arrays(COEF_FILES[args.solution], n_targets, n_coef, n_alphas, out_dtype)
     if args.resume:
         found = _find_resumable(model_dir)
         if found is None:
@@ -831,7 +832,7 @@ def _prepare_staging(args, model_dir, manifest, Y, n_targets, n_alphas, n_coef, 
 def cmd_solve(args) -> int:
     from . import __version__
     from ._backend import float_dtype_of
-    from ._model import FORMAT, FORMAT_VERSION, cv_param
+    from ._model import COEF_FILES, FORMAT, FORMAT_VERSION, cv_param
     from ._report import alpha_counts, summary
     from .solve import ridge_cv
 
@@ -900,7 +901,7 @@ def cmd_solve(args) -> int:
     chunk = manifest["target_chunk"] or target_chunk
     done = [list(iv) for iv in manifest["done"]]
     n_skipped = sum(b - a for a, b in done)
-    writer = _io.RowWriter(staging / ("dual_coef.npy" if dual else "coef.npy"))
+    writer = _io.RowWriter(staging / f"{COEF_FILES[args.solution]}.npy")
     small = {
         name: np.load(staging / f"{name}.npy", mmap_mode="r+")
         for name in ("intercept", "alpha_index", "best_score", "alpha_scores")
