@@ -509,6 +509,13 @@ def check_output_dir(path, overwrite: bool, marker: str, what: str) -> Path:
     cwd = Path.cwd()
     if path == cwd or path in cwd.parents:
         raise UserError(f"{path} is the current directory or above it: choose another --out")
+    if os.path.ismount(path):
+        # (`publish` renames it aside, which a mount point refuses: the failure had come
+        # only after the whole solve, its result left in a staging directory)
+        raise UserError(
+            f"{path} is a mount point, which --overwrite cannot replace (it renames the "
+            "old directory aside): choose a directory inside it"
+        )
     if any(path.iterdir()) and not (path / marker).is_file():
         raise UserError(
             f"{path} is not a fastridge {what} (it has no {marker}), and --overwrite "

@@ -249,6 +249,38 @@ def test_overwrite_replaces_only_a_model_or_report(data, tmp_path, capsys, monke
     assert main(list(map(str, [*evaluate, "--out", tmp_path / "report"]))) == 0
 
 
+def _mount_tmpfs(where: Path) -> bool:
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "none", str(where)], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_overwrite_refuses_a_mount_point_before_any_work(data, tmp_path, capsys, monkeypatch, real):
+    """--overwrite renames the old directory aside, which a mount point refuses: that
+    had failed only after the whole solve, the complete model left in a staging
+    directory. (real: a tmpfs mounted there, where this machine allows it; else the
+    check alone, through os.path.ismount.)"""
+    d, _ = data
+    model = tmp_path / "model"
+    if real:
+        if not _mount_tmpfs(model):
+            pytest.skip("mount not permitted here")
+    else:
+        model.mkdir()
+        ismount = os.path.ismount
+        monkeypatch.setattr(os.path, "ismount", lambda p: str(p) == str(model) or ismount(p))
+    try:
+        solve = ["solve", d / "X.npy", d / "Y.npy", "--alphas", *ALPHAS, "-q", "--overwrite"]
+        capsys.readouterr()
+        assert main(list(map(str, [*solve, "--out", model]))) == 2
+        assert "is a mount point" in one_error_line(capsys.readouterr().err)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    finally:
+        if real:
+            subprocess.run(["umount", str(model)], check=True)
+
+
 def test_dual_predictions_of_x_far_from_centred_through_the_command_line(tmp_path):
     """predict centres the kernel of a dual model (`_refit.dual_kernel`), from
     x_fit.npy in blocks: float32 predictions of X offset by 20 were 8e-4 off
