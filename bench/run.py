@@ -110,6 +110,22 @@ def _first_touch(cal: dict) -> str:
     )
 
 
+def coef_first_touch(rec: dict, cal: dict) -> tuple[float, float] | None:
+    """(GiB, seconds) of the primal coefficients' first touch, estimated: the refit
+    GEMM writes them into new memory (they are returned), whose pages this VM backs
+    at about the calibration's plain-page rate (torch's allocations are plain
+    pages). The flop model counts none of it. None without that calibration, and
+    for dual solutions, whose coefficients are the residual buffers of the cv
+    stage, touched there."""
+    rate = ((cal or {}).get("first_touch") or {}).get("gb_per_s", {}).get("plain_pages")
+    solution = CONFIGS[rec["config"]][1].get("extra", {}).get("solution", "primal")
+    if not rate or solution != "primal" or "refit" not in (rec.get("timings") or {}):
+        return None
+    size = 8 if rec["dtype"] == "float64" else 4
+    nbytes = float(rec["n_features"]) * rec["n_targets"] * size
+    return nbytes / 2**30, nbytes / (rate * 1e9)
+
+
 def _by_library(rec: dict, key: str = "gflops", unit: str = "") -> str:
     """'torch 112, numpy 182' from a calibration record (the faster one is used)."""
     libs = rec.get("by_library")
@@ -582,6 +598,12 @@ def markdown(doc: dict) -> str:
                         s += f" (read {tm['read']:.2f})"  # ridge_cv times read inside project
                     if stage in ideal and ideal[stage] > 0:
                         s += f" [ideal {ideal[stage]:.2f}]"
+                    cal = doc["calibration"].get(f"{r['n_samples']}x{r['n_features']}")
+                    touch = coef_first_touch(r, cal) if stage == "refit" else None
+                    if touch:
+                        s += (
+                            f" [first touch of the {touch[0]:.2f} GiB coefficients ~{touch[1]:.2f}]"
+                        )
                     parts.append(s)
             other = r.get("timings_wall", r["wall"]) - sum(tm.get(k, 0.0) for k in stages)
             parts.append(f"outside stages {other:.2f}")
@@ -591,7 +613,9 @@ def markdown(doc: dict) -> str:
         lines += [
             "",
             "Per-stage seconds (fastridge `timings_`, of the repeat nearest the median; "
-            "[ideal] = flop model / rates measured in this run):",
+            "[ideal] = flop model / rates measured in this run; [first touch] = the "
+            "primal coefficients' bytes / the calibration's plain-page first-touch rate, "
+            "an estimate of what this VM charges for their new memory, outside the model):",
             "",
             "| problem | alphas | solver | stages |",
             "|---|---|---|---|",

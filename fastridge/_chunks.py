@@ -145,7 +145,7 @@ def _file_position(a: np.ndarray) -> int | None:
     return start + (a.ctypes.data - mapped)
 
 
-class _RowReader:
+class RowReader:
     """Column blocks of a C-contiguous 2-D memmap (n_samples, n_targets) read with
     one positioned read per row, not through the mapping.
 
@@ -163,7 +163,7 @@ class _RowReader:
         self.fd = os.open(flat.filename, os.O_RDONLY)
 
     @classmethod
-    def of(cls, flat) -> _RowReader | None:
+    def of(cls, flat) -> RowReader | None:
         """A reader for `flat` (2-D), or None when it is not a C-contiguous memmap view."""
         position = None if flat is None else _file_position(flat)
         if not hasattr(os, "preadv") or position is None:
@@ -230,7 +230,7 @@ class TargetReader:
         if read_ahead is None:
             read_ahead = device.type == "cuda" or self.in_background
         self.read_ahead = bool(read_ahead)
-        self._rows = _RowReader.of(self._flat) if self.kind == "numpy" and mapped else None
+        self._rows = RowReader.of(self._flat) if self.kind == "numpy" and mapped else None
         self._worker = None  # ThreadPoolExecutor of one thread, made on first use
         self._spare = None  # the background read's buffer when it is free again
 
@@ -330,7 +330,7 @@ class TargetReader:
 
     def _read_host(self, sl: slice, out: torch.Tensor) -> torch.Tensor:
         """Columns `sl` of a numpy Y into `out` (contiguous, on the CPU), cast to its
-        dtype; row by row from the file for a memmap (see `_RowReader`)."""
+        dtype; row by row from the file for a memmap (see `RowReader`)."""
         dst = out.numpy()
         # (values beyond dst's range become inf, found and named by the finite check)
         if self._rows is not None and dst.dtype == self._rows.dtype:

@@ -48,7 +48,9 @@ def _common(p, reports: bool = True):
     purpose (info: -q had been accepted and printed everything anyway)."""
     g = p.add_argument_group("output")
     if reports:
-        g.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+        g.add_argument(
+            "-q", "--quiet", action="store_true", help="print nothing but warnings and errors"
+        )
         g.add_argument(
             "--progress",
             action="store_true",
@@ -57,7 +59,7 @@ def _common(p, reports: bool = True):
     g.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
-def _add_chunking(p):
+def _add_chunking(p, default_budget: str = "1 GiB"):
     p.add_argument(
         "--target-chunk",
         default="auto",
@@ -66,9 +68,12 @@ def _add_chunking(p):
     p.add_argument(
         "--memory-budget",
         default=None,
-        help="bytes one target chunk may use, e.g. 2GB, 512MiB (default: min(1 GiB, half "
-        "of free memory))",
+        help=f"bytes one target chunk may use, e.g. 2GB, 512MiB (default: {default_budget})",
     )
+
+
+# what one thread setting covers: the BLAS pools (threadpoolctl) and torch's own threads
+THREADS_HELP = "CPU threads of the BLAS and of torch (default: their own, one per core)"
 
 
 def _add_compute(p):
@@ -83,7 +88,7 @@ def _add_compute(p):
         default=None,
         help="compute and storage dtype (default: float32 for float16/32 X, else float64)",
     )
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
 
 
 SOLVE_EPILOG = """\
@@ -166,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick", action="store_true", help="a tiny problem (target shape 8 x 16), seconds"
     )
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
     _common(p)
     p.set_defaults(func=cmd_demo)
 
@@ -244,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="shape of the targets when Y is stored flat (n_samples, n_targets)",
     )
     _add_compute(p)
-    _add_chunking(p)
+    _add_chunking(p, "min(1 GiB, half of free memory) on CPU, half of free device memory on CUDA")
     p.add_argument("--x-test", default=None, help="evaluate on these test features after fitting")
     p.add_argument("--y-test", default=None, help="test targets for --x-test")
     p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR")
@@ -268,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("X", help="features, .npy of shape (n_test_samples, n_features)")
     p.add_argument("--out", required=True, help="predictions .npy to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
     _add_chunking(p)
     _common(p)
     p.set_defaults(func=cmd_predict)
@@ -287,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="REPORT_DIR", help="write the report here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing REPORT_DIR")
     p.add_argument("--no-plots", action="store_true", help="write the JSON and arrays only")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
     _add_chunking(p)
     _common(p)
     p.set_defaults(func=cmd_evaluate)
@@ -907,6 +912,7 @@ def cmd_solve(args) -> int:
         for name in ("intercept", "alpha_index", "best_score", "alpha_scores")
     }
     state = {"chunks": 0}
+    checksums = _io.TargetChecksums(Y) if args.alpha_per_target else None
 
     def skip_chunk(sl):
         return any(a <= sl.start and sl.stop <= b for a, b in done)
@@ -917,17 +923,20 @@ def cmd_solve(args) -> int:
         for m in small.values():
             m.flush()
         state["chunks"] += 1
-        if args.alpha_per_target:
+        if checksums is not None:
+            # recorded with its targets' checksum, made in the background: a chunk
+            # is listed as done (and skipped by --resume) once the next one finishes
             if manifest["target_chunk"] is None:
                 manifest["target_chunk"] = sl.stop - sl.start
-            done.append([sl.start, sl.stop])
-            done[:] = _merge(done)
-            manifest["done"] = done
-            manifest["checksums"][str(sl.start)] = [
-                sl.stop,
-                _io.target_checksum(Y, sl.start, sl.stop),
-            ]
-            _io.write_json_atomic(staging / _io.MANIFEST, manifest)
+            checksums.submit(sl)
+            settled = checksums.settled()
+            for part, crc in settled:
+                done.append([part.start, part.stop])
+                manifest["checksums"][str(part.start)] = [part.stop, crc]
+            if settled:
+                done[:] = _merge(done)
+                manifest["done"] = done
+                _io.write_json_atomic(staging / _io.MANIFEST, manifest)
         _io.drop_pages(X, Y)
 
     try:
@@ -953,6 +962,8 @@ def cmd_solve(args) -> int:
             solution=args.solution,
             verbose=verbose,
         )
+        if checksums is not None:
+            checksums.close()  # (complete: the last chunk needs no record)
         if dual:
             # the model must not depend on X staying where it is: keep a copy
             _io.save_npy_blocks(staging / "x_fit.npy", X, out_dtype)
@@ -1019,6 +1030,8 @@ def cmd_solve(args) -> int:
         _io.publish(staging, model_dir, args.overwrite)
     except BaseException as exc:
         writer.close()
+        if checksums is not None:
+            checksums.close()
         resumable = (staging / _io.MANIFEST).exists()
         keep = args.alpha_per_target and len(done) > 0 and resumable
         if keep:
@@ -1137,14 +1150,20 @@ def _predict_chunk_size(args, files, n_rows, group_size=1, extra=0):
 
 
 def _predictions(files, X, chunk, args, progress=None):
-    """Yield (slice, predictions of shape (n_samples, len)) over target chunks."""
+    """Yield (slice, predictions of shape (n_samples, len)) over target chunks, with
+    --threads for the BLAS and torch alike (`cpu_threads`, as solve: it had set
+    torch's threads only, and the GEMMs run in scipy's BLAS on some CPUs)."""
+    from ._backend import cpu_threads
+
+    with cpu_threads(getattr(args, "threads", None)):
+        yield from _predictions_of_chunks(files, X, chunk, progress)
+
+
+def _predictions_of_chunks(files, X, chunk, progress):
     import torch
 
-    from ._chunks import chunk_slices
-
-    if getattr(args, "threads", None):
-        torch.set_num_threads(int(args.threads))
     from ._backend import host_copy, mm
+    from ._chunks import chunk_slices
     from ._refit import dual_kernel
 
     dtype = files.coef.dtype

@@ -57,9 +57,10 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     Same parameters, attributes and results as scikit-learn's RidgeCV with
     cv=None (exact leave-one-out), computed from one factorisation of X's Gram or
-    covariance matrix (an eigendecomposition; for leave-one-out with per-target
-    alphas and at most 4 of them, one Cholesky inverse per alpha instead) with the
-    targets streamed in chunks, on CPU or CUDA through torch.
+    covariance matrix (an eigendecomposition; with n_samples <= n_features and a
+    few alphas, for leave-one-out and folds that partition the samples, one
+    Cholesky inverse per alpha instead: README, "How it works") with the targets
+    streamed in chunks, on CPU or CUDA through torch.
 
     Parameters
     ----------
@@ -81,9 +82,10 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         ...; pass `groups` to fit) or (train, test) index pairs. Folds are
         scored per fold and averaged, exactly as refitting on each training set
         would, from the same single decomposition.
-    gcv_mode : {None, "auto", "svd", "eigen"}, default=None
-        Accepted for compatibility: the smaller of the Gram and covariance
-        eigenproblems is always chosen (scikit-learn's "auto").
+    gcv_mode : {None, "auto", "svd", "eigen", "gram", "covariance"}, default=None
+        The first four are accepted for compatibility: the smaller of the Gram
+        and covariance eigenproblems is chosen (scikit-learn's "auto"). "gram" or
+        "covariance" forces that form.
     store_cv_results : bool, default=False
         Keep `cv_results_` (memory: n_samples * n_targets * n_alphas values).
     alpha_per_target : bool, default=False
@@ -96,8 +98,9 @@ class FastRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "auto": the device of torch/cupy GPU inputs, else CUDA if available.
     dtype : None, "float32" or "float64", default=None
         Compute dtype; None follows X (float32 stays float32).
-    target_chunk : "auto" or int, default="auto"
-        Targets per chunk; "auto" fits a chunk in `memory_budget`.
+    target_chunk : "auto", "all", int or None, default="auto"
+        Targets per chunk; "auto" fits a chunk in `memory_budget`; "all" (or
+        None) takes every target in one chunk.
     memory_budget : int, str or None, default=None
         Bytes one target chunk may use ("2GB"); None: min(1 GiB, half of free
         memory) on CPU, half the free memory on CUDA.

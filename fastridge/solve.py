@@ -472,7 +472,7 @@ def ridge_cv(
     solution : {"primal", "dual"}
         "primal": coefficients of shape (n_targets, n_features). "dual": kernel
         ridge coefficients of shape (n_targets, n_samples), with predictions
-        (X_new - x_offset) (X - x_offset)^T dual + intercept; the final GEMM costs
+        X_new (X - x_offset)^T dual + intercept; the final GEMM costs
         n_samples / n_features of the primal one and the output is that much
         smaller (for n_features > n_samples). `coef_out` then has that shape.
     verbose : bool

@@ -733,6 +733,35 @@ def test_solve_publishes_the_model_when_its_test_evaluation_fails(data, tmp_path
     assert model.predict(f["X"]).shape == f["Y"].shape
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: no thread count to limit")
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_threads_limit_the_blas_of_predict_and_evaluate(data, tmp_path, monkeypatch, command):
+    """--threads caps the BLAS pools and torch during predict and evaluate, as in solve
+    (it had set torch's threads only: the GEMMs in scipy's BLAS, where `cpu_blas()`
+    sends them on some CPUs, ran on every core)."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    import fastridge._backend as backend
+
+    d, _ = data
+    model = tmp_path / "model"
+    assert main(list(map(str, ["solve", d / "X.npy", d / "Y.npy", "--alphas", *ALPHAS,
+                               "--out", model, "-q"]))) == 0  # fmt: skip
+    seen, mm = [], backend.mm
+
+    def counting_mm(*args, **kwargs):
+        blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        seen.append(max([torch.get_num_threads(), *blas]))
+        return mm(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "mm", counting_mm)
+    argv = [command, model, d / "Xt.npy"]
+    argv += [d / "Yt.npy", "--no-plots"] if command == "evaluate" else ["--out", tmp_path / "p.npy"]
+    assert main(list(map(str, [*argv, "--threads", "1", "-q"]))) == 0
+    assert seen and set(seen) == {1}, seen
+
+
 def test_predict_evaluate_errors_and_missing_matplotlib(data, tmp_path, capsys, monkeypatch):
     d, f = data
     model = tmp_path / "model"

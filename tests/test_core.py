@@ -247,7 +247,7 @@ def test_solver_reads_memmap_chunks_not_whole(tmp_path, monkeypatch):
     np.save(path, Y)
     widths = []
     original = _chunks.TargetReader._host_block
-    original_rows = _chunks._RowReader.read_into
+    original_rows = _chunks.RowReader.read_into
 
     def spy(self, sl, copy=True):
         block = original(self, sl, copy)
@@ -259,7 +259,7 @@ def test_solver_reads_memmap_chunks_not_whole(tmp_path, monkeypatch):
         return original_rows(self, sl, out)
 
     monkeypatch.setattr(_chunks.TargetReader, "_host_block", spy)
-    monkeypatch.setattr(_chunks._RowReader, "read_into", spy_rows)
+    monkeypatch.setattr(_chunks.RowReader, "read_into", spy_rows)
     res = ridge_cv(X, np.load(path, mmap_mode="r"), ALPHAS, alpha_per_target=True, target_chunk=8)
     assert max(widths) == 8 and sum(widths) == 30
     assert res.coef.shape == (30, 10)

@@ -288,7 +288,7 @@ def test_memmap_chunks_read_in_the_background_are_the_columns(tmp_path, layout):
     slice; the same chunks as reading the array itself."""
     import threading
 
-    from fastridge._chunks import TargetReader, _RowReader
+    from fastridge._chunks import TargetReader, RowReader
 
     rng = np.random.default_rng(1)
     dtype = np.float64 if layout == "float64_file" else np.float32
@@ -310,14 +310,14 @@ def test_memmap_chunks_read_in_the_background_are_the_columns(tmp_path, layout):
     assert (reader._rows is not None) == positioned
     threads = []
     if positioned:
-        real = _RowReader.read_into
+        real = RowReader.read_into
 
         def spy(self, sl, out):
             threads.append(threading.current_thread().name)
             return real(self, sl, out)
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_RowReader, "read_into", spy)
+            mp.setattr(RowReader, "read_into", spy)
             _read_all(reader, ref)
         assert any(name.startswith("fastridge-read") for name in threads)
         assert threading.main_thread().name in threads  # the first chunk, and `out`-less reads

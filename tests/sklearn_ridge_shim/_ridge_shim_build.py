@@ -52,7 +52,8 @@ def patched_source(rebind: str) -> str:
 
 
 def delegating_class():
-    """FastRidgeCV, except that cv values fastridge lacks go to scikit-learn's RidgeCV."""
+    """FastRidgeCV, except that fold cv values go to scikit-learn's RidgeCV: the tests
+    run with it use scikit-learn's K-fold as the reference for leave-one-out."""
     from sklearn.linear_model import RidgeCV as SklearnRidgeCV
 
     from fastridge import FastRidgeCV
