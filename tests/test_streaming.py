@@ -288,7 +288,7 @@ def test_memmap_chunks_read_in_the_background_are_the_columns(tmp_path, layout):
     slice; the same chunks as reading the array itself."""
     import threading
 
-    from fastridge._chunks import TargetReader, RowReader
+    from fastridge._chunks import RowReader, TargetReader
 
     rng = np.random.default_rng(1)
     dtype = np.float64 if layout == "float64_file" else np.float32
