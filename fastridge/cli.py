@@ -131,7 +131,7 @@ dims: groups = the leading target axis) and PNG plots when matplotlib is install
 
 DEMO_EPILOG = """\
 examples:
-  fastridge demo              # 173,568 targets (226 x 768), ~1 minute on 2 cores
+  fastridge demo              # 173,568 targets (226 x 768), ~25 s on 2 cores
   fastridge demo --quick      # a few seconds
   fastridge demo --n-samples 2000 --n-features 4000 --seed 1
 """
