@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -223,19 +224,16 @@ class TargetChecksums:
     same point in every run, whatever the thread's speed."""
 
     def __init__(self, Y: np.ndarray):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.Y = Y
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fastridge-checksum")
         self._jobs: list = []
-        self._buf = [None]  # the thread's read buffer, reused chunk to chunk
+        self._buf = None  # the thread's read buffer, reused chunk to chunk
 
     def _checksum(self, start: int, stop: int) -> int:
-        n = self.Y.shape[0]
-        buf = self._buf[0]
-        if buf is None or buf.shape != (n, stop - start):
-            buf = self._buf[0] = np.empty((n, stop - start), self.Y.dtype)
-        return target_checksum(self.Y, start, stop, buf)
+        shape = (self.Y.shape[0], stop - start)
+        if self._buf is None or self._buf.shape != shape:
+            self._buf = np.empty(shape, self.Y.dtype)
+        return target_checksum(self.Y, start, stop, self._buf)
 
     def submit(self, sl: slice) -> None:
         self._jobs.append((sl, self._pool.submit(self._checksum, sl.start, sl.stop)))
