@@ -351,27 +351,16 @@ class RowWriter:
     8 chunks of 179 MB 3 s apart: pwrite + fdatasync 1.79 s a chunk keeping the
     pages, 1.19 s dropping them after each chunk, 0.14 s in 16 MiB pieces.
 
-    With `background`, a block is copied into the writer's own buffer and written
-    by a thread while the caller goes on (pwrite, fdatasync and posix_fadvise
-    release the GIL): one block in flight at a time, so when `w[rows] = block`
-    returns, every earlier block is durable, and an error of an earlier write is
-    raised there (or by `sync`). The headline's primal solve writes 13.9 GB this
-    way, ~16 s that had been paid between its GEMMs (measured on the dual solve's
-    6.2 GB: 7.0 s of pwrite + fdatasync).
-
     Parameters
     ----------
     path : str or Path
         An existing .npy file of shape (n_rows, n_cols) (see `create_npy`).
     piece_bytes : int
         Bytes written, synced and dropped at a time.
-    background : bool
-        Write each block in a thread (memory: one more block).
     """
 
-    def __init__(self, path, piece_bytes: int = 16 << 20, background: bool = False):
+    def __init__(self, path, piece_bytes: int = 16 << 20):
         self._fd = -1  # (before anything can fail: __del__ closes it)
-        self._pool = self._pending = self._buf = None
         header, self.offset = npy_header(path)
         if header["fortran_order"] or len(header["shape"]) != 2:
             raise ValueError(f"{path}: RowWriter needs a C-ordered 2-D .npy file")
@@ -382,26 +371,14 @@ class RowWriter:
         self._row_bytes = self.shape[1] * self.dtype.itemsize
         self._piece = max(int(piece_bytes), 1)
         self._fd = os.open(path, os.O_WRONLY)
-        if background:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="fastridge-write")
 
     def __setitem__(self, rows, value) -> None:
         if not isinstance(rows, slice) or rows.step not in (None, 1):
             raise TypeError("RowWriter only writes contiguous row slices")
         start, stop, _ = rows.indices(self.shape[0])
-        shape = (stop - start, self.shape[1])
-        if np.shape(value) != shape:
-            raise ValueError(f"block of shape {np.shape(value)} for rows {start}:{stop}")
-        if self._pool is None:
-            self._write(start, np.ascontiguousarray(value, dtype=self.dtype))
-            return
-        self.wait()  # (the buffer is free, and every earlier block durable)
-        if self._buf is None or self._buf.shape != shape:
-            self._buf = np.empty(shape, self.dtype)
-        np.copyto(self._buf, value, casting="unsafe")
-        self._pending = self._pool.submit(self._write, start, self._buf)
-
-    def _write(self, start: int, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(value, dtype=self.dtype)
+        if block.shape != (stop - start, self.shape[1]):
+            raise ValueError(f"block of shape {block.shape} for rows {start}:{stop}")
         data = memoryview(block.reshape(-1)).cast("B")
         pos = self.offset + start * self._row_bytes
         while len(data):
@@ -416,34 +393,18 @@ class RowWriter:
             first -= first % mmap.PAGESIZE
             drop_file_cache(self._fd, first, -(-pos // mmap.PAGESIZE) * mmap.PAGESIZE - first)
 
-    def wait(self) -> None:
-        """Wait for the block in flight, if any (raising its write's error)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
     def __len__(self) -> int:
         return self.shape[0]
 
     def sync(self) -> None:
-        """Make the rows written so far durable (each piece already is, once written)."""
-        self.wait()
+        """Make the rows written so far durable (before a chunk is recorded as done;
+        each piece already is)."""
         os.fdatasync(self._fd)
 
     def close(self) -> None:
-        """Close the file; a block still in flight is waited for first, its error
-        ignored (closing follows an error or a `sync`)."""
-        try:
-            self.wait()
-        except Exception:  # noqa: BLE001 - the caller is already failing
-            pass
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown()
-                self._pool = None
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __del__(self):
         self.close()

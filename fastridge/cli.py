@@ -906,8 +906,7 @@ def cmd_solve(args) -> int:
     chunk = manifest["target_chunk"] or target_chunk
     done = [list(iv) for iv in manifest["done"]]
     n_skipped = sum(b - a for a, b in done)
-    # (coefficient rows written by a thread while the next chunk is solved)
-    writer = _io.RowWriter(staging / f"{COEF_FILES[args.solution]}.npy", background=True)
+    writer = _io.RowWriter(staging / f"{COEF_FILES[args.solution]}.npy")
     small = {
         name: np.load(staging / f"{name}.npy", mmap_mode="r+")
         for name in ("intercept", "alpha_index", "best_score", "alpha_scores")
@@ -919,14 +918,14 @@ def cmd_solve(args) -> int:
         return any(a <= sl.start and sl.stop <= b for a, b in done)
 
     def on_chunk(sl):
-        # durable first, recorded second: a chunk listed as done is on disk. It is
-        # recorded once the next one finishes, with its targets' checksum made in the
-        # background meanwhile; its coefficient rows are durable by then (the
-        # writer's next block waits for them) and its per-target arrays now.
+        # durable first, recorded second: a chunk listed as done is on disk
+        writer.sync()
         for m in small.values():
             m.flush()
         state["chunks"] += 1
         if checksums is not None:
+            # recorded with its targets' checksum, made in the background: a chunk
+            # is listed as done (and skipped by --resume) once the next one finishes
             if manifest["target_chunk"] is None:
                 manifest["target_chunk"] = sl.stop - sl.start
             checksums.submit(sl)

@@ -104,20 +104,18 @@ def _cache_drop_works(directory) -> bool:
         probe.unlink()
 
 
-@pytest.mark.parametrize("background", [False, True])
 @pytest.mark.parametrize("piece_bytes", [16 << 20, 3 * 4096 + 100])
-def test_row_writer_leaves_no_written_rows_in_the_page_cache(tmp_path, piece_bytes, background):
+def test_row_writer_leaves_no_written_rows_in_the_page_cache(tmp_path, piece_bytes):
     """Rows written in any order, in pieces that do not end on page (or row)
     boundaries, read back exactly, and none of their pages stay in the page
-    cache once written (each piece is synced, then dropped); in the background
-    too, once the block in flight is done."""
+    cache once written (each piece is synced, then dropped)."""
     if not _cache_drop_works(tmp_path):
         pytest.skip("this file system keeps synced pages on POSIX_FADV_DONTNEED")
     path = tmp_path / "coef.npy"
     shape = (600, 1000)  # 4000-byte rows, so row blocks do not end on page boundaries
     _io.create_npy(path, shape, np.float32)
     rows = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    w = _io.RowWriter(path, piece_bytes=piece_bytes, background=background)
+    w = _io.RowWriter(path, piece_bytes=piece_bytes)
     # out first: the header's pages (written by create_npy, read by RowWriter)
     fd = os.open(path, os.O_RDWR)
     os.fsync(fd)
@@ -126,7 +124,6 @@ def test_row_writer_leaves_no_written_rows_in_the_page_cache(tmp_path, piece_byt
     assert _resident_pages(path) == 0
     for block in (slice(300, 600), slice(0, 100), slice(100, 300)):
         w[block] = rows[block]
-        w.wait()
         assert _resident_pages(path) == 0
     w.sync()
     w.close()
@@ -189,69 +186,3 @@ def test_chunk_checksums_are_made_off_the_solve_thread(data, tmp_path, monkeypat
     recorded = [m["done"] for m in manifests if m["done"]]
     assert recorded[-1] == [[0, 40]]  # (48 targets: all but the last chunk of 8)
     assert sorted(int(k) for k in manifests[-1]["checksums"]) == list(range(0, 40, 8))
-
-
-def test_background_row_writer_keeps_its_own_copy_and_raises_write_errors(tmp_path, monkeypatch):
-    """In the background, a block is copied before `w[rows] = block` returns (the
-    solver reuses its buffer for the next chunk at once), blocks are written in
-    turn, and a failed write (a full disk) is raised in the caller: by the next
-    block's assignment or by `sync`, never lost in the thread."""
-    import threading
-
-    path = tmp_path / "coef.npy"
-    _io.create_npy(path, (40, 30), np.float64)
-    rows = np.arange(1200, dtype=np.float32).reshape(40, 30)
-    w = _io.RowWriter(path, background=True)
-    threads, write = [], _io.RowWriter._write
-
-    def spy(self, start, block):
-        threads.append(threading.current_thread().name)
-        return write(self, start, block)
-
-    monkeypatch.setattr(_io.RowWriter, "_write", spy)
-    buf = np.empty((10, 30), np.float32)  # one buffer for every block, as the solver's
-    for start in range(0, 40, 10):
-        buf[:] = rows[start : start + 10]
-        w[start : start + 10] = buf
-        buf[:] = -1.0  # (overwritten while the block may still be in flight)
-    w.sync()
-    w.close()
-    np.testing.assert_array_equal(np.load(path), rows.astype(np.float64))
-    assert threads and all(t.startswith("fastridge-write") for t in threads), threads
-
-    def full(self, start, block):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(_io.RowWriter, "_write", full)
-    for raise_at in ("assignment", "sync"):
-        w = _io.RowWriter(path, background=True)
-        w[0:10] = rows[:10]
-        with pytest.raises(OSError) as exc:
-            if raise_at == "assignment":
-                w[10:20] = rows[10:20]
-            else:
-                w.sync()
-        assert exc.value.errno == errno.ENOSPC
-        w.close()
-
-
-def test_a_full_disk_during_the_solve_is_named(data, tmp_path, capsys, monkeypatch):  # noqa: F811
-    """A coefficient write that fails in the writer's thread ends the solve with the
-    one-line disk-full error, the finished chunks kept for --resume."""
-    d, _ = data
-    calls, write = [], _io.RowWriter._write
-
-    def full_at_third(self, start, block):
-        calls.append(start)
-        if len(calls) == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return write(self, start, block)
-
-    monkeypatch.setattr(_io.RowWriter, "_write", full_at_third)
-    args = ["solve", d / "X.npy", d / "Y.npy", "--alphas", *ALPHAS, "--target-chunk", "8",
-            "--out", tmp_path / "m"]  # fmt: skip
-    assert main(list(map(str, args))) == 2
-    err = capsys.readouterr().err
-    assert err.splitlines()[-1] == "fastridge: error: out of disk space: No space left on device"
-    assert "partial results kept" in err and "rerun with --resume" in err
-    assert not (tmp_path / "m").exists()
