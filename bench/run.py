@@ -118,8 +118,8 @@ def coef_first_touch(rec: dict, cal: dict) -> tuple[float, float] | None:
     for dual solutions, whose coefficients are the residual buffers of the cv
     stage, touched there."""
     rate = ((cal or {}).get("first_touch") or {}).get("gb_per_s", {}).get("plain_pages")
-    solution = CONFIGS[rec["config"]][1].get("extra", {}).get("solution", "primal")
-    if not rate or solution != "primal" or "refit" not in (rec.get("timings") or {}):
+    primal = _solution_of(rec["config"]) == "primal"
+    if not rate or not primal or "refit" not in (rec.get("timings") or {}):
         return None
     size = 8 if rec["dtype"] == "float64" else 4
     nbytes = float(rec["n_features"]) * rec["n_targets"] * size
@@ -157,7 +157,7 @@ def apply_model(rec: dict, cal: dict) -> None:
     cal = with_probes(cal, rec)
     rec["gemm_gflops_used"] = {d: cal["gemm"][d]["gflops"] for d in ("float32", "float64")}
     config = rec["config"]
-    solution = CONFIGS[config][1].get("extra", {}).get("solution", "primal")
+    solution = _solution_of(config)
     n, p, t = rec["n_samples"], rec["n_features"], rec["n_targets"]
     model = flop_model(n, p, t, len(rec["alphas"]), cv=_cv_of(config), solution=solution)
     rec["model_gflop"] = model["gemm_flops"] / 1e9
@@ -166,6 +166,10 @@ def apply_model(rec: dict, cal: dict) -> None:
         dtype = "float64" if rec["dtype"] == "float64" else "float32"
         rec["roofline"] = roofline(model, cal, dtype)
         rec["roofline_fraction"] = rec["roofline"]["total"] / rec["wall"]
+
+
+def _solution_of(config: str) -> str:
+    return CONFIGS[config][1].get("extra", {}).get("solution", "primal")
 
 
 def _cv_of(config: str):

@@ -108,7 +108,7 @@ class ModelFiles:
             p = self.path / f"{name}.npy"
             if not p.exists():
                 raise UserError(f"{self.path} is incomplete: {p.name} is missing")
-            big = name in ("coef", "dual_coef", "x_fit")
+            big = name in (self.coef_name, "x_fit")
             try:
                 arrays[name] = np.load(p, mmap_mode=mmap_mode if big else None, allow_pickle=False)
             except (OSError, ValueError) as exc:

@@ -911,7 +911,6 @@ def cmd_solve(args) -> int:
         name: np.load(staging / f"{name}.npy", mmap_mode="r+")
         for name in ("intercept", "alpha_index", "best_score", "alpha_scores")
     }
-    state = {"chunks": 0}
     checksums = _io.TargetChecksums(Y) if args.alpha_per_target else None
 
     def skip_chunk(sl):
@@ -922,7 +921,6 @@ def cmd_solve(args) -> int:
         writer.sync()
         for m in small.values():
             m.flush()
-        state["chunks"] += 1
         if checksums is not None:
             # recorded with its targets' checksum, made in the background: a chunk
             # is listed as done (and skipped by --resume) once the next one finishes
