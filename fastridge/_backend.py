@@ -352,7 +352,7 @@ def mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> tor
     return res if out is None else out.copy_(res)
 
 
-GRAM_BLOCK = 512  # rows per block of `_blocked_gram`
+GRAM_LEAF = 256  # rows at most of `_blocked_gram`'s diagonal blocks
 
 
 def _is_torch_gram(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None) -> bool:
@@ -373,23 +373,33 @@ def _is_torch_gram(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None) -
 
 
 def _blocked_gram(a: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """a a^T (n, n) from GEMMs of its lower blocks only, then mirrored: torch has no
-    syrk, and a full GEMM makes both halves. ~(k + 1) / (2 k) of the GEMM's flops
-    with k blocks of rows; measured with torch's MKL on a 2-core Intel Xeon, in
-    float64 (rows x features: n^2 p / seconds): 1000 x 4000 63-69 GFLOP/s as one
-    GEMM, 79-93 in two blocks; 2000 x 8000 50-64 against 107 in blocks of 500
-    rows; 8859 x 4000 70 against 125 (blocks of ~500-740 rows alike). Exactly
-    symmetric, as syrk's result."""
+    """a a^T (n, n) from GEMMs of its lower triangle only, then mirrored: torch has
+    no syrk, and a full GEMM makes both halves. Exactly symmetric, as syrk's result.
+
+    The rows are halved recursively: the lower-left block of each half is one GEMM,
+    the diagonal blocks recurse down to GRAM_LEAF rows, where a full GEMM makes
+    both halves of the (small) block; n^2 p + n GRAM_LEAF p flops at most against
+    the GEMM's 2 n^2 p. Its large GEMMs run faster than k(k + 1) / 2 equal blocks
+    of ~500 rows did (measured in float64 with torch's MKL on a 2-core Intel Xeon,
+    n^2 p / seconds): 999 x 4000 98 -> 107 GFLOP/s, 1999 x 8000 114 -> 131, 3999 x
+    20000 139 -> 155, 8858 x 20000 145 -> 157 (one full GEMM: 88 at 1999 x 8000)."""
     n = a.shape[0]
     out = torch.empty((n, n), dtype=a.dtype, device=a.device) if out is None else out
-    k = max(1, -(-n // GRAM_BLOCK))  # one (empty) block for no rows
-    ends = [round(i * n / k) for i in range(k + 1)]
-    for i in range(k):
-        rows = a[ends[i] : ends[i + 1]]
-        for j in range(i + 1):
-            block = out[ends[i] : ends[i + 1], ends[j] : ends[j + 1]]
-            torch.mm(rows, a[ends[j] : ends[j + 1]].T, out=block)
+    _lower_gram(a, out)
     return mirror_lower(out, out)
+
+
+def _lower_gram(a: torch.Tensor, out: torch.Tensor) -> None:
+    """The lower triangle of a a^T into `out` (n, n), a view with unit column stride
+    (the upper triangle of blocks above GRAM_LEAF rows is left as it was)."""
+    n = a.shape[0]
+    if n <= GRAM_LEAF:
+        torch.mm(a, a.T, out=out)
+        return
+    half = n // 2
+    torch.mm(a[half:], a[:half].T, out=out[half:, :half])
+    _lower_gram(a[:half], out[:half, :half])
+    _lower_gram(a[half:], out[half:, half:])
 
 
 # --- one BLAS thread pool -----------------------------------------------------
