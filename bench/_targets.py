@@ -6,7 +6,19 @@ python bench/_targets.py bench/out/suite-<M>.json [suite-<S>.json ...] [headline
 from __future__ import annotations
 
 import json
+import statistics
 import sys
+
+
+def speed_ratio(slow: dict, fast: dict) -> float:
+    """How many times faster `fast` ran than `slow` (two run records): with rounds
+    (bench/run.py --rounds) the median of the per-round ratios, each round having
+    run every solver once, in turn, so that a slow minute of the machine touches
+    both sides of a ratio; else the ratio of their median walls."""
+    a, b = slow.get("round_walls"), fast.get("round_walls")
+    if a and b and len(a) == len(b):
+        return statistics.median(x / y for x, y in zip(a, b, strict=True))
+    return slow["wall"] / fast["wall"]
 
 
 def _runs(docs):
@@ -28,7 +40,7 @@ def check(docs) -> list[str]:
 
     fr, sk = find("M", "fastridge-loo-f32", 6), find("M", "sklearn-loo-f64", 6)
     if fr and sk:
-        speed = sk["wall"] / fr["wall"]
+        speed = speed_ratio(sk, fr)
         same = fr.get("agreement", {}).get("same_alpha", float("nan"))
         rss = fr["peak_rss"] / sk["peak_rss"]
         out.append(
@@ -39,7 +51,7 @@ def check(docs) -> list[str]:
         )
     fr64 = find("M", "fastridge-loo-f64", 6)
     if fr64 and sk:
-        speed = sk["wall"] / fr64["wall"]
+        speed = speed_ratio(sk, fr64)
         same = fr64.get("agreement", {}).get("same_alpha", float("nan"))
         rss = fr64["peak_rss"] / sk["peak_rss"]
         out.append(
@@ -73,7 +85,7 @@ def check(docs) -> list[str]:
             if not mine:
                 continue
             best_fr = min(mine, key=lambda r: r["wall"])
-            ratio = best_h["wall"] / best_fr["wall"]
+            ratio = speed_ratio(best_h, best_fr)
             out.append(
                 f"{problem} cv=5, {label}: fastridge {best_fr['config']} {best_fr['wall']:.2f}s "
                 f"vs himalaya's fastest run here {best_h['config']} {best_h['wall']:.2f}s: "

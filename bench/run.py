@@ -23,6 +23,7 @@ import argparse
 import copy
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ sys.path.insert(1, str(HERE))
 import _problems  # noqa: E402
 from _flops import flop_model, roofline  # noqa: E402
 from _machine import load_average, machine_info  # noqa: E402
+from _targets import speed_ratio  # noqa: E402
 
 OUT = HERE / "out"
 DATA = OUT / "data"
@@ -300,7 +302,8 @@ def agreement(result: dict, ref: dict) -> dict:
 
 
 def run_problem(name, n, p, t, alphas, configs, args, calibrations, kfold_error) -> list[dict]:
-    """All configs on one problem; returns their result records."""
+    """All configs on one problem, `args.rounds` times in turn; returns their result
+    records (`merge_rounds`)."""
     files = problem_files(n, p, t, args.seed)
     key = f"{n}x{p}"
     if key not in calibrations:
@@ -310,13 +313,14 @@ def run_problem(name, n, p, t, alphas, configs, args, calibrations, kfold_error)
     sample = np.linspace(0, t - 1, min(t, N_SAMPLED_TARGETS)).astype(int).tolist()
     tag = f"{name}_a{len(alphas)}"
     records = []
+    runs = []  # (record, spec) of the configs that run
     for config in configs:
         solver, params, dtype, scheme = CONFIGS[config]
         rec = {"problem": name, "n_samples": n, "n_features": p, "n_targets": t}
         rec.update(config=config, solver=solver, dtype=dtype, scheme=scheme, alphas=list(alphas))
+        records.append(rec)
         if scheme == "kfold5" and solver == "fastridge" and kfold_error:
             rec.update(ok=False, skipped=f"FastRidgeCV(cv=5) not available: {kfold_error}")
-            records.append(rec)
             print(f"  {config}: skipped (cv=5 not in this fastridge)", flush=True)
             continue
         need = estimated_peak_bytes(config, n, p, t, len(alphas))
@@ -327,12 +331,10 @@ def run_problem(name, n, p, t, alphas, configs, args, calibrations, kfold_error)
                 skipped=f"estimated peak {need / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB "
                 f"({args.mem_fraction:.0%} of available memory)",
             )
-            records.append(rec)
             print(f"  {config}: skipped ({rec['skipped']})", flush=True)
             continue
         if config in args.skip_at.get(name, ()):
             rec.update(ok=False, skipped=args.skip_reason.get((name, config), "skipped by plan"))
-            records.append(rec)
             continue
         spec = {
             "solver": solver,
@@ -347,8 +349,21 @@ def run_problem(name, n, p, t, alphas, configs, args, calibrations, kfold_error)
             # the calibration's per-alpha shape (see _machine.calibrate)
             "gemm_probe": cal["gemm"]["float32"]["shape"],
         }
-        print(f"  {config} ...", end=" ", flush=True)
-        res = run_child(spec, args.timeout)
+        runs.append((rec, spec))
+
+    results = {id(rec): [] for rec, _ in runs}
+    for k in range(args.rounds):
+        for rec, spec in runs:
+            label = rec["config"] + (f" (round {k + 1}/{args.rounds})" if args.rounds > 1 else "")
+            print(f"  {label} ...", end=" ", flush=True)
+            res = run_child(spec, args.timeout)
+            results[id(rec)].append(res)
+            if res.get("ok"):
+                print(f"{res['wall']:.2f}s  peak {res['peak_rss'] / 2**30:.2f} GiB", flush=True)
+            else:
+                print(f"FAILED: {res.get('error')}", flush=True)
+    for rec, spec in runs:
+        res = merge_rounds(results[id(rec)])
         rec.update({k: v for k, v in res.items() if k != "spec"})
         rec["repeats"] = spec["repeats"]
         rec["sample_targets"] = sample
@@ -356,13 +371,10 @@ def run_problem(name, n, p, t, alphas, configs, args, calibrations, kfold_error)
         apply_model(rec, cal)
         if rec.get("ok"):
             print(
-                f"{rec['wall']:.2f}s  peak {rec['peak_rss'] / 2**30:.2f} GiB  "
+                f"  {rec['config']}: {rec['wall']:.2f}s  peak {rec['peak_rss'] / 2**30:.2f} GiB  "
                 f"{rec['roofline_fraction']:.0%} of roofline",
                 flush=True,
             )
-        else:
-            print(f"FAILED: {rec.get('error')}", flush=True)
-        records.append(rec)
 
     # Agreement with the reference of each scheme, when both ran.
     by_config = {r["config"]: r for r in records if r.get("ok")}
@@ -375,9 +387,34 @@ def run_problem(name, n, p, t, alphas, configs, args, calibrations, kfold_error)
             ref = dict(by_config[ref_name], config=ref_name)
             rec["agreement"] = agreement(rec, ref)
         if "sklearn-loo-f64" in by_config and rec["config"] != "sklearn-loo-f64":
-            rec["speedup_vs_sklearn"] = by_config["sklearn-loo-f64"]["wall"] / rec["wall"]
+            rec["speedup_vs_sklearn"] = speed_ratio(by_config["sklearn-loo-f64"], rec)
             rec["rss_ratio_vs_sklearn"] = rec["peak_rss"] / by_config["sklearn-loo-f64"]["peak_rss"]
     return records
+
+
+def merge_rounds(results: list[dict]) -> dict:
+    """One result from a config's rounds (each a fresh process timing its repeats):
+    every timed fit's wall and their median, each round's median (`round_walls`,
+    for `speed_ratio`), the stage timings of the round nearest the median, the
+    highest peak RSS and every GEMM probe. A failed round fails the config."""
+    if len(results) == 1:
+        return results[0]
+    failed = [r for r in results if not r.get("ok")]
+    if failed:
+        return dict(failed[0], rounds=len(results))
+    merged = dict(results[-1])  # (its outputs, compared for agreement, are the last written)
+    merged["rounds"] = len(results)
+    merged["walls"] = [w for r in results for w in r["walls"]]
+    merged["wall"] = statistics.median(merged["walls"])
+    merged["round_walls"] = [r["wall"] for r in results]
+    nearest = min(results, key=lambda r: abs(r["wall"] - merged["wall"]))
+    merged["timings"], merged["timings_wall"] = nearest["timings"], nearest["timings_wall"]
+    for key in ("peak_rss", "rss_inputs"):
+        merged[key] = max(r[key] for r in results)
+    merged["gemm_samples"] = [g for r in results for g in r.get("gemm_samples") or []]
+    merged["load_start"] = results[0].get("load_start")
+    merged["process_seconds"] = sum(r.get("process_seconds", 0.0) for r in results)
+    return merged
 
 
 def _save(path: Path, doc: dict):
@@ -397,6 +434,7 @@ class Plan:
         self.mem_fraction = ns.mem_fraction
         self.repeats = ns.repeats
         self.repeats_large = ns.repeats_large
+        self.rounds = ns.rounds
         self.skip_at = {}
         self.skip_reason = {}
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -563,7 +601,11 @@ def markdown(doc: dict) -> str:
             ref = "sk" if ag["reference"].startswith("sklearn") else "him"
             same = f"{ag['same_alpha']:.4%} ({ref})"
         note = ""
-        if r["repeats"] == 1:
+        if r.get("round_walls"):
+            note = f"{len(r['round_walls'])} rounds: " + " / ".join(
+                f"{w:.2f}" for w in r["round_walls"]
+            )
+        elif r["repeats"] == 1:
             note = "1 repeat"
         lines.append(
             "| "
@@ -573,7 +615,7 @@ def markdown(doc: dict) -> str:
                     str(na),
                     r["config"],
                     f"{r['wall']:.2f}",
-                    str(r["repeats"]),
+                    str(len(r.get("walls") or ()) or r["repeats"]),
                     f"{r['peak_rss'] / 2**30:.2f}",
                     f"{r['rss_inputs'] / 2**30:.2f}",
                     f"{r['model_gflop']:.0f}",
@@ -589,6 +631,14 @@ def markdown(doc: dict) -> str:
             )
             + " |"
         )
+    if any(r.get("round_walls") for r in doc["runs"]):
+        lines += [
+            "",
+            "With rounds (`--rounds`), every solver ran once per round, in turn, each time "
+            "in a new process: wall s is the median of all its timed fits, repeats their "
+            "count, the note each round's median, and x vs sklearn the median of the "
+            "per-round ratios.",
+        ]
     stage_lines = []
     for r in doc["runs"]:
         if r.get("ok") and r.get("timings"):
@@ -700,6 +750,13 @@ def main(argv=None):
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
         p.add_argument("--repeats-large", type=int, default=1, help="repeats at M and L")
+        p.add_argument(
+            "--rounds",
+            type=int,
+            default=1,
+            help="run every solver this many times in turn, each in a new process; "
+            "speed ratios are then the median of the per-round ratios",
+        )
         p.add_argument("--warmup", choices=["subset", "full", "none"], default="subset")
         p.add_argument("--timeout", type=float, default=1800.0, help="seconds per solver")
         p.add_argument("--mem-fraction", type=float, default=0.85)

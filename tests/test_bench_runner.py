@@ -1,0 +1,52 @@
+"""bench/run.py's rounds: solvers run in turn, ratios paired by round."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import run  # noqa: E402
+from _targets import speed_ratio  # noqa: E402
+
+
+def _round(walls, wall, peak, probe, stage):
+    return {
+        "ok": True,
+        "walls": walls,
+        "wall": wall,
+        "timings": {"cv": stage},
+        "timings_wall": wall,
+        "peak_rss": peak,
+        "rss_inputs": 1,
+        "gemm_samples": [probe],
+        "load_start": [wall],
+    }
+
+
+def test_merge_rounds():
+    rounds = [
+        _round([1.0, 1.2, 1.1], 1.1, 5, {"float32": 1}, "first"),
+        _round([2.0, 2.2, 2.1], 2.1, 7, {"float32": 2}, "second"),
+        _round([1.3, 1.4, 1.5], 1.4, 6, {"float32": 3}, "third"),
+    ]
+    merged = run.merge_rounds(rounds)
+    assert merged["wall"] == 1.4  # the median of all nine fits
+    assert merged["walls"] == [1.0, 1.2, 1.1, 2.0, 2.2, 2.1, 1.3, 1.4, 1.5]
+    assert merged["round_walls"] == [1.1, 2.1, 1.4] and merged["rounds"] == 3
+    assert merged["timings"] == {"cv": "third"}  # the round nearest the median
+    assert merged["peak_rss"] == 7 and len(merged["gemm_samples"]) == 3
+    assert merged["load_start"] == [1.1]
+    assert run.merge_rounds(rounds[:1]) is rounds[0]
+    failed = run.merge_rounds([rounds[0], {"ok": False, "error": "timeout"}])
+    assert not failed["ok"] and failed["error"] == "timeout"
+
+
+def test_speed_ratio_pairs_rounds():
+    slow = {"wall": 10.0, "round_walls": [10.0, 30.0, 10.0]}
+    fast = {"wall": 6.0, "round_walls": [5.0, 10.0, 6.0]}
+    # per round 2, 3 and 1.67: a slow minute in round 2 touched both sides
+    assert speed_ratio(slow, fast) == pytest.approx(2.0)
+    # without rounds on both sides: the ratio of the medians
+    assert speed_ratio({"wall": 10.0}, fast) == pytest.approx(10.0 / 6.0)
+    assert speed_ratio(slow, {"wall": 5.0}) == pytest.approx(2.0)
