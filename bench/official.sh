@@ -2,7 +2,7 @@
 # The measurement sequence behind bench/RESULTS.md (this form since session 28), from the
 # repository root: FASTRIDGE=/path/to/a/checkout sh bench/official.sh
 # Benchmark a frozen checkout (a git worktree): editing the measured code while
-# the runner works mixes versions. Takes ~90 min on the 2-core machine.
+# the runner works mixes versions. Takes ~60 min on the 2-core machine.
 #
 # Rounds (--rounds): every solver of a suite runs once per round, in turn, each time
 # in a new process, and speed ratios are the median of the per-round ratios, so
