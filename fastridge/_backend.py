@@ -84,10 +84,17 @@ def resolve_device(device, *arrays) -> torch.device:
 
 
 def torch_dtype(dtype) -> torch.dtype:
-    """torch dtype for a numpy/torch/str float dtype (float32 or float64)."""
-    if isinstance(dtype, torch.dtype):
+    """torch dtype for a numpy/torch/str float dtype: float32 or float64, else a
+    ValueError naming it (float16 had been computed in, int64 had been a KeyError)."""
+    if dtype in (torch.float32, torch.float64):
         return dtype
-    return _TORCH_FLOATS[np.dtype(dtype)]
+    try:
+        found = _TORCH_FLOATS.get(np.dtype(dtype))
+    except TypeError:  # (not a numpy dtype: e.g. torch.bfloat16)
+        found = None
+    if found is None:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return found
 
 
 def host_empty(shape, dtype) -> np.ndarray:

@@ -410,6 +410,23 @@ def test_bad_input_errors():
         ridge_cv(X, Y, 0.0)
 
 
+@pytest.mark.parametrize(
+    "dtype", [np.float16, np.int64, int, "int8", torch.float16, torch.bfloat16, torch.int32]
+)
+def test_compute_dtype_other_than_float32_or_float64_is_refused(dtype):
+    """dtype= is float32 or float64 (numpy, torch or a string): float16 had been computed
+    in silently, and int64 or bfloat16 had raised a bare KeyError / torch TypeError (a
+    differential fuzz found them)."""
+    X, Y = make_problem(10, 5, 2)
+    # (a string other than "float32" / "float64" is refused by the parameter check)
+    with pytest.raises(ValueError, match="dtype"):
+        FastRidgeCV(dtype=dtype).fit(X, Y)
+    with pytest.raises(ValueError, match="dtype must be float32 or float64, got"):
+        ridge_cv(X, Y, (1.0,), dtype=dtype)
+    for good in ("float32", np.float32, np.dtype("float64"), torch.float64):
+        assert FastRidgeCV(alphas=(1.0,), dtype=good).fit(X, Y).coef_.dtype.itemsize in (4, 8)
+
+
 def test_import_does_not_load_cupy_or_cuda():
     code = (
         "import sys, fastridge, torch; "
