@@ -232,6 +232,10 @@ class Scoring:
             return -sums["abs"] / n_rows
         ss_tot = y_stats["ss_tot"]
         if name == "explained_variance":
+            if n_rows < 2:
+                # one sample is its own mean: 0, not the rounding of sq - sum^2 (squares
+                # summed in float32 had scored such folds 0 where scikit-learn gives 1)
+                return _force_finite(torch.zeros_like(ss_tot), ss_tot)
             num = sums["sq"] - sums["sum"] ** 2 / n_rows
             return _force_finite(torch.clamp(num, min=0.0), ss_tot)
         return _cov_over(sums["y_dot"], torch.sqrt(ss_tot * sums["sq"]))  # correlation

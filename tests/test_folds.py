@@ -1361,3 +1361,29 @@ def test_every_alpha_nan_warns_and_takes_the_first_like_scikit_learn(alpha_per_t
     with warnings.catch_warnings():
         warnings.simplefilter("error", UndefinedMetricWarning)
         FastRidgeCV(alphas=alphas, cv=LeaveOneOut(), scoring="neg_mean_squared_error").fit(X, Y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_explained_variance_of_one_sample_folds_is_one(monkeypatch, dtype):
+    """A test fold of one sample is its own mean: its explained variance is 1 (0 / 0,
+    scikit-learn's rule), as for refits. On the fold dual route (n_samples <=
+    n_features) float32 had scored some such folds 0 from the rounding of
+    sum e^2 - (sum e)^2 (a differential fuzz found it)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 20)).astype(np.float32)
+    y = rng.standard_normal(8)
+    alphas = [0.1, 1.0, 10.0, 100.0]
+    schemes = _schemes(monkeypatch)
+    fit = FastRidgeCV(alphas=alphas, cv=KFold(8), scoring="explained_variance", dtype=dtype)
+    fit.fit(X, y)
+    assert [type(s).__name__ for s in schemes] == ["FoldDualRoute"]
+    want = [
+        np.mean(
+            [
+                explained_variance_score(y[te], Ridge(alpha=a).fit(X[tr], y[tr]).predict(X[te]))
+                for tr, te in KFold(8).split(X)
+            ]
+        )
+        for a in alphas
+    ]
+    assert_allclose(fit.alpha_scores_, want)
