@@ -364,7 +364,6 @@ def decompose(
     keep_design: bool = True,
     keep_basis64: bool = False,
     make_M: float | None = None,
-    dual: bool = False,
     alpha_min: float | None = None,
 ) -> Decomposition:
     """Centre, weight and eigendecompose X once (or take its SVD: `SVD_LOSS`).
@@ -412,15 +411,6 @@ def decompose(
         (M_TOLERANCE): a float64 GEMM of 2 n_samples n_features rank flops,
         measured +0.4-0.65 s against the float32 one's 0.2 s at M (n=2000,
         p=8000); the benchmark problems stay below it (S: bound 6.7 at alpha 5e3).
-    dual : bool
-        The fit returns dual coefficients: in covariance form, orthonormalise U
-        (`_orthonormalise`). U = Xs V / s carries ~eps sqrt(lambda_max / lambda_j)
-        of the top directions in its column j, and the dual coefficients
-        U (U^T y) / (eigval + alpha) pass that on to the fitted values K c times
-        lambda_max / (lambda_j + alpha): float64 dual fitted values of X = one
-        factor + noise 8e-6 were up to 0.4 off at alpha 1e-10 lambda_max (the
-        primal ones 3e-6). Rounding alone leaves eps lambda_max / alpha
-        (`solve.dual_precision_loss`).
     alpha_min : float or None
         The fit's smallest alpha: with it, whether eigh resolves the spectrum well
         enough or the SVD of the design is needed (`SVD_LOSS`); None: as for alpha 0.
@@ -562,8 +552,17 @@ def decompose(
             U_rows = svd_rows[:, first:].flip(1)
         else:
             U_rows = mm(Z, vecs) / s  # (n_rows, rank)
-            # (below the compute dtype's rounding, e.g. float32 from float64, no need)
-            if dual and s.numel() and eps * float(s[0] / s[-1]) > torch.finfo(compute_dtype).eps:
+            # U = Z V / s is orthonormal only to ~eps lambda_max / (the eigenvalue gaps
+            # eigh resolves) in its small columns, and what follows assumes it: dual
+            # coefficients U (U^T y) / (eigval + alpha) pass its error on to the fitted
+            # values times lambda_max / (lambda_j + alpha) (float64 ones of X = one
+            # factor + noise 8e-6 were 0.4 off at alpha 1e-10 lambda_max), and the
+            # scores' leverages 1 - q_i^2 - ||U_i||^2 and GCV's trace sum ||U_j||^2
+            # read it at any alpha (float64 leave-one-out and GCV scores of X = one
+            # factor + noise 1e-4 were 4.5e-5 off refits at 1e-2 to 3 lambda_max; a
+            # differential fuzz found them). Below the compute dtype's rounding (e.g.
+            # float32 from float64) there is no need.
+            if s.numel() and eps * float(s[0] / s[-1]) > torch.finfo(compute_dtype).eps:
                 U_rows = _orthonormalise(U_rows)
 
     def back(rows: torch.Tensor) -> torch.Tensor:

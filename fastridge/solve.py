@@ -554,7 +554,6 @@ def ridge_cv(
             overwrite_x=overwrite_x,
             x_dot_offset=solution == "dual" and fit_intercept,
             keep_basis64=bool(partitions),  # (for folds from the decomposition)
-            dual=solution == "dual",
             alpha_min=float(alphas.min()),
         )
         # Primal coefficients come from the design on the dual route (Xs^T c), off it

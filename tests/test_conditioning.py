@@ -269,3 +269,46 @@ def test_float32_primal_coefficients_warn_when_they_cannot_carry_the_fit():
         assert (off > 1e-2) if warns else (off < 1e-4)
         if warns:
             assert "fit in float64" in str(warned[0].message)
+
+
+def test_covariance_form_scores_of_ill_conditioned_x_equal_refits():
+    """The covariance form's U = Xs V / s is orthonormal only to ~eps lambda_max over
+    eigh's eigenvalue gaps in its small columns, and the leverages and GCV's trace
+    read it at any alpha: float64 leave-one-out scores of X = one factor + noise 1e-4,
+    with samples of weight 0, were 4.5e-5 relative off brute-force refits at 1e-2 to
+    3 lambda_max, and GCV scores of X = 14 factors + noise 7.7e-6 4.6e-6 off the exact
+    formula (the Gram form was exact; a differential fuzz found both). U is now
+    orthonormalised there as for dual fits."""
+    rng = np.random.default_rng(3)
+    n, p = 37, 31
+    X = np.outer(rng.standard_normal(n), rng.standard_normal(p))
+    X += 1e-4 * rng.standard_normal((n, p))
+    y = rng.standard_normal(n)
+    w = rng.uniform(0.1, 3, size=n)
+    w[rng.choice(n, 5, replace=False)] = 0.0
+    Xc = X - np.average(X, axis=0, weights=w)
+    alphas = np.linalg.eigvalsh((Xc * w[:, None]).T @ Xc)[-1] * np.array([1e-2, 1.0, 3.0])
+    want = np.zeros(len(alphas))
+    for i in range(n):
+        keep = np.arange(n) != i
+        for a, alpha in enumerate(alphas):
+            fit = Ridge(alpha=alpha, solver="svd").fit(X[keep], y[keep], sample_weight=w[keep])
+            want[a] -= w[i] * (y[i] - fit.predict(X[i : i + 1])[0]) ** 2 / n
+    got = FastRidgeCV(alphas=alphas).fit(X, y, sample_weight=w).alpha_scores_
+    assert_allclose(got, want, rtol=1e-9)
+
+    rng = np.random.default_rng(1)
+    n, p = 45, 16
+    X = rng.standard_normal((n, 14)) @ rng.standard_normal((14, p))
+    X += 7.7e-6 * rng.standard_normal((n, p))
+    y = X @ rng.standard_normal(p) + 0.1 * rng.standard_normal(n)
+    U, s, _ = np.linalg.svd(X - X.mean(0), full_matrices=False)
+    yc = y - y.mean()
+    alphas = s[0] ** 2 * np.array([5e-5, 3e-4])
+    want = []
+    for alpha in alphas:  # -(1/n) sum (r_i / (1 - tr(H) / n))^2, H with the intercept
+        f = s**2 / (s**2 + alpha)
+        r = yc - U @ (f * (U.T @ yc))
+        want.append(-np.mean((r / (1 - (1 + f.sum()) / n)) ** 2))
+    got = FastRidgeCV(alphas=alphas, cv="gcv").fit(X, y).alpha_scores_
+    assert_allclose(got, want, rtol=1e-9)
