@@ -386,10 +386,11 @@ def _blocked_gram(a: torch.Tensor, out: torch.Tensor | None = None) -> torch.Ten
     The rows are halved recursively: the lower-left block of each half is one GEMM,
     the diagonal blocks recurse down to GRAM_LEAF rows, where a full GEMM makes
     both halves of the (small) block; n^2 p + n GRAM_LEAF p flops at most against
-    the GEMM's 2 n^2 p. Its large GEMMs run faster than k(k + 1) / 2 equal blocks
-    of ~500 rows did (measured in float64 with torch's MKL on a 2-core Intel Xeon,
-    n^2 p / seconds): 999 x 4000 98 -> 107 GFLOP/s, 1999 x 8000 114 -> 131, 3999 x
-    20000 139 -> 155, 8858 x 20000 145 -> 157 (one full GEMM: 88 at 1999 x 8000)."""
+    the GEMM's 2 n^2 p. Its large GEMMs run faster than the k(k + 1) / 2 equal
+    blocks of ~500 rows before them: float64 with torch's MKL on a 2-core Intel
+    Xeon, alternated in one process, 0.92 of their time at 999 x 4000, 0.93 at
+    1999 x 8000, 0.90 at 3999 x 20000, 0.89 at 8858 x 20000 (one full GEMM took
+    1.3x the blocks' time at 1999 x 8000)."""
     n = a.shape[0]
     out = torch.empty((n, n), dtype=a.dtype, device=a.device) if out is None else out
     _lower_gram(a, out)
