@@ -656,7 +656,7 @@ def test_torch_path_fit_calls_no_scipy_blas(monkeypatch):
     from fastridge import FastRidgeCV
 
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((600, 700))  # a Gram of more than GRAM_BLOCK rows
+    X = rng.standard_normal((600, 700))  # a Gram of more than GRAM_LEAF rows
     Y = X[:, :3] @ rng.standard_normal((3, 4)) + rng.standard_normal((600, 4))
     fit = FastRidgeCV(alphas=(1e2, 1e3, 1e4), alpha_per_target=True)
     B.set_cpu_blas("numpy")
