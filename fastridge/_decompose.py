@@ -270,7 +270,7 @@ def _orthonormalise(A: torch.Tensor) -> torch.Tensor:
     """A R^-1 with R^T R = A^T A (Cholesky QR), for A of shape (n_rows, rank) with
     nearly orthonormal columns: column j loses its parts along columns 0..j-1 (the
     larger eigenvalues' directions, where its error lies) and its norm's rounding."""
-    R = torch.linalg.cholesky(A.T @ A, upper=True)
+    R = torch.linalg.cholesky(mm(A.T, A), upper=True)  # (a Gram: half a GEMM)
     return torch.linalg.solve_triangular(R, A, upper=True, left=False)
 
 
