@@ -181,16 +181,17 @@ def fingerprint(path, full: bool, block: int = 16 << 20) -> dict:
     }
 
 
-def target_checksum(Y: np.ndarray, start: int, stop: int, out: np.ndarray | None = None) -> int:
+def target_checksum(Y: np.ndarray, start: int, stop: int, work: dict | None = None) -> int:
     """crc32 of the targets start:stop of Y (n_samples, *target_shape), a sample's
     values at a time: --resume checks with it that the targets it skips are the
     ones the interrupted run solved (Y's fingerprint only samples a multi-GB file:
     a value changed elsewhere had been resumed, old results mixed with new).
 
     A memmapped C-order Y is read one row slice at a time from its file
-    (`_chunks.RowReader`, into `out` if it is a buffer of the right shape and
-    dtype): through the mapping every page of every row is a page fault. Either
-    way the bytes, and so the checksum, are the same."""
+    (`_chunks.RowReader`, into the buffer work["rows"], kept there for the next
+    chunk of the same shape, when `work` is given): through the mapping every page
+    of every row is a page fault. Either way the bytes, and so the checksum, are
+    the same."""
     n = Y.shape[0]
     if Y.ndim <= 2 or Y.flags.c_contiguous:
         flat = Y.reshape(n, -1)
@@ -198,8 +199,11 @@ def target_checksum(Y: np.ndarray, start: int, stop: int, out: np.ndarray | None
         reader = RowReader.of(flat)
         if reader is not None:
             shape = (n, stop - start)
+            out = None if work is None else work.get("rows")
             if out is None or out.shape != shape or out.dtype != reader.dtype:
                 out = np.empty(shape, reader.dtype)
+                if work is not None:
+                    work["rows"] = out
             try:
                 block = reader.read_into(slice(start, stop), out)
             finally:
@@ -227,16 +231,11 @@ class TargetChecksums:
         self.Y = Y
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fastridge-checksum")
         self._jobs: list = []
-        self._buf = None  # the thread's read buffer, reused chunk to chunk
-
-    def _checksum(self, start: int, stop: int) -> int:
-        shape = (self.Y.shape[0], stop - start)
-        if self._buf is None or self._buf.shape != shape:
-            self._buf = np.empty(shape, self.Y.dtype)
-        return target_checksum(self.Y, start, stop, self._buf)
+        self._work = {}  # the thread's read buffer, reused chunk to chunk
 
     def submit(self, sl: slice) -> None:
-        self._jobs.append((sl, self._pool.submit(self._checksum, sl.start, sl.stop)))
+        job = self._pool.submit(target_checksum, self.Y, sl.start, sl.stop, self._work)
+        self._jobs.append((sl, job))
 
     def settled(self) -> list[tuple[slice, int]]:
         done = []
