@@ -341,6 +341,23 @@ class LeaveOneOut:
         over all samples' leave-one-out residuals (`DualRoute`'s score folds).
     primal : bool
         Primal coefficients follow (see `DualRoute`).
+    predictions : bool
+        Off the dual route and at precision="highest", `blocks` yields held-out
+        predictions instead of residuals, in the weighted space and up to a
+        constant, for the scores of `_scoring.FOLD_PREDICTS` (the correlation).
+        y - resid would lose them where the shrinkage is strong: the prediction
+        is then a small difference of large numbers (float32 correlations were
+        0.48 off refits at 1e5 lambda_max, n=60, p=10). With phi = 1 - shrink and
+        h_i = q_i^2 + sum_j U_ij^2 phi_j, the leave-one-out prediction is
+
+            sqrt(w_i) (p_i - y_offset) = ((U diag(phi) Ũ)_i - h_i Yc_i) / (1 - h_i),
+
+        each term small where the shrinkage is strong, so that it keeps its
+        digits. Where h_i >= 1/2 (weak shrinkage) that division amplifies the
+        rounding of U diag(phi) Ũ ~ Yc instead, and the prediction is Yc_i minus the
+        residual, -(U diag(shrink) Ũ + remainder)_i / (1 - h_i), as the residuals
+        are formed. Both are one row of one basis per alpha (`_prediction_basis`):
+        one GEMM per alpha, as for residuals.
     """
 
     name = "loo"
@@ -354,10 +371,12 @@ class LeaveOneOut:
         workspace=None,
         scorer=None,
         primal=True,
+        predictions=False,
     ):
         self.folds = None  # one block: scores over all samples, no per-fold averaging
         self.bases = None  # [alpha] -> (n_samples, rank), compute dtype
         self.dual_route = None
+        self.predictions = False  # (the dual route forms its own predictions)
         if decomp.U is None or dual_route:  # no eigendecomposition, or asked: the dual route
             if precision != "highest":
                 raise ValueError("the leave-one-out dual route runs at precision='highest'")
@@ -386,11 +405,62 @@ class LeaveOneOut:
         # (n_samples x rank per alpha, like U): no scaling pass over UtY nor over
         # the residuals. Leave-one-out is leave-group-out with folds of one sample.
         n_alphas = shrink.shape[0]
-        if not remainder and precision == "highest" and _bases_fit(decomp, n_alphas):
+        if predictions and precision == "highest":
+            self._set_predictions(decomp, alphas, U64, inv_one_minus_h)
+        elif not remainder and precision == "highest" and _bases_fit(decomp, n_alphas):
             self.bases = [
                 (U64 * inv_one_minus_h[a][:, None] * shrink[a]).to(decomp.dtype)
                 for a in range(n_alphas)
             ]
+
+    def _set_predictions(self, decomp: Decomposition, alphas, U64, inv_one_minus_h):
+        """What `predictions` needs (see the class), per alpha: the rows of the basis,
+        direct (h_i < 1/2) or from the residual, their coefficients of Yc and of
+        the remainder, and the bases themselves where they fit."""
+        self.predictions = True
+        a = torch.as_tensor(alphas, dtype=torch.float64, device=decomp.device)
+        # phi found as such: 1 - shrink would lose its digits at large alpha
+        phi = decomp.eigvals[None, :] / (decomp.eigvals[None, :] + a[:, None])  # (n_alphas, rank)
+        h = phi @ (U64 * U64).T  # (n_alphas, n_samples)
+        if decomp.q is not None:
+            h += decomp.q.to(torch.float64)[None, :] ** 2
+        direct = h < 0.5
+        # basis rows: U_i diag(phi) / (1 - h_i) direct, -U_i diag(shrink) / (1 - h_i) else
+        self._row_scale = inv_one_minus_h.to(decomp.dtype)
+        self._direct = direct
+        self._phi = phi.to(decomp.dtype)
+        self._neg_shrink = (-self.shrink).to(decomp.dtype)
+        self._y_coef = torch.where(direct, -h * inv_one_minus_h, 1.0).to(decomp.dtype)
+        self._rem_coef = None
+        if self.reads_remainder:  # (the residual's remainder, on the rows not direct)
+            self._rem_coef = torch.where(direct, 0.0, -inv_one_minus_h).to(decomp.dtype)
+        self._pred_work = {}
+        n_alphas = a.shape[0]
+        self.pred_bases = None
+        if _bases_fit(decomp, n_alphas):
+            self.pred_bases = [self._prediction_basis(i, None) for i in range(n_alphas)]
+
+    def _prediction_basis(self, a: int, out: torch.Tensor | None) -> torch.Tensor:
+        """Alpha `a`'s prediction basis (n_samples, rank), compute dtype (into `out`)."""
+        U = self.decomp.U
+        scale = torch.where(self._direct[a][:, None], self._phi[a], self._neg_shrink[a])
+        out = torch.mul(U, scale, out=out) if out is not None else U * scale
+        return out.mul_(self._row_scale[a][:, None])
+
+    def _predictions(self, chunk: ProjectedChunk, a: int, out: torch.Tensor) -> torch.Tensor:
+        """Held-out predictions sqrt(w) (p - y_offset) (n_samples, n_chunk), into `out`."""
+        if self.pred_bases is not None:
+            basis = self.pred_bases[a]
+        else:
+            shape, U = (self.decomp.n_samples, self.decomp.rank), self.decomp.U
+            basis = reused_buffer(self._pred_work, "basis", shape, U.dtype, U.device)
+            basis = self._prediction_basis(a, basis)
+        pred = mm(basis, chunk.UtY, out=out)
+        pred.addcmul_(self._y_coef[a][:, None], chunk.Yc)
+        remainder = _remainder(self.decomp, chunk)
+        if self._rem_coef is not None and remainder is not None:
+            pred.addcmul_(self._rem_coef[a][:, None], remainder)
+        return pred
 
     def residuals(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
         """(E, w): the in-sample residuals E and the row scaling w = 1 / (1 - h) that
@@ -412,7 +482,11 @@ class LeaveOneOut:
         return E if w is None else E.mul_(w[:, None])
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
-        """One block: (None = all rows, residuals in the weighted space, sqrt weights)."""
+        """One block: (None = all rows, residuals in the weighted space, sqrt weights),
+        or with `predictions` the held-out predictions there (see the class)."""
+        if self.predictions:
+            yield None, self._predictions(chunk, a, out), self.decomp.sqrt_sw
+            return
         yield None, self.heldout_residuals(chunk, a, out), self.decomp.sqrt_sw
 
 
@@ -653,6 +727,9 @@ class DualRoute:
         The fit's coefficients are primal ones, Xs^T c: refused (DualRouteUnavailable)
         in a compute dtype below float64 when max eigval / (min eigval + alpha_min)
         times its eps exceeds DUAL_PRIMAL_TOLERANCE (`_refuse_primal`).
+    constant_folds : bool tensor of shape (n_folds,) or None
+        With folds: those whose samples all predict alike (copies of one row of X),
+        scored 0 (a correlation of constant predictions; `solve.py`).
     """
 
     def __init__(
@@ -663,9 +740,11 @@ class DualRoute:
         folds=None,
         scorer=None,
         primal: bool = True,
+        constant_folds: torch.Tensor | None = None,
     ):
         self.folds = folds
         self.scorer = scorer
+        self.constant_folds = constant_folds
         # The blocks of samples that scores sum over: each fold; all samples for
         # leave-one-out with a score given; None for leave-one-out's own score.
         if folds is not None:
@@ -1028,12 +1107,15 @@ class DualRoute:
             k: v.new_zeros((n_folds, E.shape[0])).index_add_(0, fold_of, v.T)
             for k, v in pieces.items()
         }
-        return torch.stack(
+        scores = torch.stack(
             [
                 self.scorer.from_sums({k: v[f] for k, v in sums.items()}, n_b, self._y_stats[f])
                 for f, n_b in enumerate(self.fold_sizes)
             ]
         )
+        if self.constant_folds is not None:
+            scores[self.constant_folds] = 0.0
+        return scores
 
     def _keep_targets(self, chunk: ProjectedChunk, like: torch.Tensor):
         """The chunk's centred targets one per row, in `self._yt` (shaped as `like`,
@@ -1668,17 +1750,20 @@ class FoldDualRoute:
     test_folds : list of int arrays, disjoint, covering every sample
     scorer : _scoring.Scoring
     workspace : see `DualRoute`
+    constant_folds : see `DualRoute`
     """
 
     name = "folds"
 
     def __init__(
-        self, decomp: Decomposition, alphas, test_folds, scorer, workspace=None, primal=True
-    ):
+        self, decomp: Decomposition, alphas, test_folds, scorer, workspace=None, primal=True,
+        constant_folds=None,
+    ):  # fmt: skip
         self.folds = [_rows(np.asarray(f), decomp.device) for f in test_folds]
         self.dual_route = DualRoute(
-            decomp, alphas, workspace, folds=self.folds, scorer=scorer, primal=primal
-        )
+            decomp, alphas, workspace, folds=self.folds, scorer=scorer, primal=primal,
+            constant_folds=constant_folds,
+        )  # fmt: skip
         self.decomp = _without_gram(decomp, self.dual_route.rank)
 
 

@@ -171,6 +171,21 @@ def _partitions(splits, n_samples: int) -> bool:
     return all(_is_complement(tr, te, n_samples) for tr, te in splits)
 
 
+def _constant_prediction_folds(Xt: torch.Tensor, splits, sw) -> torch.Tensor | None:
+    """Which test folds hold copies of one sample of X (among those of weight > 0),
+    as a bool tensor (n_folds,) on Xt's device, or None if none does. Every model
+    predicts such a fold a constant, whose correlation is 0; computed, it is a
+    ratio of roundings, and had been scored up to +-1 (a differential fuzz found
+    it: nothing in a fold's sums tells a constant prediction from one shrunk far
+    below the targets' spread). Costs a row comparison or two per fold."""
+    flags = []
+    for _, test in splits:
+        rows = test if sw is None else test[sw[test] > 0]
+        first = Xt[int(rows[0])] if rows.size else None
+        flags.append(all(torch.equal(Xt[int(r)], first) for r in rows[1:]))
+    return torch.tensor(flags, device=Xt.device) if any(flags) else None
+
+
 def _is_loo(cv) -> bool:
     return cv is None or (isinstance(cv, str) and cv == "loo")
 
@@ -262,6 +277,7 @@ def _cv_scheme(
     scoring=None,
     n_targets=1,
     dual=False,
+    constant_folds=None,
 ):
     """The held-out residual scheme for `cv` (see fastridge._cv); `splits` are
     `_splits`' (train, test) pairs of a fold-based `cv` (None otherwise), and
@@ -269,13 +285,15 @@ def _cv_scheme(
     O(n_samples) a split); `workspace`, a buffer no longer needed, may hold the dual
     route's makers; `scoring` is the fold dual route's, and a score of
     `FOLD_PREDICTS` has the other fold schemes yield held-out predictions; n_targets
-    and `dual` (dual coefficients) weigh `FoldRefits` against `LeaveGroupOut`."""
+    and `dual` (dual coefficients) weigh `FoldRefits` against `LeaveGroupOut`;
+    `constant_folds` (`_constant_prediction_folds`) are the fold dual route's
+    folds scored 0."""
     predictions = scoring in FOLD_PREDICTS
     if _is_loo(cv):
         scorer = None if scoring is None or not dual_route else Scoring(scoring)
         return LeaveOneOut(
             decomp, alphas, precision, dual_route=dual_route, workspace=workspace, scorer=scorer,
-            primal=not dual,
+            primal=not dual, predictions=predictions,
         )  # fmt: skip
     if isinstance(cv, str):
         if cv == "gcv":
@@ -287,7 +305,9 @@ def _cv_scheme(
     if partitions and dual_route:  # (only offered folds that partition the samples)
         scorer = Scoring("r2" if scoring is None else scoring)
         tests = [te for _, te in splits]
-        return FoldDualRoute(decomp, alphas, tests, scorer, workspace, primal=not dual)
+        return FoldDualRoute(
+            decomp, alphas, tests, scorer, workspace, primal=not dual, constant_folds=constant_folds
+        )
     if partitions:
         tests = [te for _, te in splits]
         predictions = predictions and precision == "highest"
@@ -529,6 +549,9 @@ def ridge_cv(
                 "needs at least 2 (without one, the fit has no weight)"
             )
         partitions = splits is not None and _partitions(splits, n_samples)
+        constant_folds = None  # (X centred in place later: found now)
+        if splits is not None and scoring == "correlation":
+            constant_folds = _constant_prediction_folds(Xt, splits, sw)
         # leave-one-out (or folds) from dual coefficients, with no eigendecomposition
         # or from one
         route = _use_dual_route(
@@ -576,6 +599,7 @@ def ridge_cv(
             scoring=scoring,
             n_targets=n_targets,
             dual=solution == "dual",
+            constant_folds=constant_folds,
         )
         decomp = decompose_x(
             Xt,
@@ -800,13 +824,16 @@ def ridge_cv(
                     y = y if y is None or rows is None else y[rows]
                     if a == 0:  # what the score needs of a block's targets, once a chunk
                         ss_tots[i] = scorer.total_squares(y, sqrt_sw)
+                    if cv_results is not None and folds is None:  # (before the score,
+                        # which overwrites predictions)
+                        cv_results[:, sl, a] = _cv_values(resid, proj, decomp, scoring, predicted)
                     block_scores[i, a] = scorer(
                         resid, y, sqrt_sw, rows, predicted=predicted, ss_tot=ss_tots[i]
                     )
                     if joint:
                         joint_sums[i, a] = scorer.joint(resid, y, sqrt_sw, Y.ndim == 1, rows)
-                    if cv_results is not None and folds is None:
-                        cv_results[:, sl, a] = _cv_values(resid, proj, decomp, scoring)
+                if constant_folds is not None:  # (correlations of constant predictions)
+                    block_scores[constant_folds, a] = 0.0
             # Everything for this chunk is queued on the device: read the next chunk
             # meanwhile (the first host sync comes after).
             reader.prefetch(nxt)
@@ -1190,10 +1217,19 @@ def _refit_into(
     return solve(decomp, proj, alphas)
 
 
-def _cv_values(resid, proj, decomp, scoring):
+def _cv_values(resid, proj, decomp, scoring, predicted=False):
     """What cv_results_ stores, as scikit-learn: squared held-out errors in the
-    weighted space (scoring None) or held-out predictions, shape (n_samples, n_chunk)."""
+    weighted space (scoring None) or held-out predictions, shape (n_samples, n_chunk).
+    `resid` holds residuals sqrt(w) (y - p), or if `predicted` the predictions
+    sqrt(w) (p - y_offset) (`LeaveOneOut`'s); a sample of weight 0 is given its
+    target (its residual is 0)."""
     if scoring is None:
         return (resid * resid).cpu().numpy()
-    e = resid if decomp.sqrt_sw is None else _unscale(resid, decomp.sqrt_sw)
-    return (proj.y - e).cpu().numpy()
+    sqrt_sw = decomp.sqrt_sw
+    if not predicted:
+        e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
+        return (proj.y - e).cpu().numpy()
+    if sqrt_sw is None:
+        return (resid + proj.y_offset).cpu().numpy()
+    pred = _unscale(resid, sqrt_sw) + proj.y_offset
+    return torch.where(sqrt_sw[:, None] > 0, pred, proj.y).cpu().numpy()

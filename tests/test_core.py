@@ -152,6 +152,58 @@ def test_correlation_score_is_pearson_of_loo_predictions():
     assert_allclose(m.best_score_, r.max(0), rtol=1e-10)
 
 
+def _refit_loo_predictions(X, y, alpha, fit_intercept, sample_weight):
+    """Leave-one-out predictions (n_samples, n_targets) by refitting without each sample."""
+    n = X.shape[0]
+    sw = np.ones(n) if sample_weight is None else sample_weight
+    out = np.empty_like(y)
+    for i in range(n):
+        keep = np.arange(n) != i
+        model = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
+        out[i] = model.fit(X[keep], y[keep], sample_weight=sw[keep]).predict(X[i : i + 1])[0]
+    return out
+
+
+def _weighted_correlation(p, y, w):
+    pc, yc = p - w @ p / w.sum(), y - w @ y / w.sum()
+    return (w @ (pc * yc)) / np.sqrt((w @ (pc * pc)) * (w @ (yc * yc)))
+
+
+@pytest.mark.parametrize("shape", [(40, 9, None), (24, 30, None), (40, 16, 5)])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("weights", [None, "positive", "zeros"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_loo_correlation_equals_refits_at_every_shrinkage(shape, fit_intercept, weights, dtype):
+    """Leave-one-out correlations (and stored predictions) off the dual route, at alphas
+    from 1e-6 to 1e6 lambda_max, against refits. Formed as y - resid, float32 had been
+    up to 0.67 off at the largest alphas, and chose them where the smallest was best
+    (a differential fuzz found it); the predictions are now formed directly
+    (`_cv.LeaveOneOut`, `predictions`)."""
+    n, p, rank = shape
+    X, Y = make_problem(n, p, 3, rank=rank, seed=n + p)
+    X = X + 5.0  # offset features: without an intercept, one direction dominates
+    rng = np.random.default_rng(n)
+    sw = None if weights is None else rng.uniform(0.5, 2.0, n)
+    if weights == "zeros":
+        sw[[1, 6]] = 0.0
+    alphas = np.linalg.svd(X, compute_uv=False)[0] ** 2 * np.logspace(-6, 6, 5)
+    # (store_cv_results keeps leave-one-out off the dual route also for n < p)
+    m = FastRidgeCV(
+        alphas=alphas, scoring="correlation", fit_intercept=fit_intercept, dtype=dtype,
+        store_cv_results=True, alpha_per_target=True,
+    ).fit(X.astype(dtype), Y.astype(dtype), sample_weight=sw)  # fmt: skip
+    w = np.ones(n) if sw is None else sw
+    tol = 2e-4 if dtype == "float32" else 1e-7
+    for a, alpha in enumerate(alphas):
+        pred = _refit_loo_predictions(X, Y, alpha, fit_intercept, sw)
+        want = [_weighted_correlation(pred[:, t], Y[:, t], w) for t in range(3)]
+        assert_allclose(m.alpha_scores_[:, a], want, atol=tol)
+        kept = w > 0  # (a sample of weight 0 stores its target)
+        scale = np.abs(pred).max()
+        assert_allclose(m.cv_results_[kept, :, a], pred[kept], atol=tol * scale)
+        assert_array_equal(m.cv_results_[~kept, :, a], Y[~kept].astype(dtype))
+
+
 @pytest.mark.parametrize("scoring", [None, "r2"])
 def test_store_cv_results_matches_sklearn(scoring):
     X, Y = make_problem(20, 30, 2, seed=9)
