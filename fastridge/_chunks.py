@@ -24,10 +24,13 @@ from ._backend import array_kind, as_tensor, host_copy, host_empty
 DEFAULT_MEMORY_BUDGET = 1 << 30  # 1 GiB on CPU; see `auto_target_chunk`
 
 
-def parse_bytes(value) -> int:
-    """'2GB', '512MiB', 1e9 or an int -> bytes; ValueError for anything else, also
-    for an infinite or NaN size ('inf' had ended in an internal OverflowError)."""
-    if isinstance(value, int):
+def parse_bytes(value, name: str = "memory_budget") -> int:
+    """'2GB', '512MiB', 1e9 or an int -> bytes; a ValueError naming `name` for
+    anything else, also for a size below 1 byte, infinite or NaN ('inf' had ended
+    in an internal OverflowError, 'lots' in float()'s own message)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1 byte, got {value!r}")
         return value
     text = str(value).strip().upper().replace(" ", "")
     units = {
@@ -46,9 +49,14 @@ def parse_bytes(value) -> int:
         if text.endswith(unit):
             text, factor = text[: -len(unit)], f
             break
-    size = float(text) * factor
-    if not np.isfinite(size):
-        raise ValueError(f"not a finite size: {value!r}")
+    try:
+        size = float(text) * factor
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a number of bytes or a size such as '2GB' or '512MiB', got {value!r}"
+        ) from None
+    if not np.isfinite(size) or size < 1:
+        raise ValueError(f"{name} must be a finite size of at least 1 byte, got {value!r}")
     return int(size)
 
 

@@ -28,6 +28,10 @@ def check_alphas(alphas) -> np.ndarray:
     if isinstance(alphas, numbers.Number) or np.ndim(alphas) == 0:
         values = [("alphas", alphas.item() if hasattr(alphas, "item") else alphas)]
     else:
+        if np.ndim(alphas) > 1:  # (flattened, a grid's shape would be lost unsaid)
+            raise ValueError(
+                f"alphas must be a scalar or a 1-D sequence, got shape {np.shape(alphas)}"
+            )
         seq = list(np.asarray(alphas, dtype=object).ravel())
         if len(seq) == 0:
             raise ValueError("alphas is empty: give at least one positive value")

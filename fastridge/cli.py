@@ -426,14 +426,9 @@ def _memory_budget(value):
     from ._chunks import parse_bytes
 
     try:
-        budget = parse_bytes(value)
-    except ValueError:
-        raise UserError(
-            f"--memory-budget must be a size like 2GB or 512MiB, got {value!r}"
-        ) from None
-    if budget <= 0:
-        raise UserError(f"--memory-budget must be positive, got {value!r}")
-    return budget
+        return parse_bytes(value, "--memory-budget")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 # -- demo -----------------------------------------------------------------------------

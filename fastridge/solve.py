@@ -42,6 +42,7 @@ from ._chunks import (
     auto_target_chunk,
     available_memory,
     bytes_per_target,
+    parse_bytes,
 )
 from ._cv import (
     PRECISION_TOLERANCE,
@@ -509,6 +510,8 @@ def ridge_cv(
         raise ValueError(f"solution must be 'primal' or 'dual', got {solution!r}")
     alphas = check_alphas(alphas)
     n_alphas = alphas.shape[0]
+    if memory_budget not in (None, "auto"):
+        parse_bytes(memory_budget)  # (a bad size fails now, not after the decomposition)
     dev = resolve_device(device, X, Y)
     cdtype = torch_dtype(dtype) if dtype is not None else torch_dtype(float_dtype_of(X))
     ddtype = torch.float64 if decompose_dtype in ("float64", torch.float64) else cdtype

@@ -451,6 +451,7 @@ def test_bad_input_errors():
         ((1.0, np.nan), "must be finite"),
         ((np.inf,), "must be finite"),
         ((), "alphas is empty"),
+        ([[1.0, 2.0], [3.0, 4.0]], r"1-D sequence, got shape \(2, 2\)"),  # (was flattened)
     ]:
         with pytest.raises(ValueError, match=msg):
             FastRidgeCV(alphas=alphas).fit(X, Y)
@@ -460,6 +461,25 @@ def test_bad_input_errors():
         FastRidgeCV(cv="bogus").fit(X, Y)
     with pytest.raises(ValueError, match="alphas == 0.0, must be > 0.0"):
         ridge_cv(X, Y, 0.0)
+
+
+@pytest.mark.parametrize(
+    "budget, message",
+    [("lots", "a size such as '2GB'"), ("0", "at least 1 byte"), ("-1GB", "at least 1 byte"),
+     ("nan", "finite size"), (0, "at least 1 byte")],
+)  # fmt: skip
+def test_bad_memory_budget_is_refused_before_any_work(monkeypatch, budget, message):
+    """A memory budget that is not a size is refused naming the parameter, before
+    the decomposition ('lots' had failed after it, with float()'s own message)."""
+    import fastridge.solve as solve_module
+
+    def no_decomposition(*a, **k):
+        raise AssertionError("decomposed before the budget was checked")
+
+    monkeypatch.setattr(solve_module, "decompose", no_decomposition)
+    X, Y = make_problem(10, 5, 2)
+    with pytest.raises(ValueError, match=f"memory_budget must be .*{message}"):
+        ridge_cv(X, Y, [1.0], memory_budget=budget)
 
 
 @pytest.mark.parametrize(
