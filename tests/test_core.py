@@ -20,21 +20,28 @@ ALPHAS = np.logspace(-2, 3, 6)
 SHAPES = [(20, 35, None), (45, 12, None), (25, 25, None), (30, 40, 8), (50, 20, 6)]
 
 
-def brute_force_loo(X, y, alpha, fit_intercept, sample_weight=None):
-    """Leave-one-out residuals by refitting scikit-learn Ridge without each sample.
-
-    Returns the weighted residuals sqrt(w_i) (y_i - prediction_i), shape (n_samples, n_targets)
-    (what scikit-learn's RidgeCV squares and averages).
-    """
+def refit_loo_predictions(X, y, alpha, fit_intercept, sample_weight=None):
+    """Leave-one-out predictions, shaped as y, by refitting scikit-learn Ridge without
+    each sample."""
     n = X.shape[0]
     sw = np.ones(n) if sample_weight is None else sample_weight
     out = np.empty_like(y)
     for i in range(n):
         keep = np.arange(n) != i
         model = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
-        model.fit(X[keep], y[keep], sample_weight=sw[keep])
-        out[i] = np.sqrt(sw[i]) * (y[i] - model.predict(X[i : i + 1])[0])
+        out[i] = model.fit(X[keep], y[keep], sample_weight=sw[keep]).predict(X[i : i + 1])[0]
     return out
+
+
+def brute_force_loo(X, y, alpha, fit_intercept, sample_weight=None):
+    """Leave-one-out residuals by refitting scikit-learn Ridge without each sample.
+
+    Returns the weighted residuals sqrt(w_i) (y_i - prediction_i), shape (n_samples, n_targets)
+    (what scikit-learn's RidgeCV squares and averages).
+    """
+    sw = np.ones(X.shape[0]) if sample_weight is None else sample_weight
+    pred = refit_loo_predictions(X, y, alpha, fit_intercept, sample_weight)
+    return np.sqrt(sw).reshape(-1, *[1] * (y.ndim - 1)) * (y - pred)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -152,18 +159,6 @@ def test_correlation_score_is_pearson_of_loo_predictions():
     assert_allclose(m.best_score_, r.max(0), rtol=1e-10)
 
 
-def _refit_loo_predictions(X, y, alpha, fit_intercept, sample_weight):
-    """Leave-one-out predictions (n_samples, n_targets) by refitting without each sample."""
-    n = X.shape[0]
-    sw = np.ones(n) if sample_weight is None else sample_weight
-    out = np.empty_like(y)
-    for i in range(n):
-        keep = np.arange(n) != i
-        model = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
-        out[i] = model.fit(X[keep], y[keep], sample_weight=sw[keep]).predict(X[i : i + 1])[0]
-    return out
-
-
 def _weighted_correlation(p, y, w):
     pc, yc = p - w @ p / w.sum(), y - w @ y / w.sum()
     return (w @ (pc * yc)) / np.sqrt((w @ (pc * pc)) * (w @ (yc * yc)))
@@ -195,7 +190,7 @@ def test_loo_correlation_equals_refits_at_every_shrinkage(shape, fit_intercept, 
     w = np.ones(n) if sw is None else sw
     tol = 2e-4 if dtype == "float32" else 1e-7
     for a, alpha in enumerate(alphas):
-        pred = _refit_loo_predictions(X, Y, alpha, fit_intercept, sw)
+        pred = refit_loo_predictions(X, Y, alpha, fit_intercept, sw)
         want = [_weighted_correlation(pred[:, t], Y[:, t], w) for t in range(3)]
         assert_allclose(m.alpha_scores_[:, a], want, atol=tol)
         kept = w > 0  # (a sample of weight 0 stores its target)
