@@ -199,6 +199,27 @@ def test_loo_correlation_equals_refits_at_every_shrinkage(shape, fit_intercept, 
         assert_array_equal(m.cv_results_[~kept, :, a], Y[~kept].astype(dtype))
 
 
+def test_loo_predictions_without_room_for_their_bases(monkeypatch):
+    """Leave-one-out predictions built per chunk when the per-alpha bases do not fit
+    (`_cv.LeaveOneOut._prediction_basis` into a reused buffer) equal those from the
+    kept bases, chunk by chunk, with weights and 3-D targets."""
+    import fastridge._cv as cv_module
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 12)) + 3.0
+    Y = rng.standard_normal((40, 4, 3))
+    sw = rng.uniform(0.5, 2.0, 40)
+    sw[4] = 0.0
+    kw = dict(alphas=np.logspace(-2, 6, 5), scoring="correlation", store_cv_results=True,
+              alpha_per_target=True, target_chunk=5)  # fmt: skip
+    kept = FastRidgeCV(**kw).fit(X, Y, sample_weight=sw)
+    monkeypatch.setattr(cv_module, "_bases_fit", lambda *a, **k: False)
+    built = FastRidgeCV(**kw).fit(X, Y, sample_weight=sw)
+    assert_array_equal(built.alpha_scores_, kept.alpha_scores_)
+    assert_array_equal(built.cv_results_, kept.cv_results_)
+    assert kept.cv_results_.shape == (40, 4, 3, 5)
+
+
 @pytest.mark.parametrize("scoring", [None, "r2"])
 def test_store_cv_results_matches_sklearn(scoring):
     X, Y = make_problem(20, 30, 2, seed=9)
