@@ -426,10 +426,8 @@ class LeaveOneOut:
             h += decomp.q.to(torch.float64)[None, :] ** 2
         direct = h < 0.5
         # basis rows: U_i diag(phi) / (1 - h_i) direct, -U_i diag(shrink) / (1 - h_i) else
-        self._row_scale = inv_one_minus_h.to(decomp.dtype)
         self._direct = direct
         self._phi = phi.to(decomp.dtype)
-        self._neg_shrink = (-self.shrink).to(decomp.dtype)
         self._y_coef = torch.where(direct, -h * inv_one_minus_h, 1.0).to(decomp.dtype)
         self._rem_coef = None
         if self.reads_remainder:  # (the residual's remainder, on the rows not direct)
@@ -443,9 +441,9 @@ class LeaveOneOut:
     def _prediction_basis(self, a: int, out: torch.Tensor | None) -> torch.Tensor:
         """Alpha `a`'s prediction basis (n_samples, rank), compute dtype (into `out`)."""
         U = self.decomp.U
-        scale = torch.where(self._direct[a][:, None], self._phi[a], self._neg_shrink[a])
+        scale = torch.where(self._direct[a][:, None], self._phi[a], -self.shrink[a])
         out = torch.mul(U, scale, out=out) if out is not None else U * scale
-        return out.mul_(self._row_scale[a][:, None])
+        return out.mul_(self.inv_one_minus_h[a][:, None])
 
     def _predictions(self, chunk: ProjectedChunk, a: int, out: torch.Tensor) -> torch.Tensor:
         """Held-out predictions sqrt(w) (p - y_offset) (n_samples, n_chunk), into `out`."""
