@@ -50,3 +50,33 @@ def test_speed_ratio_pairs_rounds():
     # without rounds on both sides: the ratio of the medians
     assert speed_ratio({"wall": 10.0}, fast) == pytest.approx(10.0 / 6.0)
     assert speed_ratio(slow, {"wall": 5.0}) == pytest.approx(2.0)
+
+
+def test_profile_fit_puts_each_call_in_its_stage():
+    """bench/profile_fit.py: the dual route's Cholesky inverses (one per alpha) fall
+    in decompose, its residual GEMMs (one per alpha) in cv, the primal coefficients'
+    GEMM in refit; the replaced functions are put back."""
+    import fastridge._backend
+    import fastridge._cv
+    import profile_fit
+
+    original = fastridge._cv.cholesky_inverse
+    n, p, t = 40, 120, 50
+    res = profile_fit.profile("fastridge-loo-f32", n, p, t, alphas=(1.0, 10.0, 100.0))
+    assert fastridge._cv.cholesky_inverse is original
+    assert fastridge._backend.mm.__name__ == "mm"
+
+    def calls(stage, call, shapes):
+        return sum(
+            g["calls"]
+            for g in res["groups"]
+            if (g["stage"], g["call"], g["shapes"]) == (stage, call, shapes)
+        )
+
+    rows = n - 1  # the intercept's reflection
+    assert calls("decompose", "cholesky_inverse", ((rows, rows),)) == 3
+    assert calls("cv", "mm", ((t, n), (n, n))) == 3
+    assert calls("refit", "mm", ((t, n), (n, p))) == 1
+    assert all(g["stage"] in profile_fit.STAGES for g in res["groups"])
+    text = profile_fit.markdown(res)
+    assert "| decompose | cholesky_inverse | 39x39 | float64 | 3 |" in text
