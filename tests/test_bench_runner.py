@@ -1,11 +1,15 @@
-"""bench/run.py's rounds: solvers run in turn, ratios paired by round."""
+"""bench/run.py's rounds: solvers run in turn, ratios paired by round; bench/profile_fit.py's stages."""
 
 import sys
 from pathlib import Path
 
 import pytest
 
+import fastridge._backend
+import fastridge._cv
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import profile_fit  # noqa: E402
 import run  # noqa: E402
 from _targets import speed_ratio  # noqa: E402
 
@@ -56,10 +60,6 @@ def test_profile_fit_puts_each_call_in_its_stage():
     """bench/profile_fit.py: the dual route's Cholesky inverses (one per alpha) fall
     in decompose, its residual GEMMs (one per alpha) in cv, the primal coefficients'
     GEMM in refit; the replaced functions are put back."""
-    import fastridge._backend
-    import fastridge._cv
-    import profile_fit
-
     original = fastridge._cv.cholesky_inverse
     n, p, t = 40, 120, 50
     res = profile_fit.profile("fastridge-loo-f32", n, p, t, alphas=(1.0, 10.0, 100.0))
