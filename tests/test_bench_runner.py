@@ -1,4 +1,4 @@
-"""bench/run.py's rounds: solvers run in turn, ratios paired by round; bench/profile_fit.py's stages."""
+"""bench/run.py's rounds (solvers in turn, ratios paired by round); profile_fit's stages."""
 
 import sys
 from pathlib import Path
