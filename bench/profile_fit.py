@@ -5,9 +5,9 @@ time goes". One fastridge configuration of bench/run.py on one generated problem
 in this process: a warm-up fit, then one fit with fastridge's dense-algebra
 entry points (`fastridge._backend.mm`, `addmm`, `cholesky_inverse`, `eigh`,
 `svd`, `pivoted_cholesky_rank`) timed call by call. Each call is put in a stage:
-inside `solve._project_into` "project", inside `solve._refit_into` "refit",
-before the first projection "decompose", anything else "cv" (the scoring, and
-the selection and gathers between the scores and the refit). Then each group's
+inside `solve._project_into` "project", inside `solve._refit_into` or the
+dual route's `residuals_of_best` "refit" (as solve times them), before the
+first projection "decompose", anything else "cv". Then each group's
 first call is timed again alone, best of 3, on copies of its arguments, so that
 a slow call can be told from a slow shape. The copies' memory is touched
 already: for a GEMM that writes new memory in the fit (the primal
@@ -128,7 +128,7 @@ def installed(recorder: Recorder):
     """The timed functions replaced in every fastridge module that holds them (the
     modules import them by name), and the projection and refit put in stages;
     all put back on exit."""
-    from fastridge import _backend, solve
+    from fastridge import _backend, _cv, solve
 
     saved = []
     originals = {name: getattr(_backend, name) for name in TIMED}
@@ -137,10 +137,16 @@ def installed(recorder: Recorder):
             if getattr(module, name, None) is fn:
                 saved.append((module, name, fn))
                 setattr(module, name, recorder.wrap(name, fn))
-    for name, stage in (("_project_into", "project"), ("_refit_into", "refit")):
-        fn = getattr(solve, name)
-        saved.append((solve, name, fn))
-        setattr(solve, name, recorder.in_stage(stage, fn))
+    # (the dual route's residuals of each target's best alpha are made as an argument
+    # of the refit, and solve times them with it)
+    for owner, name, stage in (
+        (solve, "_project_into", "project"),
+        (solve, "_refit_into", "refit"),
+        (_cv.DualRoute, "residuals_of_best", "refit"),
+    ):
+        fn = getattr(owner, name)
+        saved.append((owner, name, fn))
+        setattr(owner, name, recorder.in_stage(stage, fn))
     try:
         yield recorder
     finally:

@@ -80,3 +80,15 @@ def test_profile_fit_puts_each_call_in_its_stage():
     assert all(g["stage"] in profile_fit.STAGES for g in res["groups"])
     text = profile_fit.markdown(res)
     assert "| decompose | cholesky_inverse | 39x39 | float64 | 3 |" in text
+
+
+def test_profile_fit_counts_fold_residuals_in_refit():
+    """K-fold by the dual route: each fold's held-out residuals turned back into
+    in-sample ones (`residuals_of_best`, timed by solve with the refit) land in refit."""
+    n, p, t = 40, 120, 50
+    res = profile_fit.profile("fastridge-kfold5-f32-dual", n, p, t, alphas=(1.0, 10.0, 100.0))
+    fold = n // 5
+    # (float32: the compute dtype's products; the folds' float64 makers are decompose's)
+    products = [g for g in res["groups"] if g["call"] == "mm" and g["dtype"] == "float32"]
+    stages = {g["stage"] for g in products if g["shapes"][1:] == ((fold, fold),)}
+    assert stages == {"refit"}
