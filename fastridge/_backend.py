@@ -10,6 +10,7 @@ so ``import fastridge`` neither imports cupy nor initialises CUDA.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -410,6 +411,49 @@ def _lower_gram(a: torch.Tensor, out: torch.Tensor) -> None:
     _lower_gram(a[half:], out[half:, half:])
 
 
+# --- small calls on one BLAS thread ----------------------------------------------
+# OpenBLAS's threads meet at barriers, and wait at them by yielding the core: on a
+# machine whose cores are busy with other processes, a thread that gave up its
+# core waits a scheduler time slice (milliseconds) to get it back, at every
+# barrier. A large GEMM meets a few times per call; a small GEMM, and LAPACK's
+# blocked factorisations at every block step, many times per flop. Measured on the
+# 2-core AMD Zen 4 VM with two other CPU-bound processes running: a 200 x 200
+# Cholesky inverse (potrf + potri) took 0.84-0.88 s on OpenBLAS's 2 threads and
+# 0.7-0.9 ms on one; a 39 x 39 one 84-96 ms and 0.03 ms; an S-size K-fold fit
+# 18.6 s, and 1.9 s with n_threads=1. So the host's small BLAS and LAPACK calls
+# run on one thread (`one_thread_if`), which an idle machine does not notice:
+# threads cannot pay off on so little work.
+SMALL_GEMM_FLOPS = 1e8  # GEMMs of fewer flops run on one thread (~1 ms on one core)
+SMALL_LAPACK_N = 512  # factorisations of smaller matrices too
+
+
+@functools.lru_cache(maxsize=1)
+def _openblas_pools() -> tuple:
+    """threadpoolctl's controllers of the OpenBLAS libraries loaded (scipy's and
+    numpy's), found once; empty without threadpoolctl (a scikit-learn dependency)."""
+    try:
+        from scipy.linalg import blas  # noqa: F401 - scipy's OpenBLAS, loaded first
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return ()
+    return tuple(ThreadpoolController().select(internal_api="openblas").lib_controllers)
+
+
+@contextlib.contextmanager
+def one_thread_if(small: bool):
+    """Run the block's host BLAS / LAPACK calls on one OpenBLAS thread when `small`
+    (the threads' previous settings are put back after it; ~4 us each way)."""
+    pools = _openblas_pools() if small else ()
+    saved = [pool.num_threads for pool in pools]
+    for pool in pools:
+        pool.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for pool, n in zip(pools, saved, strict=True):
+            pool.set_num_threads(n)
+
+
 # --- one BLAS thread pool -----------------------------------------------------
 # numpy and scipy each bring their own OpenBLAS, each with its own worker threads,
 # and a pool's workers spin for a while after each call. A GEMM in one library
@@ -440,11 +484,13 @@ def _host_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         out[...] = 0
         return out
     single = a.dtype == np.float32
+    small = 2.0 * a.shape[0] * a.shape[1] * b.shape[1] < SMALL_GEMM_FLOPS
     # row-major out is out^T in column-major order, and out^T = b^T a^T
     if _is_transpose_of(b, a):
         syrk = blas.ssyrk if single else blas.dsyrk
         f, trans = _fortran_operand(a)  # op(f) = a^T, so a a^T = op(f)^T op(f)
-        res = syrk(1.0, f, trans=1 - trans, c=out.T, lower=0, overwrite_c=1)
+        with one_thread_if(small):
+            res = syrk(1.0, f, trans=1 - trans, c=out.T, lower=0, overwrite_c=1)
         _copy_into(res, out)
         whole = torch.from_numpy(out)  # (out^T's upper triangle is out's lower)
         mirror_lower(whole, whole)
@@ -452,7 +498,8 @@ def _host_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     gemm = blas.sgemm if single else blas.dgemm
     x, tx = _fortran_operand(b)
     y, ty = _fortran_operand(a)
-    res = gemm(1.0, x, y, trans_a=tx, trans_b=ty, c=out.T, overwrite_c=1)
+    with one_thread_if(small):
+        res = gemm(1.0, x, y, trans_a=tx, trans_b=ty, c=out.T, overwrite_c=1)
     _copy_into(res, out)
     return out
 
@@ -491,7 +538,8 @@ def eigh(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.linalg.eigh(A)
     from scipy.linalg import eigh as scipy_eigh  # (scipy's BLAS: see `_host_gemm`)
 
-    w, v = scipy_eigh(_blas_view(A), driver="evd", check_finite=False)
+    with one_thread_if(A.shape[0] < SMALL_LAPACK_N):
+        w, v = scipy_eigh(_blas_view(A), driver="evd", check_finite=False)
     return torch.from_numpy(w), torch.from_numpy(v)
 
 
@@ -519,9 +567,10 @@ def _scipy_svd(A: torch.Tensor, full_matrices: bool, driver: str):
     """`svd` of a CPU tensor by scipy's LAPACK `driver` (see `_host_gemm`)."""
     from scipy.linalg import svd as scipy_svd
 
-    u, s, vh = scipy_svd(
-        _blas_view(A), full_matrices=full_matrices, lapack_driver=driver, check_finite=False
-    )
+    with one_thread_if(min(A.shape) < SMALL_LAPACK_N):
+        u, s, vh = scipy_svd(
+            _blas_view(A), full_matrices=full_matrices, lapack_driver=driver, check_finite=False
+        )
     return torch.from_numpy(u), torch.from_numpy(s), torch.from_numpy(vh)
 
 
@@ -548,10 +597,11 @@ def cholesky_inverse(A: torch.Tensor) -> torch.Tensor | None:
     from scipy.linalg import lapack
 
     a = _blas_view(A).T  # Fortran order, the same symmetric matrix: LAPACK works in place
-    c, info = lapack.dpotrf(a, lower=1, clean=0, overwrite_a=1)
-    if info != 0:
-        return None
-    inv, info = lapack.dpotri(c, lower=1, overwrite_c=1)
+    with one_thread_if(A.shape[0] < SMALL_LAPACK_N):
+        c, info = lapack.dpotrf(a, lower=1, clean=0, overwrite_a=1)
+        if info != 0:
+            return None
+        inv, info = lapack.dpotri(c, lower=1, overwrite_c=1)
     if info != 0:
         return None
     return torch.from_numpy(inv)  # potri fills the lower triangle only
@@ -662,10 +712,11 @@ def lower_symv(lower: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         from scipy.linalg import blas
 
         symv = blas.ssymv if src.dtype == np.float32 else blas.dsymv
-        if src.flags.f_contiguous:
-            return torch.from_numpy(symv(1.0, src, x.numpy(), lower=1))
-        # (row-major: the transpose, in Fortran order, holds the triangle as its upper one)
-        return torch.from_numpy(symv(1.0, src.T, x.numpy(), lower=0))
+        with one_thread_if(2.0 * n * n < SMALL_GEMM_FLOPS):
+            if src.flags.f_contiguous:
+                return torch.from_numpy(symv(1.0, src, x.numpy(), lower=1))
+            # (row-major: the transpose, in Fortran order, holds the triangle as its upper one)
+            return torch.from_numpy(symv(1.0, src.T, x.numpy(), lower=0))
     src, b = lower, SYMV_BLOCK  # torch (memory-bound: large blocks, few calls)
     y = torch.zeros_like(x)
     for i in range(0, n, b):
@@ -713,7 +764,8 @@ def pivoted_cholesky_rank(A: torch.Tensor, tol: float, work: torch.Tensor | None
 
     # A is symmetric: its transpose is the same matrix in Fortran order
     a = work.copy_(A).numpy().T if work.device.type == "cpu" else host_copy(A.cpu().numpy()).T
-    _, _, rank, info = lapack.dpstrf(a, tol=tol, lower=1, overwrite_a=1)
+    with one_thread_if(n < SMALL_LAPACK_N):
+        _, _, rank, info = lapack.dpstrf(a, tol=tol, lower=1, overwrite_a=1)
     if info < 0:
         raise ValueError(f"dpstrf: illegal argument {-info}")
     return int(rank)
@@ -727,7 +779,8 @@ def _plain_cholesky_succeeds(work: torch.Tensor) -> bool:
     if cpu_blas() == "numpy":
         from scipy.linalg import lapack
 
-        return lapack.dpotrf(work.numpy().T, lower=1, clean=0, overwrite_a=1)[1] == 0
+        with one_thread_if(work.shape[0] < SMALL_LAPACK_N):
+            return lapack.dpotrf(work.numpy().T, lower=1, clean=0, overwrite_a=1)[1] == 0
     return _torch_cholesky_in_place(work)
 
 

@@ -732,3 +732,52 @@ def test_svd_falls_back_to_gesvd_where_gesdd_fails(blas, monkeypatch):
     assert drivers[-1] == "gesvd"
     assert_allclose((U * s) @ Vt, A.numpy(), atol=1e-12)
     assert_allclose(s, real_svd(A).S, rtol=1e-12)
+
+
+def _openblas_threads() -> list[int]:
+    return [pool.num_threads for pool in B._openblas_pools()]
+
+
+@pytest.mark.skipif(not B._openblas_pools(), reason="no OpenBLAS (threadpoolctl) to set")
+def test_small_host_calls_run_on_one_blas_thread(monkeypatch):
+    """Small host GEMMs and factorisations run on one OpenBLAS thread (threads that
+    meet at barriers stall for milliseconds on a busy machine), large ones on the
+    threads set, and the setting is put back after each call."""
+    from scipy.linalg import blas, lapack
+    from threadpoolctl import threadpool_limits
+
+    seen = []
+
+    def spy(module, name):
+        fn = getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            seen.append((name, max(_openblas_threads())))
+            return fn(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    for module, name in ((blas, "dgemm"), (blas, "dsyrk"), (lapack, "dpotri"), (lapack, "dpstrf")):
+        spy(module, name)
+    B.set_cpu_blas("numpy")
+    try:
+        with threadpool_limits(limits=2, user_api="blas"):
+            if max(_openblas_threads()) < 2:
+                pytest.skip("one CPU: OpenBLAS runs on one thread anyway")
+            rng = np.random.default_rng(0)
+            small, large = (torch.from_numpy(rng.standard_normal((m, m + 5))) for m in (40, 600))
+            B.mm(small, small.T.contiguous())  # 2 * 40 * 45 * 40 flops: one thread
+            B.mm(large, large.T.contiguous())  # 4.4e8 flops: the threads set
+            B.mm(large, large.T)  # a Gram (syrk), as large
+            for A in (small, large):
+                K = A @ A.T + torch.eye(A.shape[0], dtype=A.dtype)
+                B.cholesky_inverse(K.clone())
+            # rank-deficient: past the plain Cholesky, to the pivoted one
+            low = small[:, :10] @ small[:, :10].T
+            assert B.pivoted_cholesky_rank(low, tol=1e-8 * float(low.diagonal().max())) == 10
+            assert max(_openblas_threads()) == 2  # put back
+    finally:
+        B.set_cpu_blas(None)
+    assert seen == [
+        ("dgemm", 1), ("dgemm", 2), ("dsyrk", 2), ("dpotri", 1), ("dpotri", 2), ("dpstrf", 1)
+    ]  # fmt: skip
