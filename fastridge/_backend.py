@@ -13,6 +13,7 @@ import contextlib
 import functools
 import math
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -348,15 +349,19 @@ def _blas_view(t: torch.Tensor) -> np.ndarray:
 
 def mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """a @ b for 2-D tensors, into `out` if given (as torch.mm)."""
-    if not _numpy_path(a, b) or (out is not None and out.dtype != a.dtype):
-        if _is_torch_gram(a, b, out):
-            return _blocked_gram(a, out)
-        return torch.mm(a, b, out=out)
-    an, bn = _blas_view(a), _blas_view(b)
-    if out is not None and out.dim() == 2 and out.is_contiguous() and out.shape[0] > 0:
-        _host_gemm(an, bn, out.numpy())  # row-major out: BLAS writes it directly
-        return out
-    res = torch.from_numpy(_host_gemm(an, bn, host_empty((a.shape[0], b.shape[1]), an.dtype)))
+    numpy_path = _numpy_path(a, b) and (out is None or out.dtype == a.dtype)
+    flops = 2.0 * a.shape[0] * a.shape[1] * b.shape[1] if a.device.type == "cpu" else 0.0
+    with _probing(flops, numpy_path):
+        if not numpy_path:
+            if _is_torch_gram(a, b, out):
+                return _blocked_gram(a, out)
+            return torch.mm(a, b, out=out)
+        an, bn = _blas_view(a), _blas_view(b)
+        if out is not None and out.dim() == 2 and out.is_contiguous() and out.shape[0] > 0:
+            _host_gemm(an, bn, out.numpy())  # row-major out: BLAS writes it directly
+            return out
+        res = _host_gemm(an, bn, host_empty((a.shape[0], b.shape[1]), an.dtype))
+    res = torch.from_numpy(res)
     return res if out is None else out.copy_(res)
 
 
@@ -420,11 +425,23 @@ def _lower_gram(a: torch.Tensor, out: torch.Tensor) -> None:
 # 2-core AMD Zen 4 VM with two other CPU-bound processes running: a 200 x 200
 # Cholesky inverse (potrf + potri) took 0.84-0.88 s on OpenBLAS's 2 threads and
 # 0.7-0.9 ms on one; a 39 x 39 one 84-96 ms and 0.03 ms; an S-size K-fold fit
-# 18.6 s, and 1.9 s with n_threads=1. So the host's small BLAS and LAPACK calls
-# run on one thread (`one_thread_if`), which an idle machine does not notice:
-# threads cannot pay off on so little work.
+# 18.6 s, and 1.9 s with n_threads=1. torch's CPU LAPACK (OpenMP threads) does the
+# same: 160 ms against 1.3 ms at 200 x 200 (its GEMMs did not). So small host
+# BLAS calls and small CPU factorisations run on one thread (`one_thread_if`),
+# which an idle machine does not notice: threads cannot pay off on so little work.
 SMALL_GEMM_FLOPS = 1e8  # GEMMs of fewer flops run on one thread (~1 ms on one core)
 SMALL_LAPACK_N = 512  # factorisations of smaller matrices too
+# Large factorisations stall as well when the machine is busy (a 999 x 999 Cholesky
+# inverse 2-4 s on 2 threads beside two CPU-bound processes, 55 ms on one), but
+# on an idle one their threads pay (18 ms against ~33). Large GEMMs share the cores
+# fairly, and they tell which case holds: their threads' CPU time per wall second
+# (time.process_time) was 0.99-1.01 per thread on the idle machine and 0.45-0.50
+# beside the two processes (measured). So each GEMM of PROBE_FLOPS or more probes
+# the machine (`_probing`), and while the last one found it busy, factorisations
+# of any size, and GEMMs below PROBE_FLOPS, run on one thread too.
+PROBE_FLOPS = 1e9  # (~5 ms or more on 2 cores)
+BUSY_RATIO = 0.8  # CPU seconds per thread per wall second below which cores are busy
+_busy = False  # what the last probe found
 
 
 @functools.lru_cache(maxsize=1)
@@ -441,17 +458,51 @@ def _openblas_pools() -> tuple:
 
 @contextlib.contextmanager
 def one_thread_if(small: bool):
-    """Run the block's host BLAS / LAPACK calls on one OpenBLAS thread when `small`
-    (the threads' previous settings are put back after it; ~4 us each way)."""
-    pools = _openblas_pools() if small else ()
+    """Run the block's CPU BLAS / LAPACK calls on one thread, OpenBLAS's and torch's,
+    when `small` (the previous settings are put back after it; ~4 us each way)."""
+    if not small:
+        yield
+        return
+    pools = _openblas_pools()
     saved = [pool.num_threads for pool in pools]
+    torch_threads = torch.get_num_threads()
     for pool in pools:
         pool.set_num_threads(1)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
+        torch.set_num_threads(torch_threads)
         for pool, n in zip(pools, saved, strict=True):
             pool.set_num_threads(n)
+
+
+def small_factorisation(A: torch.Tensor) -> bool:
+    """A factorisation of A (2-D) that runs on one thread: on the CPU, below SMALL_LAPACK_N
+    or while the cores are busy."""
+    return A.device.type == "cpu" and (_busy or min(A.shape) < SMALL_LAPACK_N)
+
+
+def _blas_threads(numpy_path: bool) -> int:
+    """Threads of the library a CPU GEMM runs in: scipy's OpenBLAS, or torch."""
+    if numpy_path:
+        return max((pool.num_threads for pool in _openblas_pools()), default=1)
+    return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def _probing(flops: float, numpy_path: bool):
+    """Time a CPU GEMM of `flops` and, when it is large enough to tell, record whether
+    its threads got their cores (`_busy`)."""
+    if flops < PROBE_FLOPS:
+        yield
+        return
+    threads = _blas_threads(numpy_path)
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    global _busy
+    _busy = cpu < BUSY_RATIO * threads * wall
 
 
 # --- one BLAS thread pool -----------------------------------------------------
@@ -484,7 +535,8 @@ def _host_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         out[...] = 0
         return out
     single = a.dtype == np.float32
-    small = 2.0 * a.shape[0] * a.shape[1] * b.shape[1] < SMALL_GEMM_FLOPS
+    flops = 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
+    small = flops < (PROBE_FLOPS if _busy else SMALL_GEMM_FLOPS)  # (one thread below it)
     # row-major out is out^T in column-major order, and out^T = b^T a^T
     if _is_transpose_of(b, a):
         syrk = blas.ssyrk if single else blas.dsyrk
@@ -534,11 +586,11 @@ def addmm(add: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.
 
 def eigh(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (ascending) and eigenvectors of a symmetric matrix, as torch.linalg.eigh."""
-    if not _numpy_path(A):
-        return torch.linalg.eigh(A)
-    from scipy.linalg import eigh as scipy_eigh  # (scipy's BLAS: see `_host_gemm`)
+    with one_thread_if(small_factorisation(A)):
+        if not _numpy_path(A):
+            return torch.linalg.eigh(A)
+        from scipy.linalg import eigh as scipy_eigh  # (scipy's BLAS: see `_host_gemm`)
 
-    with one_thread_if(A.shape[0] < SMALL_LAPACK_N):
         w, v = scipy_eigh(_blas_view(A), driver="evd", check_finite=False)
     return torch.from_numpy(w), torch.from_numpy(v)
 
@@ -548,6 +600,11 @@ def svd(A: torch.Tensor, full_matrices: bool = False):
     gesdd (divide and conquer) on the CPU, and where it fails to converge, as it
     can on some matrices (numpy's raised on one of a fuzz's 3,000 reference fits),
     gesvd's QR iteration."""
+    with one_thread_if(small_factorisation(A)):
+        return _svd(A, full_matrices)
+
+
+def _svd(A: torch.Tensor, full_matrices: bool):
     from numpy.linalg import LinAlgError
 
     if not _numpy_path(A):
@@ -567,10 +624,9 @@ def _scipy_svd(A: torch.Tensor, full_matrices: bool, driver: str):
     """`svd` of a CPU tensor by scipy's LAPACK `driver` (see `_host_gemm`)."""
     from scipy.linalg import svd as scipy_svd
 
-    with one_thread_if(min(A.shape) < SMALL_LAPACK_N):
-        u, s, vh = scipy_svd(
-            _blas_view(A), full_matrices=full_matrices, lapack_driver=driver, check_finite=False
-        )
+    u, s, vh = scipy_svd(
+        _blas_view(A), full_matrices=full_matrices, lapack_driver=driver, check_finite=False
+    )
     return torch.from_numpy(u), torch.from_numpy(s), torch.from_numpy(vh)
 
 
@@ -582,6 +638,11 @@ def cholesky_inverse(A: torch.Tensor) -> torch.Tensor | None:
     new memory. Only the lower triangle of the result is sure to be the
     inverse's (on the numpy path the rest is left as it was): `mirror_lower`
     makes the whole matrix without a second n x n buffer."""
+    with one_thread_if(small_factorisation(A)):
+        return _cholesky_inverse(A)
+
+
+def _cholesky_inverse(A: torch.Tensor) -> torch.Tensor | None:
     if not _numpy_path(A):
         if A.device.type != "cpu" or not A.is_contiguous():
             L, info = torch.linalg.cholesky_ex(A)
@@ -597,11 +658,10 @@ def cholesky_inverse(A: torch.Tensor) -> torch.Tensor | None:
     from scipy.linalg import lapack
 
     a = _blas_view(A).T  # Fortran order, the same symmetric matrix: LAPACK works in place
-    with one_thread_if(A.shape[0] < SMALL_LAPACK_N):
-        c, info = lapack.dpotrf(a, lower=1, clean=0, overwrite_a=1)
-        if info != 0:
-            return None
-        inv, info = lapack.dpotri(c, lower=1, overwrite_c=1)
+    c, info = lapack.dpotrf(a, lower=1, clean=0, overwrite_a=1)
+    if info != 0:
+        return None
+    inv, info = lapack.dpotri(c, lower=1, overwrite_c=1)
     if info != 0:
         return None
     return torch.from_numpy(inv)  # potri fills the lower triangle only
@@ -764,7 +824,7 @@ def pivoted_cholesky_rank(A: torch.Tensor, tol: float, work: torch.Tensor | None
 
     # A is symmetric: its transpose is the same matrix in Fortran order
     a = work.copy_(A).numpy().T if work.device.type == "cpu" else host_copy(A.cpu().numpy()).T
-    with one_thread_if(n < SMALL_LAPACK_N):
+    with one_thread_if(n < SMALL_LAPACK_N):  # (on the host, whatever A's device)
         _, _, rank, info = lapack.dpstrf(a, tol=tol, lower=1, overwrite_a=1)
     if info < 0:
         raise ValueError(f"dpstrf: illegal argument {-info}")
@@ -776,12 +836,12 @@ def _plain_cholesky_succeeds(work: torch.Tensor) -> bool:
     a Cholesky factorisation in its memory (on the CPU) destroys it."""
     if work.device.type != "cpu":
         return int(torch.linalg.cholesky_ex(work)[1]) == 0
-    if cpu_blas() == "numpy":
-        from scipy.linalg import lapack
+    with one_thread_if(small_factorisation(work)):
+        if cpu_blas() == "numpy":
+            from scipy.linalg import lapack
 
-        with one_thread_if(work.shape[0] < SMALL_LAPACK_N):
             return lapack.dpotrf(work.numpy().T, lower=1, clean=0, overwrite_a=1)[1] == 0
-    return _torch_cholesky_in_place(work)
+        return _torch_cholesky_in_place(work)
 
 
 def _torch_cholesky_in_place(A: torch.Tensor) -> bool:

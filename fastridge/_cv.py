@@ -44,9 +44,11 @@ from ._backend import (
     inverse_mv,
     lower_symv,
     mm,
+    one_thread_if,
     reused_buffer,
     row_block_sums,
     row_sq_sums,
+    small_factorisation,
 )
 from ._chunks import available_memory
 from ._decompose import SVD_LOSS, Decomposition, gram_rank, gram_resolves, svd_spectrum
@@ -1347,8 +1349,12 @@ class LeaveGroupOut:
                 inverses = []  # float64
                 for a, product in zip(group, products, strict=True):
                     bracket = decomp.has_remainder or (predictions and not self.shrink_form[a])
-                    L, info = torch.linalg.cholesky_ex(product.add_(base) if bracket else product)
-                    if int(info) != 0:
+                    with one_thread_if(small_factorisation(product)):
+                        L, info = torch.linalg.cholesky_ex(
+                            product.add_(base) if bracket else product
+                        )
+                        inverse = None if int(info) != 0 else torch.cholesky_inverse(L)
+                    if inverse is None:
                         if decomp.dtype != torch.float64:
                             # the rounded basis may be why (float32 at 1e-10 lambda_max
                             # with samples of weight 0 was refused, float64 fits it; a
@@ -1356,7 +1362,6 @@ class LeaveGroupOut:
                             # refuses a fold that truly cannot be held out
                             raise LostPrecision(float("inf"), decomp.dtype)
                         raise ValueError(FOLD_NOT_HELD_OUT)
-                    inverse = torch.cholesky_inverse(L)
                     if residual_check:  # (I - H_bb)^-1 amplifies E_b's rounding
                         amplification = _spectral_norm_estimate(inverse)
                         _check_amplification(amplification, decomp.dtype)
@@ -1606,7 +1611,8 @@ class FoldRefits:
                 m = -(Zb.T @ sb) / w_train
                 C -= w_train * torch.outer(m, m)
                 Zb = Zb - torch.outer(sb, m)  # test rows centred on the training mean
-            lam, V = torch.linalg.eigh((C + C.T) / 2)
+            with one_thread_if(small_factorisation(C)):
+                lam, V = torch.linalg.eigh((C + C.T) / 2)
             lam = lam.clamp(min=0.0)
             # The training rows' null directions (e.g. training folds of at most
             # n_features samples, or repeated samples): V_k^T c_b is 0 there, as

@@ -781,3 +781,67 @@ def test_small_host_calls_run_on_one_blas_thread(monkeypatch):
     assert seen == [
         ("dgemm", 1), ("dgemm", 2), ("dsyrk", 2), ("dpotri", 1), ("dpotri", 2), ("dpstrf", 1)
     ]  # fmt: skip
+
+
+def test_small_torch_factorisations_run_on_one_thread(monkeypatch):
+    """On the torch path, small CPU factorisations run on one torch thread (its
+    OpenMP threads stall as OpenBLAS's on a busy machine), large ones on the
+    threads set; torch's setting is put back."""
+    seen = []
+
+    def spy(module, name):
+        fn = getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            seen.append((name, torch.get_num_threads()))
+            return fn(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    spy(torch, "cholesky_inverse")
+    spy(torch.linalg, "eigh")
+    saved = torch.get_num_threads()
+    B.set_cpu_blas("torch")
+    try:
+        torch.set_num_threads(2)
+        rng = np.random.default_rng(0)
+        for m in (40, 600):
+            A = torch.from_numpy(rng.standard_normal((m, m + 5)))
+            K = A @ A.T + torch.eye(m, dtype=A.dtype)
+            B.cholesky_inverse(K.clone())
+            B.eigh(K)
+        assert torch.get_num_threads() == 2  # put back
+    finally:
+        B.set_cpu_blas(None)
+        torch.set_num_threads(saved)
+    assert seen == [("cholesky_inverse", 1), ("eigh", 1), ("cholesky_inverse", 2), ("eigh", 2)]
+
+
+def test_large_gemms_probe_whether_the_cores_are_busy(monkeypatch):
+    """A GEMM of PROBE_FLOPS or more records whether its threads got their cores (CPU
+    seconds per thread per wall second); while they did not, factorisations of any
+    size run on one thread; a later probe that finds them free lifts it."""
+    import types
+
+    monkeypatch.setattr(B, "_busy", False)
+    monkeypatch.setattr(B, "_blas_threads", lambda numpy_path: 2)
+    clock = {"wall": 0.0, "cpu": 0.0}
+    fake = types.SimpleNamespace(
+        perf_counter=lambda: clock["wall"], process_time=lambda: clock["cpu"]
+    )
+    monkeypatch.setattr(B, "time", fake)
+
+    def gemm(flops, wall, cpu):
+        with B._probing(flops, numpy_path=True):
+            clock["wall"] += wall
+            clock["cpu"] += cpu
+
+    large = torch.zeros(600, 600)
+    assert not B.small_factorisation(large)
+    gemm(B.PROBE_FLOPS, wall=1.0, cpu=1.0)  # 2 threads, one core's worth: busy
+    assert B._busy and B.small_factorisation(large)
+    gemm(B.PROBE_FLOPS / 2, wall=1.0, cpu=2.0)  # too small to tell: no change
+    assert B._busy
+    gemm(B.PROBE_FLOPS, wall=1.0, cpu=1.9)  # both cores
+    assert not B._busy and not B.small_factorisation(large)
+    assert B.small_factorisation(torch.zeros(40, 40))  # small ones always
