@@ -172,18 +172,24 @@ def _partitions(splits, n_samples: int) -> bool:
     return all(_is_complement(tr, te, n_samples) for tr, te in splits)
 
 
-def _constant_prediction_folds(Xt: torch.Tensor, splits, sw) -> torch.Tensor | None:
-    """Which test folds hold copies of one sample of X (among those of weight > 0),
-    as a bool tensor (n_folds,) on Xt's device, or None if none does. Every model
-    predicts such a fold a constant, whose correlation is 0; computed, it is a
-    ratio of roundings, and had been scored up to +-1 (a differential fuzz found
-    it: nothing in a fold's sums tells a constant prediction from one shrunk far
-    below the targets' spread). Costs a row comparison or two per fold."""
-    flags = []
-    for _, test in splits:
-        rows = test if sw is None else test[sw[test] > 0]
-        first = Xt[int(rows[0])] if rows.size else None
-        flags.append(all(torch.equal(Xt[int(r)], first) for r in rows[1:]))
+def _constant_prediction_folds(Xt: torch.Tensor, splits, sw, fit_intercept: bool):
+    """Which folds every model predicts a constant, as a bool tensor (n_folds,) on
+    Xt's device, or None if none: a test fold whose samples (of weight > 0) are
+    copies of one sample of X, or with an intercept a training fold whose samples
+    are (the model is then the training targets' mean). The correlation of a
+    constant is 0; computed, it is a ratio of roundings, and had been scored up to
+    +-1 (differential fuzzes found both: nothing in a fold's sums tells a constant
+    prediction from one shrunk far below the targets' spread). Costs a row
+    comparison or two per fold where the rows differ."""
+
+    def copies_of_one_row(rows) -> bool:
+        rows = rows if sw is None else rows[sw[rows] > 0]
+        return all(torch.equal(Xt[int(r)], Xt[int(rows[0])]) for r in rows[1:])
+
+    flags = [
+        copies_of_one_row(test) or (fit_intercept and copies_of_one_row(train))
+        for train, test in splits
+    ]
     return torch.tensor(flags, device=Xt.device) if any(flags) else None
 
 
@@ -554,7 +560,7 @@ def ridge_cv(
         partitions = splits is not None and _partitions(splits, n_samples)
         constant_folds = None  # (X centred in place later: found now)
         if splits is not None and scoring == "correlation":
-            constant_folds = _constant_prediction_folds(Xt, splits, sw)
+            constant_folds = _constant_prediction_folds(Xt, splits, sw, fit_intercept)
         # leave-one-out (or folds) from dual coefficients, with no eigendecomposition
         # or from one
         route = _use_dual_route(

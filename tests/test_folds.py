@@ -1447,3 +1447,46 @@ def test_correlation_of_a_fold_of_repeated_samples_is_zero(monkeypatch, case, fi
         )
     ref[2] = 0.0  # (refits' numpy correlations of the constant are rounding there too)
     assert_allclose(got.alpha_scores_, ref.mean(axis=0), atol=1e-4 if dtype == np.float32 else 1e-8)
+
+
+TRAINED_ON_ONE_ROW = {
+    # case: (n_samples, n_features, splits, sample weights, the folds trained on one row)
+    "one_row": (3, 1, [([1, 2], [0]), ([0], [1, 2])], None, [1]),
+    "copies": (6, 2, [([0, 1, 2], [3, 4, 5]), ([3, 4, 5], [0, 1, 2])], None, [0]),
+    "weighted": (4, 3, [([0, 1], [2, 3]), ([2, 3], [0, 1])], [1.0, 0.0, 1.0, 1.0], [0]),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAINED_ON_ONE_ROW))
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_correlation_of_a_fold_trained_on_one_row_is_zero(case, fit_intercept, dtype):
+    """With an intercept, a training fold whose samples (of weight > 0) are copies of
+    one row of X gives the training mean as every prediction: correlation 0. It had
+    been scored from rounding, +-1 (a differential fuzz found the three cases).
+    Without an intercept the predictions vary with X and are scored."""
+    n, p, splits, sw, constant = TRAINED_ON_ONE_ROW[case]
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((n, p)), rng.standard_normal(n)
+    if case == "copies":
+        X[:3] = X[0]
+    sw = None if sw is None else np.asarray(sw)
+    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splits]
+    alphas = [1e-3, 1.0]
+    got = FastRidgeCV(
+        alphas=alphas, cv=splits, scoring="correlation", fit_intercept=fit_intercept
+    ).fit(X.astype(dtype), y.astype(dtype), sample_weight=sw)
+    w = np.ones(n) if sw is None else sw
+    want = np.zeros((len(splits), len(alphas)))
+    for f, (train, test) in enumerate(splits):
+        test = test[w[test] > 0]
+        if (fit_intercept and f in constant) or len(test) < 2:
+            continue  # a constant prediction (the refits' correlations are rounding): 0
+        for a, alpha in enumerate(alphas):
+            model = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
+            pred = model.fit(X[train], y[train], sample_weight=w[train]).predict(X[test])
+            if np.ptp(pred) > 0:  # (copies of one row predict bit-identical values)
+                want[f, a] = np.corrcoef(pred, y[test])[0, 1]  # (test weights 1 here)
+    assert_allclose(
+        got.alpha_scores_, want.mean(axis=0), atol=1e-4 if dtype == np.float32 else 1e-8
+    )
