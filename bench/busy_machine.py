@@ -1,0 +1,122 @@
+"""fastridge on a machine busy with other processes, against an idle one.
+
+A shared server often runs other jobs beside a fit. OpenBLAS's (and OpenMP's)
+threads wait for each other at barriers, and a thread whose core another process
+holds makes the others wait a scheduler time slice; fastridge runs small calls,
+and every factorisation while its large GEMMs find the cores busy, on one thread
+(see `fastridge._backend`, "small calls on one BLAS thread"). This script shows
+what that is worth: for each fastridge checkout given, each problem and cv, fits
+with `--busy` CPU-bound processes beside them (plain Python loops, one core each)
+and without, with the default threads and with n_threads=1, alternated, each fit
+in its own process.
+
+    python bench/busy_machine.py --fastridge /path/a /path/b --size S --cv loo 5 \\
+        --busy 2 --repeats 3
+
+Prints a markdown table of median wall seconds. The busy processes are started
+before and stopped after each fit; everything else on the machine adds to them,
+so run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+FIT = """
+import json, sys, time
+sys.path.insert(0, {bench!r})
+import _problems
+from fastridge import FastRidgeCV
+X, Y = _problems.make_problem({n}, {p}, {t})
+model = FastRidgeCV(alphas=_problems.ALPHAS_6, alpha_per_target=True, dtype="float32",
+                    cv={cv}, n_threads={threads}, solution="dual")
+start = time.perf_counter()
+model.fit(X, Y)
+print(json.dumps({{"wall": time.perf_counter() - start, "timings": model.timings_}}))
+"""
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def fit_seconds(checkout: str, n: int, p: int, t: int, cv, threads, busy: int) -> dict:
+    """One fit in a new process (fastridge from `checkout`), `busy` spinning processes
+    beside it from before its start to its end."""
+    spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(busy)]
+    for s in spinners:
+        s.start()
+    time.sleep(0.5 if busy else 0.0)  # (the spinners running before the fit starts)
+    try:
+        code = FIT.format(bench=str(HERE), n=n, p=p, t=t, cv=cv, threads=threads)
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONPATH": checkout},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        for s in spinners:
+            s.terminate()
+            s.join()
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    import _problems
+
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--fastridge", nargs="+", required=True, help="checkouts to compare")
+    ap.add_argument("--size", default="S", choices=sorted(_problems.SIZES))
+    ap.add_argument("--cv", nargs="+", default=["loo", "5"], help="loo and/or fold counts")
+    ap.add_argument("--busy", type=int, default=2, help="CPU-bound processes beside a fit")
+    ap.add_argument("--repeats", type=int, default=3)
+    ns = ap.parse_args(argv)
+    dims = _problems.SIZES[ns.size]
+    n, p, t = dims["n_samples"], dims["n_features"], dims["n_targets"]
+    cases = [
+        (checkout, cv, threads, busy)
+        for cv in ns.cv
+        for busy in (0, ns.busy)
+        for threads in (None, 1)
+        for checkout in ns.fastridge
+    ]
+    walls = {case: [] for case in cases}
+    for _ in range(ns.repeats):  # alternated: every case once per round
+        for case in cases:
+            checkout, cv, threads, busy = case
+            res = fit_seconds(checkout, n, p, t, None if cv == "loo" else int(cv), threads, busy)
+            walls[case].append(res["wall"])
+            print(case, f"{res['wall']:.2f}s", flush=True)
+    print(
+        f"\n{ns.size} (n={n}, p={p}, t={t}), 6 alphas, dual solution, float32; median of "
+        f"{ns.repeats} fits; {ns.busy} CPU-bound processes beside the busy ones\n"
+    )
+    print("| checkout | cv | beside | n_threads | wall s (median) | fits |")
+    print("|---|---|---|---|---|---|")
+    for case in cases:
+        checkout, cv, threads, busy = case
+        fits = " / ".join(f"{w:.2f}" for w in walls[case])
+        print(
+            f"| {checkout} | {cv} | {busy} | {threads or 'default'} | "
+            f"{statistics.median(walls[case]):.2f} | {fits} |"
+        )
+
+
+if __name__ == "__main__":
+    sys.path.insert(1, str(HERE))
+    main()
