@@ -15,7 +15,10 @@ in its own process.
 
 Prints a markdown table of median wall seconds. The busy processes are started
 before and stopped after each fit; everything else on the machine adds to them,
-so run it on an otherwise idle machine.
+so run it on an otherwise idle machine. (On the 2-core Zen 4 VM, 2 or 3 of these
+processes slowed fits 2-3x, as much with n_threads=1, and did not reproduce the
+stalls that a differential fuzz's dozens of short-lived processes caused: an S
+leave-one-out fit of 18-25 s instead of 1.6 s; see bench/RESULTS.md.)
 """
 
 from __future__ import annotations
@@ -47,8 +50,17 @@ print(json.dumps({{"wall": time.perf_counter() - start, "timings": model.timings
 
 
 def _spin() -> None:
-    while True:
-        pass
+    """A busy process as a shared server runs them: small numpy work on one thread,
+    allocating as it goes (a plain Python loop, which never yields its core, did
+    not make fastridge's threads stall; a differential fuzz of small fits did)."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    with threadpool_limits(limits=1):
+        while True:
+            a = rng.standard_normal((60, 80))
+            np.linalg.solve(a @ a.T + np.eye(60), a)
 
 
 def fit_seconds(checkout: str, n: int, p: int, t: int, cv, threads, busy: int) -> dict:

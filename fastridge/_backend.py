@@ -439,9 +439,12 @@ SMALL_LAPACK_N = 512  # factorisations of smaller matrices too
 # beside the two processes (measured). So each GEMM of PROBE_FLOPS or more probes
 # the machine (`_probing`), and while the last one found it busy, factorisations
 # of any size, and GEMMs below PROBE_FLOPS, run on one thread too.
+# A library's first threaded GEMM in a process reads low on an idle machine (0.72-0.73
+# per thread, and 0.3 s longer: its threads' set-up), so a small GEMM runs first.
 PROBE_FLOPS = 1e9  # (~5 ms or more on 2 cores)
 BUSY_RATIO = 0.8  # CPU seconds per thread per wall second below which cores are busy
 _busy = False  # what the last probe found
+_warmed = set()  # the libraries (numpy_path True / False) that have run a threaded GEMM
 
 
 @functools.lru_cache(maxsize=1)
@@ -497,6 +500,13 @@ def _probing(flops: float, numpy_path: bool):
     if flops < PROBE_FLOPS:
         yield
         return
+    if numpy_path not in _warmed:
+        _warmed.add(numpy_path)
+        a = torch.ones((400, 400), dtype=torch.float64)  # 1.3e8 flops: threaded
+        if numpy_path:
+            _host_gemm(a.numpy(), a.numpy(), np.empty((400, 400)))
+        else:
+            torch.mm(a, a)
     threads = _blas_threads(numpy_path)
     wall, cpu = time.perf_counter(), time.process_time()
     yield

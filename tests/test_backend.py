@@ -824,6 +824,7 @@ def test_large_gemms_probe_whether_the_cores_are_busy(monkeypatch):
     import types
 
     monkeypatch.setattr(B, "_busy", False)
+    monkeypatch.setattr(B, "_warmed", {True, False})  # (no warm-up GEMM first)
     monkeypatch.setattr(B, "_blas_threads", lambda numpy_path: 2)
     clock = {"wall": 0.0, "cpu": 0.0}
     fake = types.SimpleNamespace(
