@@ -422,21 +422,22 @@ def _lower_gram(a: torch.Tensor, out: torch.Tensor) -> None:
 # core waits a scheduler time slice (milliseconds) to get it back, at every
 # barrier. A large GEMM meets a few times per call; a small GEMM, and LAPACK's
 # blocked factorisations at every block step, many times per flop. Measured on the
-# 2-core AMD Zen 4 VM with two other CPU-bound processes running: a 200 x 200
-# Cholesky inverse (potrf + potri) took 0.84-0.88 s on OpenBLAS's 2 threads and
-# 0.7-0.9 ms on one; a 39 x 39 one 84-96 ms and 0.03 ms; an S-size K-fold fit
-# 18.6 s, and 1.9 s with n_threads=1. torch's CPU LAPACK (OpenMP threads) does the
+# 2-core AMD Zen 4 VM beside a differential fuzz's processes (load average 3-9;
+# plain CPU-bound loops did not cause it): a 200 x 200 Cholesky inverse (potrf +
+# potri) took 0.84-0.88 s on OpenBLAS's 2 threads and 0.7-0.9 ms on one; a 39 x 39
+# one 84-96 ms and 0.03 ms; an S-size K-fold fit 18.6 s, and 1.9 s with
+# n_threads=1. torch's CPU LAPACK (OpenMP threads) does the
 # same: 160 ms against 1.3 ms at 200 x 200 (its GEMMs did not). So small host
 # BLAS calls and small CPU factorisations run on one thread (`one_thread_if`),
 # which an idle machine does not notice: threads cannot pay off on so little work.
 SMALL_GEMM_FLOPS = 1e8  # GEMMs of fewer flops run on one thread (~1 ms on one core)
 SMALL_LAPACK_N = 512  # factorisations of smaller matrices too
 # Large factorisations stall as well when the machine is busy (a 999 x 999 Cholesky
-# inverse 2-4 s on 2 threads beside two CPU-bound processes, 55 ms on one), but
-# on an idle one their threads pay (18 ms against ~33). Large GEMMs share the cores
-# fairly, and they tell which case holds: their threads' CPU time per wall second
+# inverse 2-4 s on 2 threads beside the fuzz, 55 ms on one), but on an idle one
+# their threads pay (18 ms against ~33). Large GEMMs share the cores fairly, and
+# they tell which case holds: their threads' CPU time per wall second
 # (time.process_time) was 0.99-1.01 per thread on the idle machine and 0.45-0.50
-# beside the two processes (measured). So each GEMM of PROBE_FLOPS or more probes
+# beside the fuzz (measured). So each GEMM of PROBE_FLOPS or more probes
 # the machine (`_probing`), and while the last one found it busy, factorisations
 # of any size, and GEMMs below PROBE_FLOPS, run on one thread too.
 # A library's first threaded GEMM in a process reads low on an idle machine (0.72-0.73
