@@ -1219,3 +1219,29 @@ def test_a_constant_column_with_a_sample_of_weight_zero_has_rank_zero(dtype):
     gcv.fit(X.astype(dtype), y.astype(dtype), sample_weight=w)
     rmse = np.sqrt(np.sum(w * (y - np.average(y, weights=w)) ** 2) / w.sum())
     assert_allclose(gcv.best_score_, -rmse * 3 / 2, rtol=1e-3 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (12, 3), (8, 20)], ids=["3x1", "n>p", "n<p"])
+@pytest.mark.parametrize("spread", [1e-3, 1e-7])
+@pytest.mark.parametrize("store", [False, True])
+def test_loo_correlation_of_targets_barely_varying_around_a_large_mean(shape, spread, store):
+    """Leave-one-out correlation without an intercept of targets 1000 + spread * noise:
+    the predictions and the targets are both centred before their product is
+    summed (with the predictions centred alone, 3 x 1 scored -0.99995 for -1 at a
+    spread of 1e-3 and +1 at 1e-7; a differential fuzz found it)."""
+    n, p = shape
+    rng = np.random.default_rng(n + p)
+    X = np.ones((n, p)) if p == 1 else rng.standard_normal((n, p))
+    y = 1000.0 + spread * (np.array([0.0, 1.0, 3.0]) if n == 3 else rng.standard_normal(n))
+    alpha = 1e-3
+    got = FastRidgeCV(
+        alphas=[alpha], fit_intercept=False, scoring="correlation", store_cv_results=store
+    ).fit(X, y)
+    loo = np.array([
+        Ridge(alpha=alpha, fit_intercept=False).fit(np.delete(X, i, 0), np.delete(y, i))
+        .predict(X[i : i + 1])[0]
+        for i in range(n)
+    ])  # fmt: skip
+    pc, yc = loo - loo.mean(), y - y.mean()
+    want = pc @ yc / np.sqrt((pc @ pc) * (yc @ yc))
+    assert_allclose(got.alpha_scores_[0], want, atol=1e-6)
