@@ -484,7 +484,18 @@ def one_thread_if(small: bool):
 def small_factorisation(A: torch.Tensor) -> bool:
     """A factorisation of A (2-D) that runs on one thread: on the CPU, below SMALL_LAPACK_N
     or while the cores are busy."""
-    return A.device.type == "cpu" and (_busy or min(A.shape) < SMALL_LAPACK_N)
+    return A.device.type == "cpu" and _one_thread_factorisation(min(A.shape))
+
+
+def _one_thread_factorisation(n: int) -> bool:
+    """A CPU factorisation of n rows runs on one thread (`small_factorisation`)."""
+    return _busy or n < SMALL_LAPACK_N
+
+
+def _one_thread_product(flops: float) -> bool:
+    """A host BLAS product of `flops` runs on one thread: below SMALL_GEMM_FLOPS, or
+    below PROBE_FLOPS while the cores are busy."""
+    return flops < (PROBE_FLOPS if _busy else SMALL_GEMM_FLOPS)
 
 
 def _blas_threads(numpy_path: bool) -> int:
@@ -546,8 +557,7 @@ def _host_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         out[...] = 0
         return out
     single = a.dtype == np.float32
-    flops = 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
-    small = flops < (PROBE_FLOPS if _busy else SMALL_GEMM_FLOPS)  # (one thread below it)
+    small = _one_thread_product(2.0 * a.shape[0] * a.shape[1] * b.shape[1])
     # row-major out is out^T in column-major order, and out^T = b^T a^T
     if _is_transpose_of(b, a):
         syrk = blas.ssyrk if single else blas.dsyrk
@@ -783,7 +793,7 @@ def lower_symv(lower: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         from scipy.linalg import blas
 
         symv = blas.ssymv if src.dtype == np.float32 else blas.dsymv
-        with one_thread_if(2.0 * n * n < SMALL_GEMM_FLOPS):
+        with one_thread_if(_one_thread_product(2.0 * n * n)):
             if src.flags.f_contiguous:
                 return torch.from_numpy(symv(1.0, src, x.numpy(), lower=1))
             # (row-major: the transpose, in Fortran order, holds the triangle as its upper one)
@@ -835,7 +845,7 @@ def pivoted_cholesky_rank(A: torch.Tensor, tol: float, work: torch.Tensor | None
 
     # A is symmetric: its transpose is the same matrix in Fortran order
     a = work.copy_(A).numpy().T if work.device.type == "cpu" else host_copy(A.cpu().numpy()).T
-    with one_thread_if(n < SMALL_LAPACK_N):  # (on the host, whatever A's device)
+    with one_thread_if(_one_thread_factorisation(n)):  # (on the host, whatever A's device)
         _, _, rank, info = lapack.dpstrf(a, tol=tol, lower=1, overwrite_a=1)
     if info < 0:
         raise ValueError(f"dpstrf: illegal argument {-info}")

@@ -186,7 +186,7 @@ class Scoring:
         w_total = _w_total(pred.shape[0], sqrt_sw)
         pred.sub_((column_sums(pred, weights) / w_total).to(pred.dtype))
         product = reused_buffer(self._work, "product", pred.shape, pred.dtype, pred.device)
-        y_mean = (column_sums(y, weights) / w_total).to(y.dtype)
+        y_mean = _column_means(y, weights, sqrt_sw)
         cov = column_sums(torch.sub(y, y_mean, out=product).mul_(pred), weights)
         var_p = column_sums(torch.mul(pred, pred, out=product), weights)
         return _cov_over(cov, torch.sqrt(ss_tot * var_p))
