@@ -51,7 +51,14 @@ from ._backend import (
     small_factorisation,
 )
 from ._chunks import available_memory
-from ._decompose import SVD_LOSS, Decomposition, gram_rank, gram_resolves, svd_spectrum
+from ._decompose import (
+    SVD_LOSS,
+    Decomposition,
+    drops_resolvable,
+    gram_rank,
+    gram_resolves,
+    svd_spectrum,
+)
 from ._kernels import gcv_sums, update_best
 from ._scoring import FOLD_PREDICTS, FOLD_SUMS
 
@@ -1619,28 +1626,37 @@ class FoldRefits:
             # training X^T y lies in training X's row space, but c_b's rounding
             # (a float32 difference UtY - U_b^T Yc_b) is not, and 1 / alpha would
             # amplify it (float32 scored -10.4 for -4.26 at alpha 1e-7 lambda_max,
-            # n=7, p=5, 3 folds). They are dropped, with decompose's tolerance.
+            # n=7, p=5, 3 folds). They are dropped, with decompose's tolerance, and
+            # so is a direction of singular value below eps s_max: its part of c_b,
+            # up to s |y|, is under c_b's rounding, eps s_max |y| (float32 only:
+            # float64's eps is below decompose's tolerance).
             top = float(lam[-1]) if lam.numel() else 0.0
             rel_tol = max(decomp.n_samples, decomp.n_features) * _EPS64
-            if top > 0.0 and not gram_resolves(
-                top_all, float(lam[0]), float(a64.min()), _EPS64, eps
-            ):
-                # C, a downdate of X's covariance, is within ~eps lambda_max only, as
-                # `decompose`'s eigh is: the SVD of the training rows themselves, D =
-                # Z_T - s_T m^T (D^T D = C), instead, with decompose's tolerance on its
-                # singular values (4 folds of X of columns scaled 1e-3 to 1e3 around
-                # 100, 60 x 12, at 1e-14 lambda_max: scores 2.4e-3 off refits by the
-                # downdate's eigh, 1.9e-12 by the SVD)
+            sv_tol = max(rel_tol, eps)  # (on singular values, relative to s_max)
+            tol = max(rel_tol, sv_tol * sv_tol) * top  # (on eigh's eigenvalues)
+            D = None  # the training rows, centred: Z_T - s_T m^T (D^T D = C)
+            if top > 0.0:
                 train = torch.ones(decomp.n_samples, dtype=torch.bool, device=U.device)
                 train[rows] = False
                 D = U[train] * root
                 if intercept:
-                    s_train = torch.ones_like(D[:, 0]) if s is None else s[train]
-                    D -= torch.outer(s_train, m)
+                    D -= torch.outer(torch.ones_like(D[:, 0]) if s is None else s[train], m)
+            # C, a downdate of X's covariance, is within ~eps lambda_max only, as
+            # `decompose`'s eigh is: then the SVD of D instead, as `decompose` does,
+            # where the fit is finer than eigh resolves (4 folds of X of columns
+            # scaled 1e-3 to 1e3 around 100, 60 x 12, at 1e-14 lambda_max: scores
+            # 2.4e-3 off refits by the downdate's eigh, 1.9e-12 by the SVD), or
+            # where eigh dropped a direction the SVD keeps and the fit feels (rows
+            # repeated with 1e-7 noise, at alpha 1e-2: 1.7e-5 to 6.7e-4 off).
+            a_min = float(a64.min())
+            if top > 0.0 and (
+                not gram_resolves(top_all, float(lam[0]), a_min, _EPS64, eps)
+                or drops_resolvable(D, lam, V, "covariance", a_min, rel_tol, eps, sv_tol)
+            ):
                 lam, V, _ = svd_spectrum(D, "covariance")  # (ascending, as eigh's)
                 top = float(lam[-1]) if lam.numel() else 0.0
-                rel_tol *= rel_tol
-            live = lam > rel_tol * top
+                tol = sv_tol * sv_tol * top
+            live = lam > tol
             A = mm(Zb, V)  # (n_b, rank)
             B = V.T * root[None, :]  # V_b^T diag(sqrt(eigvals))
             Vm = V.T @ m if intercept else None

@@ -20,7 +20,7 @@ The dual form (eigh of the Gram matrix) is used when the rotated sample count
 is <= n_features, the primal form (eigh of the covariance) otherwise, like
 scikit-learn's gcv_mode="auto". Where that matrix, whose eigenvalues eigh finds
 only to ~eps lambda_max, cannot resolve the fit, the SVD of the reflected design
-gives the same quantities instead (`SVD_LOSS`, `_drops_resolvable`).
+gives the same quantities instead (`SVD_LOSS`, `drops_resolvable`).
 
 Rank tolerance: directions with eigval <= max(n_samples, n_features) * eps *
 max(eigvals) are dropped (eps of the decomposition dtype, numpy.matrix_rank's
@@ -297,15 +297,23 @@ def _eigh_resolves(eigvals: torch.Tensor, alpha_min, eps: float, compute_eps: fl
     return gram_resolves(float(eigvals[-1]), float(eigvals[0]), alpha_min, eps, compute_eps)
 
 
-def _drops_resolvable(
-    Z: torch.Tensor, eigvals, vecs, form: str, alpha_min, rel_tol: float, compute_eps: float
+def drops_resolvable(
+    Z: torch.Tensor,
+    eigvals,
+    vecs,
+    form: str,
+    alpha_min,
+    rel_tol: float,
+    compute_eps: float,
+    keep_tol: float | None = None,
 ) -> bool:
     """Whether eigh dropped (eigenvalue <= rel_tol lambda_max) a direction the SVD
-    would keep and the fit would feel. eigh resolves eigenvalues to ~eps lambda_max
+    would keep (singular value above keep_tol s_max, by default rel_tol s_max) and
+    the fit would feel. eigh resolves eigenvalues to ~eps lambda_max
     only, singular values to ~sqrt(eps) s_max, where the SVD resolves them to ~eps
     s_max: Z on the dropped eigenvectors (Z V_d, or Z^T U_d in Gram form), formed
     directly, has them as the SVD would, and its Frobenius norm bounds the largest.
-    Past the SVD's own tolerance (rel_tol s_max), such a direction's part of the
+    Past the SVD's own tolerance, such a direction's part of the
     coefficients, up to s s_max / alpha of theirs, is weighed as in `gram_resolves`
     (float32 coefficients of near-duplicate columns, s = 1.3e-8 s_max at alpha
     2e-7 lambda_max, had been 2.3e-2 off with it dropped)."""
@@ -316,7 +324,7 @@ def _drops_resolvable(
     dropped = vecs[:, :n_dropped]  # (eigh's order: ascending)
     part = mm(Z, dropped) if form == "covariance" else mm(Z.T, dropped)
     s_max, s_dropped = top**0.5, float(torch.linalg.vector_norm(part))
-    if s_dropped <= rel_tol * s_max:
+    if s_dropped <= (rel_tol if keep_tol is None else keep_tol) * s_max:
         return False
     return alpha_min is None or s_dropped * s_max > max(SVD_LOSS, compute_eps) * alpha_min
 
@@ -502,7 +510,7 @@ def decompose(
     eps, compute_eps = torch.finfo(work_dtype).eps, torch.finfo(compute_dtype).eps
     rel_tol = max(n_samples, n_features) * eps
     svd_rows = None  # the covariance form's U rows, when the SVD gives them
-    by_svd = not _eigh_resolves(eigvals, alpha_min, eps, compute_eps) or _drops_resolvable(
+    by_svd = not _eigh_resolves(eigvals, alpha_min, eps, compute_eps) or drops_resolvable(
         Z, eigvals, vecs, form, alpha_min, rel_tol, compute_eps
     )
     if by_svd:

@@ -344,6 +344,14 @@ REFIT_CASES = {
     "chunked_dual": ((60, 15), {"target_chunk": 2, "solution": "dual"}, "weights"),
     "n_near_p": ((40, 30), {"cv": 2}, None),  # 20 training rows < 30 features
     "constant_x": ((60, 15), {}, None),  # rank 0: the intercept alone
+    # rows 20-39 repeat rows 0-19 with 1e-7 noise, so training folds have fewer
+    # distinct rows than features: their covariances have eigenvalues below what
+    # eigh of the downdate resolves, which the small alphas feel (scores 1.7e-5 and
+    # 5.7e-5 off with them dropped; session 30's fuzz)
+    "near_duplicate_rows": ((40, 17), {"fit_intercept": False,
+                                       "cv": KFold(2, shuffle=True, random_state=0)}, None),
+    "near_duplicate_rows_intercept": ((40, 25), {"cv": KFold(3, shuffle=True,
+                                                             random_state=0)}, None),
 }  # fmt: skip
 
 
@@ -363,6 +371,8 @@ def test_fold_refits_equal_brute_force_refits(monkeypatch, case, dtype):
         X[:, 9:] = X[:, :6] @ np.random.default_rng(2).standard_normal((6, 6))
     elif case == "constant_x":
         X[:] = 3.0
+    elif case.startswith("near_duplicate_rows"):
+        X[20:] = X[:20] + 1e-7 * np.random.default_rng(2).standard_normal((20, shape[1]))
     kw = {"alphas": ALPHAS, "cv": 5, "alpha_per_target": True, "store_cv_results": True, **kw}
     fit = {}
     groups = np.arange(shape[0]) % 6
@@ -1213,30 +1223,38 @@ def test_float64_redo_writes_into_coef_out():
 
 
 def test_fold_refits_that_would_lose_digits_are_solved_in_float64(monkeypatch):
-    """FoldRefits (forced) on repeated samples, n_samples > n_features, float32,
-    alphas down to 1e-9 lambda_max: its makers amplify the float32 difference
-    UtY - U_b^T Yc_b, so the fit is redone in float64 and keeps the refits' scores
-    (the smallest alphas' r2 had been 0.4 off)."""
+    """FoldRefits (forced) on samples repeated with 1e-5 noise, n_samples >
+    n_features, float32, alphas down to 1e-9 lambda_max: its makers amplify the
+    float32 difference UtY - U_b^T Yc_b in the training folds' small directions
+    (singular values ~1e-5 s_max, kept), so the fit is redone in float64 and keeps
+    the refits' scores (the smallest alphas' r2 had been 0.4 off). Exact repeats
+    are fitted in float32: their training folds' null directions are dropped."""
     import torch
 
     import fastridge.solve as solve_module
     from fastridge._cv import FoldRefits
 
     monkeypatch.setattr(solve_module, "_fold_refits_pay", lambda *a, **k: True)
-    rng = np.random.default_rng(5)
-    X = rng.standard_normal((15, 14))[np.arange(30) % 15]
-    Y = X @ rng.standard_normal((14, 4)) * 0.3 + rng.standard_normal((30, 4))
-    Xc = X - X.mean(axis=0)
-    alphas = np.linalg.eigvalsh(Xc.T @ Xc).max() * np.logspace(-9, 0, 4)
-    cv = KFold(3, shuffle=True, random_state=0)
-    schemes = _schemes(monkeypatch)
-    got = FastRidgeCV(alphas=alphas, cv=cv, alpha_per_target=True).fit(
-        X.astype(np.float32), Y.astype(np.float32)
-    )
-    assert [type(s) for s in schemes] == [FoldRefits]
-    assert schemes[0].decomp.dtype == torch.float64  # (the redo's: float32's raised)
-    brute = brute_force_fold_scores(X, Y, alphas, list(cv.split(X)), True).mean(axis=0)
-    assert_allclose(got.alpha_scores_, brute, rtol=1e-6, atol=1e-6)
+    for noise, redone in ((1e-5, True), (0.0, False)):
+        rng = np.random.default_rng(5)
+        X = rng.standard_normal((15, 14))[np.arange(30) % 15]
+        X = (X + noise * rng.standard_normal(X.shape)).astype(np.float32)
+        Y = (X @ rng.standard_normal((14, 4)) * 0.3 + rng.standard_normal((30, 4))).astype(
+            np.float32
+        )
+        Xc = X - X.mean(axis=0, dtype=np.float64)
+        alphas = np.linalg.eigvalsh(Xc.T @ Xc).max() * np.logspace(-9, 0, 4)
+        cv = KFold(3, shuffle=True, random_state=0)
+        schemes = _schemes(monkeypatch)
+        got = FastRidgeCV(alphas=alphas, cv=cv, alpha_per_target=True).fit(X, Y)
+        assert [type(s) for s in schemes] == [FoldRefits]
+        assert schemes[0].decomp.dtype == (torch.float64 if redone else torch.float32)
+        monkeypatch.undo()
+        monkeypatch.setattr(solve_module, "_fold_refits_pay", lambda *a, **k: True)
+        # (the refits of the float32 data, in float64)
+        X, Y = X.astype(np.float64), Y.astype(np.float64)
+        brute = brute_force_fold_scores(X, Y, alphas, list(cv.split(X)), True).mean(axis=0)
+        assert_allclose(got.alpha_scores_, brute, rtol=1e-5 if redone else 2e-5)
 
 
 def test_correlation_of_a_fold_of_repeated_samples_stays_within_one():
