@@ -1629,7 +1629,10 @@ class FoldRefits:
             # n=7, p=5, 3 folds). They are dropped, with decompose's tolerance, and
             # so is a direction of singular value below eps s_max: its part of c_b,
             # up to s |y|, is under c_b's rounding, eps s_max |y| (float32 only:
-            # float64's eps is below decompose's tolerance).
+            # float64's eps is below decompose's tolerance). On session 30's fuzz
+            # cases with folds and n_samples > n_features in float32 (2,887), against
+            # the scores before the SVD below: 1 fit 2x worse and none better with
+            # this floor, 7 worse and 5 better without it.
             top = float(lam[-1]) if lam.numel() else 0.0
             rel_tol = max(decomp.n_samples, decomp.n_features) * _EPS64
             sv_tol = max(rel_tol, eps)  # (on singular values, relative to s_max)
