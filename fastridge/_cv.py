@@ -35,6 +35,7 @@ from ._backend import (
     Workspace,
     addmm,
     block_indicator,
+    centre_columns,
     cholesky_inverse,
     column_sq_sums,
     constant_columns_exact,
@@ -122,17 +123,18 @@ def project(
     sum of the folds' U_b^T Yc_b, kept in `fold_products` for the scheme: the
     same flops as UtY alone. `null` also projects on the decomposition's null
     basis, in the same GEMM: `ProjectedChunk.full_projection`."""
+    y = Y if keep_y else None
+    if keep_y and out is not None and out.data_ptr() == Y.data_ptr():
+        raise ValueError("project: `out` may not be Y itself when the raw Y is kept")
     if decomp.fit_intercept:
         w = None if decomp.sqrt_sw is None else decomp.sqrt_sw * decomp.sqrt_sw
         y_offset = Y.mean(dim=0) if w is None else (w / w.sum()) @ Y
         # (a constant target is centred to exactly 0: its residuals are 0, not noise)
         y_offset = constant_columns_exact(Y, y_offset, w)
+        Yc, y_offset = centre_columns(Y, y_offset, w, out=out)
     else:
         y_offset = torch.zeros(Y.shape[1], dtype=Y.dtype, device=Y.device)
-    y = Y if keep_y else None
-    if keep_y and out is not None and out.data_ptr() == Y.data_ptr():
-        raise ValueError("project: `out` may not be Y itself when the raw Y is kept")
-    Yc = torch.sub(Y, y_offset, out=out) if out is not None else Y - y_offset
+        Yc = torch.sub(Y, y_offset, out=out) if out is not None else Y - y_offset
     if decomp.sqrt_sw is not None:
         Yc.mul_(decomp.sqrt_sw[:, None])
     if not on_basis:
