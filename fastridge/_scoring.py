@@ -192,8 +192,7 @@ class Scoring:
         w_total = _w_total(pred.shape[0], sqrt_sw)
         centre_columns(pred, (column_sums(pred, weights) / w_total).to(pred.dtype), weights, pred)
         product = reused_buffer(self._work, "product", pred.shape, pred.dtype, pred.device)
-        yc, _ = centre_columns(y, _column_means(y, weights, sqrt_sw), weights, product)
-        cov = column_sums(yc.mul_(pred), weights)
+        cov = column_sums(_centred(y, weights, sqrt_sw, product).mul_(pred), weights)
         var_p = column_sums(torch.mul(pred, pred, out=product), weights)
         return _cov_over(cov, torch.sqrt(ss_tot * var_p))
 
@@ -264,11 +263,10 @@ class Scoring:
         if not self.builtin or self.scoring not in _NEEDS_Y:
             return None
         weights = None if sqrt_sw is None else sqrt_sw * sqrt_sw
-        y_mean = _column_means(y, weights, sqrt_sw)
         # into a block reused across calls: fresh memory's first touch cost more than
         # the arithmetic (0.31 s against 0.06 for 800 x 10,000, measured)
         centred = reused_buffer(self._work, "product", y.shape, y.dtype, y.device)
-        return column_sums(centre_columns(y, y_mean, weights, centred)[0].square_(), weights)
+        return column_sums(_centred(y, weights, sqrt_sw, centred).square_(), weights)
 
     def _params(self, rows) -> dict:
         """Score parameters, with per-sample ones (sample_weight) sliced to `rows`."""
@@ -336,8 +334,14 @@ def _spread(y: torch.Tensor, sqrt_sw: torch.Tensor | None):
     weighted mean (n_rows, n_chunk), and their weighted sum of squares (n_chunk,)."""
     w = None if sqrt_sw is None else (sqrt_sw * sqrt_sw)[:, None]
     weights = None if w is None else w[:, 0]
-    yc, _ = centre_columns(y, _column_means(y, weights, sqrt_sw), weights)
+    yc = _centred(y, weights, sqrt_sw)
     return w, yc, column_sums(yc * yc, weights)
+
+
+def _centred(y: torch.Tensor, weights, sqrt_sw, out=None) -> torch.Tensor:
+    """y (n_rows, n_chunk) less its (weighted) column means, into `out` if given, in
+    two passes (`_backend.centre_columns`), a constant column exactly 0."""
+    return centre_columns(y, _column_means(y, weights, sqrt_sw), weights, out)[0]
 
 
 def _column_means(y: torch.Tensor, weights, sqrt_sw) -> torch.Tensor:
