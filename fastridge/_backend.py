@@ -427,11 +427,16 @@ def _lower_gram(a: torch.Tensor, out: torch.Tensor) -> None:
 # potri) took 0.84-0.88 s on OpenBLAS's 2 threads and 0.7-0.9 ms on one; a 39 x 39
 # one 84-96 ms and 0.03 ms; an S-size K-fold fit 18.6 s, and 1.9 s with
 # n_threads=1. torch's CPU LAPACK (OpenMP threads) does the
-# same: 160 ms against 1.3 ms at 200 x 200 (its GEMMs did not). So small host
-# BLAS calls and small CPU factorisations run on one thread (`one_thread_if`),
-# which an idle machine does not notice: threads cannot pay off on so little work.
-SMALL_GEMM_FLOPS = 1e8  # GEMMs of fewer flops run on one thread (~1 ms on one core)
-SMALL_LAPACK_N = 512  # factorisations of smaller matrices too
+# same: 160 ms against 1.3 ms at 200 x 200 (its GEMMs did not). So small CPU
+# factorisations run on one thread (`one_thread_if`), which an idle machine does
+# not notice: there its threads do not pay on them either (a 200 x 200 Cholesky
+# inverse 4.4 ms on 2 threads, 0.5 ms on one; 511 x 511 6.9 and 5.5 ms). Small
+# GEMMs are another matter: on the idle machine 2 threads ran them 1.7-2.0x
+# faster from 2.6e6 flops up (1000 x 200 @ 200 x 200 float64 0.81 ms against 1.62;
+# session 31, measured), so they run on one thread only while the cores are busy
+# (below; in session 30 all GEMMs under 1e8 flops had, which slowed the K-fold
+# makers, 30 such GEMMs in an S fit, to half speed on an idle machine).
+SMALL_LAPACK_N = 512  # factorisations of smaller matrices run on one thread
 # Large factorisations stall as well when the machine is busy (a 999 x 999 Cholesky
 # inverse 2-4 s on 2 threads beside the fuzz, 55 ms on one), but on an idle one
 # their threads pay (18 ms against ~33). Large GEMMs share the cores fairly, and
@@ -493,9 +498,9 @@ def _one_thread_factorisation(n: int) -> bool:
 
 
 def _one_thread_product(flops: float) -> bool:
-    """A host BLAS product of `flops` runs on one thread: below SMALL_GEMM_FLOPS, or
-    below PROBE_FLOPS while the cores are busy."""
-    return flops < (PROBE_FLOPS if _busy else SMALL_GEMM_FLOPS)
+    """A host BLAS product of `flops` runs on one thread: below PROBE_FLOPS while the
+    cores are busy."""
+    return _busy and flops < PROBE_FLOPS
 
 
 def _blas_threads(numpy_path: bool) -> int:

@@ -740,9 +740,11 @@ def _openblas_threads() -> list[int]:
 
 @pytest.mark.skipif(not B._openblas_pools(), reason="no OpenBLAS (threadpoolctl) to set")
 def test_small_host_calls_run_on_one_blas_thread(monkeypatch):
-    """Small host GEMMs and factorisations run on one OpenBLAS thread (threads that
-    meet at barriers stall for milliseconds on a busy machine), large ones on the
-    threads set, and the setting is put back after each call."""
+    """Small host factorisations run on one OpenBLAS thread (threads that meet at
+    barriers stall for milliseconds on a busy machine, and do not pay on an idle
+    one), large ones on the threads set; GEMMs, small ones too, on the threads set
+    (on an idle machine they pay from ~1e6 flops), but for the small ones on one
+    thread while the cores are busy; the setting is put back after each call."""
     from scipy.linalg import blas, lapack
     from threadpoolctl import threadpool_limits
 
@@ -766,7 +768,11 @@ def test_small_host_calls_run_on_one_blas_thread(monkeypatch):
                 pytest.skip("one CPU: OpenBLAS runs on one thread anyway")
             rng = np.random.default_rng(0)
             small, large = (torch.from_numpy(rng.standard_normal((m, m + 5))) for m in (40, 600))
-            B.mm(small, small.T.contiguous())  # 2 * 40 * 45 * 40 flops: one thread
+            monkeypatch.setattr(B, "_busy", False)
+            B.mm(small, small.T.contiguous())  # 2 * 40 * 45 * 40 flops, idle: the threads set
+            monkeypatch.setattr(B, "_busy", True)
+            B.mm(small, small.T.contiguous())  # busy: one thread
+            monkeypatch.setattr(B, "_busy", False)
             B.mm(large, large.T.contiguous())  # 4.4e8 flops: the threads set
             B.mm(large, large.T)  # a Gram (syrk), as large
             for A in (small, large):
@@ -779,7 +785,8 @@ def test_small_host_calls_run_on_one_blas_thread(monkeypatch):
     finally:
         B.set_cpu_blas(None)
     assert seen == [
-        ("dgemm", 1), ("dgemm", 2), ("dsyrk", 2), ("dpotri", 1), ("dpotri", 2), ("dpstrf", 1)
+        ("dgemm", 2), ("dgemm", 1), ("dgemm", 2), ("dsyrk", 2), ("dpotri", 1), ("dpotri", 2),
+        ("dpstrf", 1),
     ]  # fmt: skip
 
 
