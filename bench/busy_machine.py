@@ -1,24 +1,30 @@
-"""fastridge on a machine busy with other processes, against an idle one.
+"""fastridge on a machine busy with other processes, against an idle one; and
+fastridge checkouts side by side.
 
 A shared server often runs other jobs beside a fit. OpenBLAS's (and OpenMP's)
 threads wait for each other at barriers, and a thread whose core another process
-holds makes the others wait a scheduler time slice; fastridge runs small calls,
-and every factorisation while its large GEMMs find the cores busy, on one thread
-(see `fastridge._backend`, "small calls on one BLAS thread"). This script shows
-what that is worth: for each fastridge checkout given, each problem and cv, fits
-with `--busy` CPU-bound processes beside them (plain Python loops, one core each)
-and without, with the default threads and with n_threads=1, alternated, each fit
-in its own process.
+holds makes the others wait a scheduler time slice; fastridge runs small
+factorisations on one thread, and while its large GEMMs find the cores busy
+every factorisation and small GEMM too (see `fastridge._backend`, "small calls
+on one BLAS thread"). This script shows what that is worth: for each fastridge
+checkout given, each problem, cv and solution, fits with `--busy` CPU-bound
+processes beside them (small numpy work, one core each) and without, with the
+default threads and with n_threads=1, alternated, each fit in its own process.
+With `--busy 0` it compares the checkouts on the idle machine alone.
 
     python bench/busy_machine.py --fastridge /path/a /path/b --size S --cv loo 5 \\
         --busy 2 --repeats 3
+    # checkouts side by side on an idle machine only, default threads, both solutions
+    python bench/busy_machine.py --fastridge /path/a /path/b --size S --cv loo 5 \\
+        --busy 0 --threads default --solution primal dual --repeats 3
 
-Prints a markdown table of median wall seconds. The busy processes are started
-before and stopped after each fit; everything else on the machine adds to them,
-so run it on an otherwise idle machine. (On the 2-core Zen 4 VM, 2 or 3 of these
-processes slowed fits 2-3x, as much with n_threads=1, and did not reproduce the
-stalls that a differential fuzz's dozens of short-lived processes caused: an S
-leave-one-out fit of 18-25 s instead of 1.6 s; see bench/RESULTS.md.)
+Prints a markdown table of median wall seconds and stage seconds (`timings_`).
+The busy processes are started before and stopped after each fit; everything
+else on the machine adds to them, so run it on an otherwise idle machine. (On
+the 2-core Zen 4 VM, 2 or 3 of these processes slowed fits 2-3x, as much with
+n_threads=1, and did not reproduce the stalls that a differential fuzz's dozens
+of short-lived processes caused: an S leave-one-out fit of 18-25 s instead of
+1.6 s; see bench/RESULTS.md.)
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import _problems
 from fastridge import FastRidgeCV
 X, Y = _problems.make_problem({n}, {p}, {t})
 model = FastRidgeCV(alphas=_problems.ALPHAS_6, alpha_per_target=True, dtype="float32",
-                    cv={cv}, n_threads={threads}, solution="dual")
+                    cv={cv}, n_threads={threads}, solution={solution!r})
 start = time.perf_counter()
 model.fit(X, Y)
 print(json.dumps({{"wall": time.perf_counter() - start, "timings": model.timings_}}))
@@ -63,7 +69,9 @@ def _spin() -> None:
             np.linalg.solve(a @ a.T + np.eye(60), a)
 
 
-def fit_seconds(checkout: str, n: int, p: int, t: int, cv, threads, busy: int) -> dict:
+def fit_seconds(
+    checkout: str, n: int, p: int, t: int, cv, threads, busy: int, solution: str = "dual"
+) -> dict:
     """One fit in a new process (fastridge from `checkout`), `busy` spinning processes
     beside it from before its start to its end."""
     spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(busy)]
@@ -71,7 +79,7 @@ def fit_seconds(checkout: str, n: int, p: int, t: int, cv, threads, busy: int) -
         s.start()
     time.sleep(0.5 if busy else 0.0)  # (the spinners running before the fit starts)
     try:
-        code = FIT.format(bench=str(HERE), n=n, p=p, t=t, cv=cv, threads=threads)
+        code = FIT.format(bench=str(HERE), n=n, p=p, t=t, cv=cv, threads=threads, solution=solution)
         out = subprocess.run(
             [sys.executable, "-c", code],
             env={**os.environ, "PYTHONPATH": checkout},
@@ -96,36 +104,47 @@ def main(argv=None) -> None:
     ap.add_argument("--size", default="S", choices=sorted(_problems.SIZES))
     ap.add_argument("--cv", nargs="+", default=["loo", "5"], help="loo and/or fold counts")
     ap.add_argument("--busy", type=int, default=2, help="CPU-bound processes beside a fit")
+    ap.add_argument("--threads", nargs="+", default=["default", "1"], choices=["default", "1"])
+    ap.add_argument("--solution", nargs="+", default=["dual"], choices=["primal", "dual"])
     ap.add_argument("--repeats", type=int, default=3)
     ns = ap.parse_args(argv)
     dims = _problems.SIZES[ns.size]
     n, p, t = dims["n_samples"], dims["n_features"], dims["n_targets"]
     cases = [
-        (checkout, cv, threads, busy)
+        (checkout, cv, solution, threads, busy)
         for cv in ns.cv
-        for busy in (0, ns.busy)
-        for threads in (None, 1)
+        for solution in ns.solution
+        for busy in sorted({0, ns.busy})
+        for threads in (None if th == "default" else 1 for th in ns.threads)
         for checkout in ns.fastridge
     ]
-    walls = {case: [] for case in cases}
+    runs = {case: [] for case in cases}
     for _ in range(ns.repeats):  # alternated: every case once per round
         for case in cases:
-            checkout, cv, threads, busy = case
-            res = fit_seconds(checkout, n, p, t, None if cv == "loo" else int(cv), threads, busy)
-            walls[case].append(res["wall"])
+            checkout, cv, solution, threads, busy = case
+            cv_arg = None if cv == "loo" else int(cv)
+            res = fit_seconds(checkout, n, p, t, cv_arg, threads, busy, solution)
+            runs[case].append(res)
             print(case, f"{res['wall']:.2f}s", flush=True)
     print(
-        f"\n{ns.size} (n={n}, p={p}, t={t}), 6 alphas, dual solution, float32; median of "
-        f"{ns.repeats} fits; {ns.busy} CPU-bound processes beside the busy ones\n"
+        f"\n{ns.size} (n={n}, p={p}, t={t}), 6 alphas, float32; median of {ns.repeats} "
+        f"fits; {ns.busy} CPU-bound processes beside the busy ones\n"
     )
-    print("| checkout | cv | beside | n_threads | wall s (median) | fits |")
-    print("|---|---|---|---|---|---|")
+    head = "checkout | cv | solution | beside | n_threads | wall s (median) | fits | stages s"
+    print(f"| {head} (median) |")
+    print("|---|---|---|---|---|---|---|---|")
     for case in cases:
-        checkout, cv, threads, busy = case
-        fits = " / ".join(f"{w:.2f}" for w in walls[case])
+        checkout, cv, solution, threads, busy = case
+        walls = [r["wall"] for r in runs[case]]
+        stages = "; ".join(
+            f"{k} {statistics.median(r['timings'][k] for r in runs[case]):.3f}"
+            for k in ("decompose", "project", "cv", "refit")
+            if all(k in r["timings"] for r in runs[case])
+        )
         print(
-            f"| {checkout} | {cv} | {busy} | {threads or 'default'} | "
-            f"{statistics.median(walls[case]):.2f} | {fits} |"
+            f"| {checkout} | {cv} | {solution} | {busy} | {threads or 'default'} | "
+            f"{statistics.median(walls):.2f} | {' / '.join(f'{w:.2f}' for w in walls)} | "
+            f"{stages} |"
         )
 
 
