@@ -510,7 +510,9 @@ class GeneralizedCV:
 
     name = "gcv"
 
-    def __init__(self, decomp: Decomposition, alphas, precision: str = "highest"):
+    def __init__(
+        self, decomp: Decomposition, alphas, precision: str = "highest", predictions=False
+    ):
         self.decomp = decomp
         self.gemm = ScoringGemm(decomp.U, precision)
         shrink = shrinkage(decomp, alphas)  # (n_alphas, rank)
@@ -519,17 +521,47 @@ class GeneralizedCV:
         # 1 - tr(H) / n cancels where X spans every sample (float64 GCV scored 7.5e-2
         # off at alpha 1e-15 lambda_max, 12 x 72; a differential fuzz found it)
         outside = n - decomp.rank - int(decomp.fit_intercept)
-        self.inv_denominator = (n / (outside + shrink.sum(dim=1))).to(decomp.dtype)  # (n_alphas,)
+        rest = outside + shrink.sum(dim=1)  # n - tr(H), (n_alphas,), float64
+        self.inv_denominator = (n / rest).to(decomp.dtype)  # (n_alphas,)
         self.shrink = shrink.to(decomp.dtype)
         self.shrink_sq = (shrink**2).to(decomp.dtype)
         self.folds = None
         self.reads_remainder = not decomp.remainder_is_rounding
+        # With `predictions` (the scores of `_scoring.FOLD_PREDICTS`), `blocks` yields
+        # the held-out predictions y - e in the weighted space. Where tr(H) < n / 2
+        # they are formed as (U diag(phi) UtY - tr(H) Yc / n) n / (n - tr(H)): from
+        # y - e they would be a small difference of large numbers where alpha shrinks
+        # hard (float32 correlations 0.2-0.8 off float64's at alpha 1e9 without an
+        # intercept; a differential fuzz found them). Elsewhere as y - e, whose e
+        # then outweighs y (the first form, a difference of nearly equal terms times
+        # a large n / (n - tr(H)), had put float32 3e-3 off at alpha 1e-3, 20 x 60).
+        self.predictions = predictions
+        if predictions:
+            a64 = torch.as_tensor(alphas, dtype=torch.float64, device=decomp.device)
+            eigvals = decomp.eigvals[None, :]
+            phi = eigvals / (eigvals + a64[:, None])  # (as such: 1 - shrink cancels)
+            trace = phi.sum(dim=1) + int(decomp.fit_intercept)  # tr(H), (n_alphas,)
+            self._direct = (trace < n / 2).tolist()
+            self._phi = phi.to(decomp.dtype)
+            self._y_coef = (-trace / rest).to(decomp.dtype)  # -tr(H) / (n - tr(H))
 
     def heldout_residuals(self, chunk: ProjectedChunk, a: int, out: torch.Tensor) -> torch.Tensor:
         residuals(self.decomp, chunk, self.shrink[a], out, self.gemm)
         return out.mul_(self.inv_denominator[a])
 
+    def _predictions(self, chunk: ProjectedChunk, a: int, out: torch.Tensor) -> torch.Tensor:
+        """Held-out predictions sqrt(w) (p - y_offset) (n_samples, n_chunk), into `out`."""
+        if not self._direct[a]:
+            return self.heldout_residuals(chunk, a, out).neg_().add_(chunk.Yc)
+        pred = self.gemm(self.gemm.scale(chunk.UtY, self._phi[a]), out)
+        return pred.mul_(self.inv_denominator[a]).add_(chunk.Yc * self._y_coef[a])
+
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
+        """One block: (None = all rows, residuals in the weighted space, sqrt weights),
+        or with `predictions` the held-out predictions there."""
+        if self.predictions:
+            yield None, self._predictions(chunk, a, out), self.decomp.sqrt_sw
+            return
         yield None, self.heldout_residuals(chunk, a, out), self.decomp.sqrt_sw
 
     def squared_error_sums(self, chunk: ProjectedChunk) -> torch.Tensor:

@@ -304,7 +304,7 @@ def _cv_scheme(
         )  # fmt: skip
     if isinstance(cv, str):
         if cv == "gcv":
-            return GeneralizedCV(decomp, alphas, precision)
+            return GeneralizedCV(decomp, alphas, precision, predictions=predictions)
         raise ValueError(
             f"cv={cv!r} is not a known scheme: use None or 'loo' (exact leave-one-out), "
             "'gcv', an int (KFold), a scikit-learn splitter or (train, test) pairs"

@@ -1279,3 +1279,34 @@ def test_float32_targets_around_a_large_mean_score_as_in_float64(spread, shape):
                 )
                 err = np.abs(got.alpha_scores_ - want.alpha_scores_).max()
                 assert err <= 5e-6 * np.abs(want.alpha_scores_).max(), (cv, scoring, sw is None)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("shape", [(40, 10), (20, 60)], ids=["n>p", "n<p"])
+def test_gcv_correlation_from_predictions_at_tiny_and_huge_alphas(fit_intercept, shape):
+    """GCV's correlation scores the predictions y - e, e = (y - H y) n / (n - tr H):
+    formed as such they were a small difference of large numbers where alpha
+    shrinks hard, and float32 scored 0.2-0.8 off at alpha 1e9 without an intercept
+    (a differential fuzz found it). Both dtypes now match the hat matrix's
+    predictions, from alpha 1e-3 (nearly interpolating) to 1e9."""
+    n, p = shape
+    rng = np.random.default_rng(n + p)
+    X = rng.standard_normal((n, p))
+    Y = X @ rng.standard_normal((p, 5)) + rng.standard_normal((n, 5))
+    alphas = [1e-3, 1.0, 1e3, 1e9]
+    Xc = X - X.mean(axis=0) if fit_intercept else X
+    Yc = Y - Y.mean(axis=0) if fit_intercept else Y
+    want = []
+    for alpha in alphas:
+        H = Xc @ np.linalg.solve(Xc.T @ Xc + alpha * np.eye(p), Xc.T)
+        trace = np.trace(H) + fit_intercept
+        pred = Yc - (Yc - H @ Yc) * n / (n - trace)
+        pc, yc = pred - pred.mean(axis=0), Y - Y.mean(axis=0)
+        want.append((pc * yc).sum(0) / np.sqrt((pc * pc).sum(0) * (yc * yc).sum(0)))
+    want = np.array(want).T  # (n_targets, n_alphas)
+    for dtype, tol in ((np.float64, 1e-6), (np.float32, 1e-5)):
+        got = FastRidgeCV(
+            alphas=alphas, cv="gcv", scoring="correlation", fit_intercept=fit_intercept,
+            alpha_per_target=True,
+        ).fit(X.astype(dtype), Y.astype(dtype))  # fmt: skip
+        assert_allclose(got.alpha_scores_, want, atol=tol)
