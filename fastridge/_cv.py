@@ -1671,13 +1671,6 @@ class FoldRefits:
             rel_tol = max(decomp.n_samples, decomp.n_features) * _EPS64
             sv_tol = max(rel_tol, eps)  # (on singular values, relative to s_max)
             tol = max(rel_tol, sv_tol * sv_tol) * top  # (on eigh's eigenvalues)
-            D = None  # the training rows, centred: Z_T - s_T m^T (D^T D = C)
-            if top > 0.0:
-                train = torch.ones(decomp.n_samples, dtype=torch.bool, device=U.device)
-                train[rows] = False
-                D = U[train] * root
-                if intercept:
-                    D -= torch.outer(torch.ones_like(D[:, 0]) if s is None else s[train], m)
             # C, a downdate of X's covariance, is within ~eps lambda_max only, as
             # `decompose`'s eigh is: then the SVD of D instead, as `decompose` does,
             # where the fit is finer than eigh resolves (4 folds of X of columns
@@ -1686,10 +1679,14 @@ class FoldRefits:
             # where eigh dropped a direction the SVD keeps and the fit feels (rows
             # repeated with 1e-7 noise, at alpha 1e-2: 1.7e-5 to 6.7e-4 off).
             a_min = float(a64.min())
-            if top > 0.0 and (
-                not gram_resolves(top_all, float(lam[0]), a_min, _EPS64, eps)
-                or drops_resolvable(D, lam, V, "covariance", a_min, rel_tol, eps, sv_tol)
-            ):
+            by_svd = top > 0.0 and not gram_resolves(top_all, float(lam[0]), a_min, _EPS64, eps)
+            D = None  # (formed only where needed: n_samples x rank, float64)
+            if top > 0.0 and not by_svd and bool((lam <= rel_tol * top).any()):
+                D = _training_rows(U, root, rows, s, m if intercept else None)
+                by_svd = drops_resolvable(D, lam, V, "covariance", a_min, rel_tol, eps, sv_tol)
+            if by_svd:
+                if D is None:
+                    D = _training_rows(U, root, rows, s, m if intercept else None)
                 lam, V, _ = svd_spectrum(D, "covariance")  # (ascending, as eigh's)
                 top = float(lam[-1]) if lam.numel() else 0.0
                 tol = sv_tol * sv_tol * top
@@ -1791,6 +1788,18 @@ class FoldRefits:
             else:
                 addmm(base[start:stop], makers[a], rest, alpha=-1.0, out=dst)
             yield rows, dst, None if sqrt_sw is None else sqrt_sw[rows]
+
+
+def _training_rows(U, root, rows, sqrt_sw, mean) -> torch.Tensor:
+    """A fold's training rows of the shared basis, Z_T = U_T diag(root), centred on
+    their weighted mean `mean` (rank,) when not None: Z_T - s_T mean^T (float64,
+    (n_train, rank)), the D of `FoldRefits` (D^T D is the fold's covariance)."""
+    train = torch.ones(U.shape[0], dtype=torch.bool, device=U.device)
+    train[rows] = False
+    D = U[train] * root
+    if mean is not None:
+        D -= torch.outer(torch.ones_like(D[:, 0]) if sqrt_sw is None else sqrt_sw[train], mean)
+    return D
 
 
 class FoldDualRoute:
