@@ -554,7 +554,8 @@ class GeneralizedCV:
         if not self._direct[a]:
             return self.heldout_residuals(chunk, a, out).neg_().add_(chunk.Yc)
         pred = self.gemm(self.gemm.scale(chunk.UtY, self._phi[a]), out)
-        return pred.mul_(self.inv_denominator[a]).add_(chunk.Yc * self._y_coef[a])
+        # (addcmul: no chunk-sized temporary for the term in Yc)
+        return pred.mul_(self.inv_denominator[a]).addcmul_(chunk.Yc, self._y_coef[a])
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
         """One block: (None = all rows, residuals in the weighted space, sqrt weights),
