@@ -1681,13 +1681,16 @@ class FoldRefits:
             # repeated with 1e-7 noise, at alpha 1e-2: 1.7e-5 to 6.7e-4 off).
             a_min = float(a64.min())
             by_svd = top > 0.0 and not gram_resolves(top_all, float(lam[0]), a_min, _EPS64, eps)
-            D = None  # (formed only where needed: n_samples x rank, float64)
-            if top > 0.0 and not by_svd and bool((lam <= rel_tol * top).any()):
-                D = _training_rows(U, root, rows, s, m if intercept else None)
+            dropped = top > 0.0 and not by_svd and bool((lam <= rel_tol * top).any())
+            # (D, n_train x rank in float64, formed only where it is read)
+            D = (
+                _training_rows(U, root, rows, s, m if intercept else None)
+                if by_svd or dropped
+                else None
+            )
+            if dropped:
                 by_svd = drops_resolvable(D, lam, V, "covariance", a_min, rel_tol, eps, sv_tol)
             if by_svd:
-                if D is None:
-                    D = _training_rows(U, root, rows, s, m if intercept else None)
                 lam, V, _ = svd_spectrum(D, "covariance")  # (ascending, as eigh's)
                 top = float(lam[-1]) if lam.numel() else 0.0
                 tol = sv_tol * sv_tol * top
