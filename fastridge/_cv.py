@@ -40,6 +40,7 @@ from ._backend import (
     column_sq_sums,
     constant_columns_exact,
     copy_rows,
+    eigh,
     fold_indicator,
     inverse_combination,
     inverse_mv,
@@ -1653,8 +1654,7 @@ class FoldRefits:
                 m = -(Zb.T @ sb) / w_train
                 C -= w_train * torch.outer(m, m)
                 Zb = Zb - torch.outer(sb, m)  # test rows centred on the training mean
-            with one_thread_if(small_factorisation(C)):
-                lam, V = torch.linalg.eigh((C + C.T) / 2)
+            lam, V = eigh((C + C.T) / 2)  # (on one thread when small: `_backend.eigh`)
             lam = lam.clamp(min=0.0)
             # The training rows' null directions (e.g. training folds of at most
             # n_features samples, or repeated samples): V_k^T c_b is 0 there, as
