@@ -1845,10 +1845,13 @@ class RefitPerFold:
     leave-group-out identity does not apply, so each fold gets a decomposition
     of its own training rows. Correct, but one decomposition per fold.
 
-    With `predictions`, the blocks are the held-out predictions in the weighted
-    space, less the constant intercept + x_offset . coef (see `LeaveGroupOut`):
-    formed from the test rows centred on the training mean, they keep their
-    digits when shrunk far below the targets' spread.
+    The test rows' predictions come from their coordinates in the fold's basis,
+    T = (X_test - x_offset) M, made with the decomposition in its work dtype
+    (`Decomposition.test_coordinates`): T (Ũ / (eigval + alpha)) + y_offset,
+    one (n_test, rank) GEMM per alpha and no coefficients. With `predictions`,
+    the blocks are those predictions less y_offset (the constant intercept +
+    x_offset . coef, see `LeaveGroupOut`), in the weighted space: they keep
+    their digits when shrunk far below the targets' spread.
     """
 
     name = "refit"
@@ -1876,9 +1879,10 @@ class RefitPerFold:
         self.sqrt_sw = None
         if sample_weight is not None:
             self.sqrt_sw = torch.sqrt(sample_weight).to(compute_dtype)
-        self.folds, self.trains, self.decomps, self.X_tests = [], [], [], []
+        self.folds, self.trains, self.decomps = [], [], []
         for train, test in splits:
             train_rows = _rows(np.asarray(train), X.device)
+            rows = _rows(np.asarray(test), X.device)
             sw = None if sample_weight is None else sample_weight[train_rows]
             self.decomps.append(
                 decompose(
@@ -1888,19 +1892,16 @@ class RefitPerFold:
                     compute_dtype=compute_dtype,
                     gcv_mode=gcv_mode,
                     alpha_min=float(self.alphas.min()),
+                    keep_design=False,  # (no coefficients: predictions from T)
+                    test_rows=X[rows],
                 )
             )
             self.trains.append(train_rows)
-            rows = _rows(np.asarray(test), X.device)
             self.folds.append(rows)
-            X_test = X[rows].to(compute_dtype)  # (a view of X when a slice of that dtype)
-            if predictions:
-                X_test = X_test - self.decomps[-1].x_offset
-            self.X_tests.append(X_test)
         self._projections = None
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
-        from ._refit import coefficients
+        from ._refit import low_scaled_projection, scaled_projection
 
         if a == 0:  # project each training set once per chunk, reuse for every alpha
             self._projections = [
@@ -1908,14 +1909,15 @@ class RefitPerFold:
                 for d, tr in zip(self.decomps, self.trains, strict=True)
             ]
         width = chunk.y.shape[1]
-        for d, proj, rows, Xt in zip(
-            self.decomps, self._projections, self.folds, self.X_tests, strict=True
-        ):
-            coef, intercept = coefficients(d, proj, self.alphas[a].expand(width))
-            if self.predictions:  # Xt is centred
-                resid = Xt @ coef.T
-            else:
-                resid = chunk.y[rows] - (Xt @ coef.T + intercept)
+        for d, proj, rows in zip(self.decomps, self._projections, self.folds, strict=True):
+            T, T_low = d.test_coordinates
+            alphas, scaled = scaled_projection(d, proj, self.alphas[a].expand(width))
+            resid = mm(T, scaled)  # (n_test, width): predictions less y_offset
+            low = low_scaled_projection(d, proj, alphas)
+            if low is not None:
+                resid.addmm_(T_low, low)
+            if not self.predictions:
+                resid.add_(proj.y_offset).neg_().add_(chunk.y[rows])
             if self.sqrt_sw is None:
                 yield rows, resid, None
             else:  # weighted space, as the scores expect

@@ -112,6 +112,12 @@ class Decomposition:
     by_svd : bool
         Whether the spectrum came from the SVD of the design rather than from eigh
         (`SVD_LOSS`); the rank tolerance and `low` are then on singular values.
+    test_coordinates : (T, T_low) or None
+        With ``decompose(..., test_rows=X_test)``: held-out rows in the basis,
+        T = (X_test - x_offset) M of shape (n_test, rank) and T_low the same with
+        `low`'s M, (n_test, d) or None, made in the work dtype and then rounded to
+        the compute dtype. Their predictions are T (Ũ / (eigval + alpha)) plus
+        y_offset (`_cv.RefitPerFold`).
     """
 
     U: torch.Tensor | None
@@ -135,6 +141,7 @@ class Decomposition:
     basis64: torch.Tensor | None = None
     low: tuple | None = None
     by_svd: bool = False
+    test_coordinates: tuple | None = None
 
     @functools.cached_property
     def full_basis(self) -> torch.Tensor:
@@ -373,6 +380,7 @@ def decompose(
     keep_basis64: bool = False,
     make_M: float | None = None,
     alpha_min: float | None = None,
+    test_rows: torch.Tensor | None = None,
 ) -> Decomposition:
     """Centre, weight and eigendecompose X once (or take its SVD: `SVD_LOSS`).
 
@@ -422,6 +430,8 @@ def decompose(
     alpha_min : float or None
         The fit's smallest alpha: with it, whether eigh resolves the spectrum well
         enough or the SVD of the design is needed (`SVD_LOSS`); None: as for alpha 0.
+    test_rows : tensor of shape (n_test, n_features) or None
+        Held-out rows (not among X's): also make `Decomposition.test_coordinates`.
 
     Returns
     -------
@@ -598,6 +608,22 @@ def decompose(
             low_M = low_vecs * low_s
         low_basis = back(low_rows).to(compute_dtype).contiguous()
         low = (low_basis, low_M.to(compute_dtype).contiguous(), low_eigvals.to(torch.float64), tol)
+    test_coordinates = None
+    if test_rows is not None:
+        # (X_test - x_offset) M in the work dtype (M = Z^T U_rows in Gram form): with
+        # features far from zero and no intercept, float32 X_test @ coef cancels to
+        # ~eps |X_test| |coef| (a ShuffleSplit fold's r2 was -142 for -47, features of
+        # spread 2.4e-4 of their mean; a differential fuzz found it)
+        centred = test_rows.to(work_dtype) - x_offset
+        if form == "gram":
+            centred = mm(centred, Z.T)  # (n_test, n_rows)
+            M, M_low = vecs, low_vecs
+        else:
+            M, M_low = vecs * s, low_vecs * torch.sqrt(low_eigvals)
+        test_coordinates = tuple(
+            None if m is None else mm(centred, m).to(compute_dtype)
+            for m in (M, M_low if positive else None)
+        )
     basis64 = None
     if keep_basis64 and compute_dtype != torch.float64 and work_dtype == torch.float64:
         basis64 = U if null64 is None else torch.cat([U, null64], dim=1)
@@ -645,4 +671,5 @@ def decompose(
         basis64=basis64,
         low=low,
         by_svd=by_svd,
+        test_coordinates=test_coordinates,
     )

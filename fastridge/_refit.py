@@ -40,7 +40,7 @@ def coefficients(
     coef : tensor of shape (n_chunk, n_features)
     intercept : tensor of shape (n_chunk,)
     """
-    alphas, scaled = _scaled_projection(decomp, chunk, alpha_per_target)
+    alphas, scaled = scaled_projection(decomp, chunk, alpha_per_target)
     coef = mm(scaled.T, decomp.M.T, out=out)  # (n_chunk, n_features)
     if decomp.fit_intercept:
         # x_offset @ coef[t] from the (rank, n_chunk) projection, not another
@@ -48,8 +48,7 @@ def coefficients(
         intercept = chunk.y_offset - decomp.offset_projection @ scaled
     else:
         intercept = torch.zeros_like(chunk.y_offset)
-    if chunk.low_projection is not None:
-        _add_low_directions(decomp, chunk, alphas, coef, intercept)
+    _add_low_directions(decomp, chunk, alphas, coef, intercept)
     return coef, intercept
 
 
@@ -70,18 +69,31 @@ def _add_low_directions(decomp: Decomposition, chunk: ProjectedChunk, alphas, co
     5.5e-3 at 1e-8 (a differential fuzz found it); with it, 2e-12. Closer to tol
     the fit approaches the least-squares limit, where those directions would
     dominate with eigenvalues that are noise: dropped, as before."""
-    _, M, eigvals, tol = decomp.low
-    counted = alphas > LOW_ALPHA_FACTOR * tol  # (n_chunk,)
-    if not bool(counted.any()):
+    scaled = low_scaled_projection(decomp, chunk, alphas)
+    if scaled is None:
         return
-    shrink = 1.0 / (eigvals.to(alphas.device)[:, None] + alphas[None, :].to(torch.float64))
-    scaled = chunk.low_projection * (shrink * counted[None, :]).to(coef.dtype)  # (d, n_chunk)
+    M = decomp.low[1]
     coef.addmm_(scaled.T, M.T)  # (in place: no (n_chunk, n_features) temporary)
     if decomp.fit_intercept:
         intercept -= (M.T @ decomp.x_offset) @ scaled
 
 
-def _scaled_projection(decomp: Decomposition, chunk: ProjectedChunk, alpha_per_target):
+def low_scaled_projection(decomp: Decomposition, chunk: ProjectedChunk, alphas):
+    """U_low^T Yc / (eigval + alpha) of `Decomposition.low`'s directions, shape (d,
+    n_chunk), compute dtype, zero for the targets whose alpha (n_chunk,) is not far
+    above the rank tolerance (see `_add_low_directions`); None when no target's is
+    or there are no such directions."""
+    if chunk.low_projection is None:
+        return None
+    eigvals, tol = decomp.low[2], decomp.low[3]
+    counted = alphas > LOW_ALPHA_FACTOR * tol  # (n_chunk,)
+    if not bool(counted.any()):
+        return None
+    shrink = 1.0 / (eigvals.to(alphas.device)[:, None] + alphas[None, :].to(torch.float64))
+    return chunk.low_projection * (shrink * counted[None, :]).to(chunk.low_projection.dtype)
+
+
+def scaled_projection(decomp: Decomposition, chunk: ProjectedChunk, alpha_per_target):
     """(alphas (n_chunk,), Ũ / (eigvals + alpha) of shape (rank, n_chunk)), compute dtype.
 
     In the compute dtype: a float64 (rank, n_chunk) temporary costs more time
@@ -127,7 +139,7 @@ def dual_coefficients(
     dual : tensor of shape (n_chunk, n_samples)
     intercept : tensor of shape (n_chunk,)
     """
-    alphas, scaled = _scaled_projection(decomp, chunk, alpha_per_target)
+    alphas, scaled = scaled_projection(decomp, chunk, alpha_per_target)
     # the null-space part of c, remainder / alpha: no effect on predictions, kept so
     # that dual = (K + alpha I)^-1 y exactly (as kernel ridge defines it); none where
     # only samples of weight 0 are null (their dual coefficients are 0)

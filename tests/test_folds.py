@@ -1355,6 +1355,40 @@ def test_float32_fold_singular_from_rounding_is_solved_in_float64(capsys):
     assert np.linalg.norm(got.coef_ - ref.coef_) < 1e-6 * np.linalg.norm(ref.coef_)
 
 
+@pytest.mark.parametrize("scoring", [None, "r2", "correlation"])
+@pytest.mark.parametrize("splitter", ["shufflesplit_train_size", "timeseries"])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("shape", [(30, 12), (24, 40)], ids=["n>p", "n<p"])
+def test_refit_per_fold_float32_features_far_from_zero(monkeypatch, scoring, splitter,
+                                                       fit_intercept, shape):  # fmt: skip
+    """Folds decomposed on their own (`RefitPerFold`) of features 10-1000 from zero
+    with a spread of 1: float32 scores within 1e-5 of float64's, which equal
+    brute-force refits. The test rows' predictions were float32 X_test @ coef,
+    which cancels to ~eps |X_test| |coef|: up to 0.2 off without an intercept and
+    1.5e-4 with one (a ShuffleSplit fold's r2 was -142 for -47 in a differential
+    fuzz); now from the rows' coordinates in the fold's basis, made in float64."""
+    from fastridge._cv import RefitPerFold
+
+    rng = np.random.default_rng(7)
+    noise = rng.standard_normal(shape)
+    X = noise + rng.uniform(10, 1000, shape[1]) * rng.choice([-1, 1], shape[1])
+    Y = noise @ rng.standard_normal((shape[1], 5)) + 0.3 * rng.standard_normal((shape[0], 5))
+    X, Y = X.astype(np.float32), Y.astype(np.float32)  # (both fits see the same data)
+    alphas = np.linalg.eigvalsh(noise.T @ noise).max() * np.logspace(-6, 1, 8)
+    cv, _ = SPLITTERS[splitter](shape[0])
+    kw = dict(alphas=alphas, cv=cv, scoring=scoring, alpha_per_target=True,
+              fit_intercept=fit_intercept)  # fmt: skip
+    schemes = _schemes(monkeypatch)
+    ref = FastRidgeCV(**kw).fit(X.astype(np.float64), Y.astype(np.float64))
+    got = FastRidgeCV(**kw).fit(X, Y)
+    assert [type(s) for s in schemes] == [RefitPerFold, RefitPerFold]
+    if scoring == "r2":
+        X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+        brute = brute_force_fold_scores(X64, Y64, alphas, list(cv.split(X)), fit_intercept)
+        assert_allclose(ref.alpha_scores_, brute.mean(axis=0), rtol=1e-8, atol=1e-8)
+    assert_allclose(got.alpha_scores_, ref.alpha_scores_, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("alpha_per_target", [True, False])
 def test_every_alpha_nan_warns_and_takes_the_first_like_scikit_learn(alpha_per_target):
     """R^2 on test folds of one sample is NaN for every alpha: the first alpha is
