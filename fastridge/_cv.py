@@ -45,12 +45,11 @@ from ._backend import (
     inverse_combination,
     inverse_mv,
     lower_symv,
+    mirror_lower,
     mm,
-    one_thread_if,
     reused_buffer,
     row_block_sums,
     row_sq_sums,
-    small_factorisation,
 )
 from ._chunks import available_memory
 from ._decompose import (
@@ -1392,11 +1391,9 @@ class LeaveGroupOut:
                 inverses = []  # float64
                 for a, product in zip(group, products, strict=True):
                     bracket = decomp.has_remainder or (predictions and not self.shrink_form[a])
-                    with one_thread_if(small_factorisation(product)):
-                        L, info = torch.linalg.cholesky_ex(
-                            product.add_(base) if bracket else product
-                        )
-                        inverse = None if int(info) != 0 else torch.cholesky_inverse(L)
+                    inverse = cholesky_inverse(product.add_(base) if bracket else product)
+                    if inverse is not None:  # (only its lower triangle is sure: made whole)
+                        inverse = mirror_lower(inverse, inverse)
                     if inverse is None:
                         if decomp.dtype != torch.float64:
                             # the rounded basis may be why (float32 at 1e-10 lambda_max
