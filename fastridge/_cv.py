@@ -1898,7 +1898,7 @@ class RefitPerFold:
         self._projections = None
 
     def blocks(self, chunk: ProjectedChunk, a: int, out: torch.Tensor):
-        from ._refit import low_scaled_projection, scaled_projection
+        from ._refit import coordinate_predictions
 
         if a == 0:  # project each training set once per chunk, reuse for every alpha
             self._projections = [
@@ -1907,12 +1907,7 @@ class RefitPerFold:
             ]
         width = chunk.y.shape[1]
         for d, proj, rows in zip(self.decomps, self._projections, self.folds, strict=True):
-            T, T_low = d.test_coordinates
-            alphas, scaled = scaled_projection(d, proj, self.alphas[a].expand(width))
-            resid = mm(T, scaled)  # (n_test, width): predictions less y_offset
-            low = low_scaled_projection(d, proj, alphas)
-            if low is not None:
-                resid.addmm_(T_low, low)
+            resid = coordinate_predictions(d, proj, self.alphas[a].expand(width))
             if not self.predictions:
                 resid.add_(proj.y_offset).neg_().add_(chunk.y[rows])
             if self.sqrt_sw is None:

@@ -78,6 +78,20 @@ def _add_low_directions(decomp: Decomposition, chunk: ProjectedChunk, alphas, co
         intercept -= (M.T @ decomp.x_offset) @ scaled
 
 
+def coordinate_predictions(decomp: Decomposition, chunk: ProjectedChunk, alpha_per_target):
+    """Predictions less y_offset, T (Ũ / (eigvals + alpha)) plus `low`'s part, of
+    the rows held out of the decomposition (`Decomposition.test_coordinates`),
+    shape (n_test, n_chunk), compute dtype: (X_test - x_offset) coef without the
+    coefficients, and without float32 X_test @ coef's cancellation."""
+    T, T_low = decomp.test_coordinates
+    alphas, scaled = scaled_projection(decomp, chunk, alpha_per_target)
+    out = mm(T, scaled)
+    low = low_scaled_projection(decomp, chunk, alphas)
+    if low is not None:
+        out.addmm_(T_low, low)
+    return out
+
+
 def low_scaled_projection(decomp: Decomposition, chunk: ProjectedChunk, alphas):
     """U_low^T Yc / (eigval + alpha) of `Decomposition.low`'s directions, shape (d,
     n_chunk), compute dtype, zero for the targets whose alpha (n_chunk,) is not far

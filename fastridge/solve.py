@@ -62,7 +62,7 @@ from ._cv import (
 from ._decompose import choose_form, decompose
 from ._kernels import loo_epilogue
 from ._progress import Progress
-from ._refit import coefficients, dual_coefficients, from_residuals
+from ._refit import coefficients, coordinate_predictions, dual_coefficients, from_residuals
 from ._scoring import FOLD_PREDICTS, FOLD_SUMS, Scoring, _unscale, select
 from ._validation import check_alphas, check_finite_chunk, check_sample_weight, check_target_array
 
@@ -587,6 +587,7 @@ def ridge_cv(
             x_dot_offset=solution == "dual" and fit_intercept,
             keep_basis64=bool(partitions),  # (for folds from the decomposition)
             alpha_min=float(alphas.min()),
+            test_rows=_zero_weight_rows(Xt, sw, cv, scoring, store_cv_results),
         )
         # Primal coefficients come from the design on the dual route (Xs^T c), off it
         # from M = Xs^T U (made from the design, or in float64 with the decomposition
@@ -835,7 +836,9 @@ def ridge_cv(
                         ss_tots[i] = scorer.total_squares(y, sqrt_sw)
                     if cv_results is not None and folds is None:  # (before the score,
                         # which overwrites predictions)
-                        cv_results[:, sl, a] = _cv_values(resid, proj, decomp, scoring, predicted)
+                        cv_results[:, sl, a] = _cv_values(
+                            resid, proj, decomp, scoring, alphas_t[a], predicted
+                        )
                     block_scores[i, a] = scorer(
                         resid, y, sqrt_sw, rows, predicted=predicted, ss_tot=ss_tots[i]
                     )
@@ -1226,19 +1229,34 @@ def _refit_into(
     return solve(decomp, proj, alphas)
 
 
-def _cv_values(resid, proj, decomp, scoring, predicted=False):
+def _cv_values(resid, proj, decomp, scoring, alpha, predicted=False):
     """What cv_results_ stores, as scikit-learn: squared held-out errors in the
     weighted space (scoring None) or held-out predictions, shape (n_samples, n_chunk).
     `resid` holds residuals sqrt(w) (y - p), or if `predicted` the predictions
-    sqrt(w) (p - y_offset) (`LeaveOneOut`'s); a sample of weight 0 is given its
-    target (its residual is 0)."""
+    sqrt(w) (p - y_offset) (`LeaveOneOut`'s), of `alpha` (a 0-d tensor). A sample
+    of weight 0 has neither (its rows are 0); left out, the fit is the same, so
+    its held-out prediction is the fit's own, from its coordinates in the basis
+    (`_zero_weight_rows`; scikit-learn divides by its weight 0 there)."""
     if scoring is None:
         return (resid * resid).cpu().numpy()
     sqrt_sw = decomp.sqrt_sw
-    if not predicted:
-        e = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
-        return (proj.y - e).cpu().numpy()
-    if sqrt_sw is None:
-        return (resid + proj.y_offset).cpu().numpy()
-    pred = _unscale(resid, sqrt_sw) + proj.y_offset
-    return torch.where(sqrt_sw[:, None] > 0, pred, proj.y).cpu().numpy()
+    values = resid if sqrt_sw is None else _unscale(resid, sqrt_sw)
+    values = values + proj.y_offset if predicted else proj.y - values
+    if sqrt_sw is not None:
+        zero = (sqrt_sw == 0).nonzero()[:, 0]
+        if zero.numel():
+            width = values.shape[1]
+            pred = coordinate_predictions(decomp, proj, alpha.expand(width))
+            values[zero] = pred + proj.y_offset
+    return values.cpu().numpy()
+
+
+def _zero_weight_rows(X, sample_weight, cv, scoring, store_cv_results):
+    """The rows of X of weight 0, (n_zero, n_features), when leave-one-out (or GCV)
+    stores predictions in cv_results_ (`_cv_values`); else None."""
+    if not store_cv_results or scoring is None or sample_weight is None:
+        return None
+    if not (_is_loo(cv) or isinstance(cv, str)):
+        return None
+    zero = np.flatnonzero(np.asarray(sample_weight) == 0)
+    return X[torch.as_tensor(zero, device=X.device)] if zero.size else None

@@ -193,10 +193,40 @@ def test_loo_correlation_equals_refits_at_every_shrinkage(shape, fit_intercept, 
         pred = refit_loo_predictions(X, Y, alpha, fit_intercept, sw)
         want = [_weighted_correlation(pred[:, t], Y[:, t], w) for t in range(3)]
         assert_allclose(m.alpha_scores_[:, a], want, atol=tol)
-        kept = w > 0  # (a sample of weight 0 stores its target)
-        scale = np.abs(pred).max()
-        assert_allclose(m.cv_results_[kept, :, a], pred[kept], atol=tol * scale)
-        assert_array_equal(m.cv_results_[~kept, :, a], Y[~kept].astype(dtype))
+        # (a sample of weight 0: the fit on all samples predicts it, left out or not;
+        # it had stored its own target, and scikit-learn divides by its weight 0)
+        assert_allclose(m.cv_results_[:, :, a], pred, atol=tol * np.abs(pred).max())
+
+
+@pytest.mark.parametrize("scoring", ["r2", "correlation"])
+@pytest.mark.parametrize("cv", [None, "gcv"])
+@pytest.mark.parametrize("shape", [(30, 50), (40, 8)], ids=["n<p", "n>p"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_stored_prediction_of_a_sample_of_weight_0_is_the_fits(scoring, cv, shape, dtype):
+    """In cv_results_, a sample of weight 0 stores the prediction of the fit on all
+    samples at each alpha (left out, the fit is the same: leave-one-out refits give
+    it too), residual and prediction routes alike, with and without an
+    intercept in the Gram and covariance forms; it had stored its own target."""
+    rng = np.random.default_rng(shape[0])
+    X = rng.standard_normal(shape) + 3.0
+    Y = X @ rng.standard_normal((shape[1], 3)) + rng.standard_normal((shape[0], 3))
+    sw = rng.uniform(0.5, 2.0, shape[0])
+    zero = [2, 7, 11]
+    sw[zero] = 0.0
+    alphas = np.array([1e-2, 1.0, 1e2]) * np.linalg.norm(X, 2) ** 2
+    for fit_intercept in (True, False):
+        m = FastRidgeCV(
+            alphas=alphas, cv=cv, scoring=scoring, store_cv_results=True,
+            alpha_per_target=True, fit_intercept=fit_intercept, dtype=dtype,
+        ).fit(X.astype(dtype), Y.astype(dtype), sample_weight=sw)  # fmt: skip
+        for a, alpha in enumerate(alphas):
+            ridge = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
+            want = ridge.fit(X, Y, sample_weight=sw).predict(X[zero])
+            tol = 1e-5 if dtype == "float32" else 1e-10
+            assert_allclose(m.cv_results_[zero, :, a], want, atol=tol * np.abs(want).max())
+            if cv is None:
+                loo = refit_loo_predictions(X, Y, alpha, fit_intercept, sw)[zero]
+                assert_allclose(loo, want, rtol=1e-10, atol=1e-10)
 
 
 def test_loo_predictions_without_room_for_their_bases(monkeypatch):
