@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import statistics
 import subprocess
 import sys
@@ -41,18 +40,38 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+# (`python -c` puts the working directory first on sys.path: run from a checkout's
+# root, PYTHONPATH alone had every "checkout" measure that one; session 31's A/B
+# tables did. The checkout goes first, and the fit reports where fastridge came from.)
 FIT = """
 import json, sys, time
-sys.path.insert(0, {bench!r})
+sys.path[:0] = [{checkout!r}, {bench!r}]
 import _problems
+from sklearn.model_selection import ShuffleSplit, TimeSeriesSplit
+import fastridge
 from fastridge import FastRidgeCV
 X, Y = _problems.make_problem({n}, {p}, {t})
 model = FastRidgeCV(alphas=_problems.ALPHAS_6, alpha_per_target=True, dtype="float32",
                     cv={cv}, n_threads={threads}, solution={solution!r})
 start = time.perf_counter()
 model.fit(X, Y)
-print(json.dumps({{"wall": time.perf_counter() - start, "timings": model.timings_}}))
+wall = time.perf_counter() - start
+print(json.dumps({{"wall": wall, "timings": model.timings_, "fastridge": fastridge.__file__}}))
 """
+
+
+# `--cv` names beside "loo" and fold counts: splitters whose training sets are not
+# the test sets' complements, so that each fold is decomposed on its own
+# (`fastridge._cv.RefitPerFold`)
+SPLITTERS = {
+    "timeseries5": "TimeSeriesSplit(5)",
+    "shufflesplit5": "ShuffleSplit(5, test_size=0.2, train_size=0.6, random_state=0)",
+}
+
+
+def _cv_code(cv: str) -> str:
+    """The `cv=` argument's source for a `--cv` value."""
+    return "None" if cv == "loo" else SPLITTERS.get(cv) or str(int(cv))
 
 
 def _spin() -> None:
@@ -79,19 +98,22 @@ def fit_seconds(
         s.start()
     time.sleep(0.5 if busy else 0.0)  # (the spinners running before the fit starts)
     try:
-        code = FIT.format(bench=str(HERE), n=n, p=p, t=t, cv=cv, threads=threads, solution=solution)
+        checkout = str(Path(checkout).resolve())
+        code = FIT.format(
+            checkout=checkout, bench=str(HERE), n=n, p=p, t=t, cv=cv, threads=threads,
+            solution=solution,
+        )  # fmt: skip
         out = subprocess.run(
-            [sys.executable, "-c", code],
-            env={**os.environ, "PYTHONPATH": checkout},
-            capture_output=True,
-            text=True,
-            check=True,
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
         )
     finally:
         for s in spinners:
             s.terminate()
             s.join()
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    if not Path(res["fastridge"]).resolve().is_relative_to(checkout):
+        raise RuntimeError(f"fastridge came from {res['fastridge']}, not from {checkout}")
+    return res
 
 
 def main(argv=None) -> None:
@@ -102,7 +124,10 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--fastridge", nargs="+", required=True, help="checkouts to compare")
     ap.add_argument("--size", default="S", choices=sorted(_problems.SIZES))
-    ap.add_argument("--cv", nargs="+", default=["loo", "5"], help="loo and/or fold counts")
+    ap.add_argument(
+        "--cv", nargs="+", default=["loo", "5"],
+        help=f"loo, fold counts and/or {', '.join(SPLITTERS)}",
+    )  # fmt: skip
     ap.add_argument("--busy", type=int, default=2, help="CPU-bound processes beside a fit")
     ap.add_argument("--threads", nargs="+", default=["default", "1"], choices=["default", "1"])
     ap.add_argument("--solution", nargs="+", default=["dual"], choices=["primal", "dual"])
@@ -122,8 +147,7 @@ def main(argv=None) -> None:
     for _ in range(ns.repeats):  # alternated: every case once per round
         for case in cases:
             checkout, cv, solution, threads, busy = case
-            cv_arg = None if cv == "loo" else int(cv)
-            res = fit_seconds(checkout, n, p, t, cv_arg, threads, busy, solution)
+            res = fit_seconds(checkout, n, p, t, _cv_code(cv), threads, busy, solution)
             runs[case].append(res)
             print(case, f"{res['wall']:.2f}s", flush=True)
     print(

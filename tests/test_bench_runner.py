@@ -92,3 +92,21 @@ def test_profile_fit_counts_fold_residuals_in_refit():
     products = [g for g in res["groups"] if g["call"] == "mm" and g["dtype"] == "float32"]
     stages = {g["stage"] for g in products if g["shapes"][1:] == ((fold, fold),)}
     assert stages == {"refit"}
+
+
+def test_busy_machine_fits_the_checkout_it_is_given(tmp_path, monkeypatch):
+    """bench/busy_machine.py measures the checkout named, not the working directory's
+    fastridge: its fits run as `python -c`, which puts the working directory first
+    on sys.path, and run from a checkout's root every "checkout" had been that one
+    (session 31's A/B tables)."""
+    import shutil
+
+    import busy_machine
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "fastridge", tmp_path / "fastridge")
+    monkeypatch.chdir(root)  # (a checkout's root, with its own fastridge)
+    res = busy_machine.fit_seconds(str(tmp_path), 30, 10, 2, "None", None, 0, "primal")
+    assert Path(res["fastridge"]).resolve() == tmp_path.resolve() / "fastridge" / "__init__.py"
+    assert busy_machine._cv_code("timeseries5") == "TimeSeriesSplit(5)"
+    assert busy_machine._cv_code("loo") == "None" and busy_machine._cv_code("5") == "5"
