@@ -1905,9 +1905,8 @@ class RefitPerFold:
                 project(d, chunk.y[tr], keep_y=False, remainder=False)
                 for d, tr in zip(self.decomps, self.trains, strict=True)
             ]
-        width = chunk.y.shape[1]
         for d, proj, rows in zip(self.decomps, self._projections, self.folds, strict=True):
-            resid = coordinate_predictions(d, proj, self.alphas[a].expand(width))
+            resid = coordinate_predictions(d, proj, float(self.alphas[a]))
             if not self.predictions:
                 resid.add_(proj.y_offset).neg_().add_(chunk.y[rows])
             if self.sqrt_sw is None:

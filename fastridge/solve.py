@@ -837,7 +837,7 @@ def ridge_cv(
                     if cv_results is not None and folds is None:  # (before the score,
                         # which overwrites predictions)
                         cv_results[:, sl, a] = _cv_values(
-                            resid, proj, decomp, scoring, alphas_t[a], predicted
+                            resid, proj, decomp, scoring, float(alphas[a]), predicted
                         )
                     block_scores[i, a] = scorer(
                         resid, y, sqrt_sw, rows, predicted=predicted, ss_tot=ss_tots[i]
@@ -1233,7 +1233,7 @@ def _cv_values(resid, proj, decomp, scoring, alpha, predicted=False):
     """What cv_results_ stores, as scikit-learn: squared held-out errors in the
     weighted space (scoring None) or held-out predictions, shape (n_samples, n_chunk).
     `resid` holds residuals sqrt(w) (y - p), or if `predicted` the predictions
-    sqrt(w) (p - y_offset) (`LeaveOneOut`'s), of `alpha` (a 0-d tensor). A sample
+    sqrt(w) (p - y_offset) (`LeaveOneOut`'s), of `alpha` (a float). A sample
     of weight 0 has neither (its rows are 0); left out, the fit is the same, so
     its held-out prediction is the fit's own, from its coordinates in the basis
     (`_zero_weight_rows`; scikit-learn divides by its weight 0 there)."""
@@ -1245,9 +1245,7 @@ def _cv_values(resid, proj, decomp, scoring, alpha, predicted=False):
     if sqrt_sw is not None:
         zero = (sqrt_sw == 0).nonzero()[:, 0]
         if zero.numel():
-            width = values.shape[1]
-            pred = coordinate_predictions(decomp, proj, alpha.expand(width))
-            values[zero] = pred + proj.y_offset
+            values[zero] = coordinate_predictions(decomp, proj, alpha) + proj.y_offset
     return values.cpu().numpy()
 
 
