@@ -17,6 +17,9 @@ With `--busy 0` it compares the checkouts on the idle machine alone.
     # checkouts side by side on an idle machine only, default threads, both solutions
     python bench/busy_machine.py --fastridge /path/a /path/b --size S --cv loo 5 \\
         --busy 0 --threads default --solution primal dual --repeats 3
+    # folds that are each decomposed on their own
+    python bench/busy_machine.py --fastridge /path/a /path/b --size S \\
+        --cv timeseries5 shufflesplit5 --busy 0 --threads default --repeats 3
 
 Prints a markdown table of median wall seconds and stage seconds (`timings_`).
 The busy processes are started before and stopped after each fit; everything

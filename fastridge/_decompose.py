@@ -113,11 +113,12 @@ class Decomposition:
         Whether the spectrum came from the SVD of the design rather than from eigh
         (`SVD_LOSS`); the rank tolerance and `low` are then on singular values.
     test_coordinates : (T, T_low) or None
-        With ``decompose(..., test_rows=X_test)``: held-out rows in the basis,
+        With ``decompose(..., test_rows=X_test)``: those rows in the basis,
         T = (X_test - x_offset) M of shape (n_test, rank) and T_low the same with
         `low`'s M, (n_test, d) or None, made in the work dtype and then rounded to
         the compute dtype. Their predictions are T (Ũ / (eigval + alpha)) plus
-        y_offset (`_cv.RefitPerFold`).
+        y_offset (`_refit.coordinate_predictions`: a fold's test rows in
+        `_cv.RefitPerFold`, samples of weight 0 in leave-one-out's cv_results_).
     """
 
     U: torch.Tensor | None
@@ -431,7 +432,8 @@ def decompose(
         The fit's smallest alpha: with it, whether eigh resolves the spectrum well
         enough or the SVD of the design is needed (`SVD_LOSS`); None: as for alpha 0.
     test_rows : tensor of shape (n_test, n_features) or None
-        Held-out rows (not among X's): also make `Decomposition.test_coordinates`.
+        Rows to predict without their weight in the fit (held out, or of weight 0):
+        also make `Decomposition.test_coordinates`.
 
     Returns
     -------
