@@ -110,3 +110,22 @@ def test_busy_machine_fits_the_checkout_it_is_given(tmp_path, monkeypatch):
     assert Path(res["fastridge"]).resolve() == tmp_path.resolve() / "fastridge" / "__init__.py"
     assert busy_machine._cv_code("timeseries5") == "TimeSeriesSplit(5)"
     assert busy_machine._cv_code("loo") == "None" and busy_machine._cv_code("5") == "5"
+
+
+def test_splitters_fits_both_solvers_on_the_same_folds(tmp_path, monkeypatch):
+    """bench/splitters.py: fastridge (from the checkout named, whatever the working
+    directory) and himalaya fit the same problem and splitter, and their alphas are
+    saved for the agreement column; on a small problem they are the same."""
+    pytest.importorskip("himalaya")
+    import numpy as np
+    import splitters
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(tmp_path)
+    files = {s: str(tmp_path / f"{s}.npy") for s in ("fastridge", "himalaya")}
+    res = {s: splitters.fit(s, str(root), 60, 30, 8, "timeseries5", files[s]) for s in files}
+    assert Path(res["fastridge"]["fastridge"]).resolve().is_relative_to(root)
+    assert res["himalaya"]["fastridge"] is None
+    chosen = [np.load(f) for f in files.values()]
+    assert chosen[0].shape == (8,)
+    np.testing.assert_array_equal(chosen[0], chosen[1])
