@@ -33,22 +33,14 @@ of short-lived processes caused: an S leave-one-out fit of 18-25 s instead of
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _checkout import SPLITTERS, run_code
 
-# (`python -c` puts the working directory first on sys.path: run from a checkout's
-# root, PYTHONPATH alone had every "checkout" measure that one; session 31's A/B
-# tables did. The checkout goes first, and the fit reports where fastridge came from.)
 FIT = """
-import json, sys, time
-sys.path[:0] = [{checkout!r}, {bench!r}]
+import json, time
 import _problems
 from sklearn.model_selection import ShuffleSplit, TimeSeriesSplit
 import fastridge
@@ -61,15 +53,6 @@ model.fit(X, Y)
 wall = time.perf_counter() - start
 print(json.dumps({{"wall": wall, "timings": model.timings_, "fastridge": fastridge.__file__}}))
 """
-
-
-# `--cv` names beside "loo" and fold counts: splitters whose training sets are not
-# the test sets' complements, so that each fold is decomposed on its own
-# (`fastridge._cv.RefitPerFold`)
-SPLITTERS = {
-    "timeseries5": "TimeSeriesSplit(5)",
-    "shufflesplit5": "ShuffleSplit(5, test_size=0.2, train_size=0.6, random_state=0)",
-}
 
 
 def _cv_code(cv: str) -> str:
@@ -101,22 +84,12 @@ def fit_seconds(
         s.start()
     time.sleep(0.5 if busy else 0.0)  # (the spinners running before the fit starts)
     try:
-        checkout = str(Path(checkout).resolve())
-        code = FIT.format(
-            checkout=checkout, bench=str(HERE), n=n, p=p, t=t, cv=cv, threads=threads,
-            solution=solution,
-        )  # fmt: skip
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        )
+        code = FIT.format(n=n, p=p, t=t, cv=cv, threads=threads, solution=solution)
+        return run_code(code, checkout)
     finally:
         for s in spinners:
             s.terminate()
             s.join()
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    if not Path(res["fastridge"]).resolve().is_relative_to(checkout):
-        raise RuntimeError(f"fastridge came from {res['fastridge']}, not from {checkout}")
-    return res
 
 
 def main(argv=None) -> None:
@@ -176,5 +149,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(1, str(HERE))
     main()

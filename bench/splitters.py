@@ -18,28 +18,17 @@ share of targets whose alpha equals himalaya's.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from _checkout import SPLITTERS, run_code
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = Path(__file__).resolve().parent.parent
 
-# `--cv` names: the splitters' source, given to both solvers
-SPLITTERS = {
-    "timeseries5": "TimeSeriesSplit(5)",
-    "shufflesplit5": "ShuffleSplit(5, test_size=0.2, train_size=0.6, random_state=0)",
-}
-
-# (`python -c` puts the working directory first on sys.path: the checkout goes first.)
 FIT = """
-import json, sys, time
-sys.path[:0] = [{checkout!r}, {bench!r}]
+import json, time
 import numpy as np
 import _problems
 from sklearn.model_selection import ShuffleSplit, TimeSeriesSplit
@@ -70,18 +59,10 @@ print(json.dumps({{"wall": wall, "fastridge": where}}))
 
 
 def fit(solver: str, checkout: str, n: int, p: int, t: int, cv: str, index_file: str) -> dict:
-    """Two fits in a new process; the second's wall seconds, and each target's alpha
-    (its index in the grid) saved to `index_file`."""
-    checkout = str(Path(checkout).resolve())
-    code = FIT.format(
-        checkout=checkout, bench=str(HERE), n=n, p=p, t=t, cv=SPLITTERS[cv], solver=solver,
-        index_file=index_file,
-    )  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    if res["fastridge"] and not Path(res["fastridge"]).resolve().is_relative_to(checkout):
-        raise RuntimeError(f"fastridge came from {res['fastridge']}, not from {checkout}")
-    return res
+    """Two fits in a new process (fastridge from `checkout`); the second's wall
+    seconds, and each target's alpha (its index in the grid) saved to `index_file`."""
+    code = FIT.format(n=n, p=p, t=t, cv=SPLITTERS[cv], solver=solver, index_file=index_file)
+    return run_code(code, checkout)
 
 
 def main(argv=None) -> None:
@@ -125,5 +106,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
     main()
