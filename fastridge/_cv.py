@@ -605,18 +605,6 @@ PRECISION_TOLERANCE = 1e-3
 # 1.4e-7 to 4.6e-7 off the route. So the route is left past 1e-3.
 DUAL_PRIMAL_TOLERANCE = 1e-3
 
-# `DualRoute` without an intercept, for the scores that centre what they score (the
-# correlation its held-out predictions, explained variance its residuals): the
-# inverse's rounding, ~eps (lambda_max / alpha) |y| in every residual, is not
-# centred away there, and targets or predictions near a level far above their spread
-# divide it by that spread. Past eps * trace(Gram) / alpha = this, the
-# eigendecomposition route serves them (its rounding is ~eps |y|): a float64
-# leave-one-out correlation was 4.4e-4 off at 9.6e-10 (7 x 37, 36 constant columns,
-# alpha 2.3e-7 trace; 1.6e-10 on the eigendecomposition route), a 9-fold one 3.5e-4
-# (4.3e-12; a differential fuzz found them).
-CENTRED_SCORE_TOLERANCE = 1e-12
-CENTRED_SCORES = ("correlation", "explained_variance")
-
 
 class PrecisionWarning(UserWarning):
     """Results that kept fewer digits than their dtype could, with no better way in
@@ -832,13 +820,6 @@ class DualRoute:
         if alphas.min() < floor:
             raise DualRouteUnavailable(
                 f"alpha {alphas.min():g} is below eps * trace(Gram) = {floor:g}"
-            )
-        centres = scorer is not None and scorer.scoring in CENTRED_SCORES
-        if centres and v is None and eps_gram * trace / alphas.min() > CENTRED_SCORE_TOLERANCE:
-            raise DualRouteUnavailable(
-                f"without an intercept, {scorer.scoring} at alpha {alphas.min():g} would "
-                f"lose eps * trace(Gram) / alpha = {eps_gram * trace / alphas.min():.1g} of "
-                "the spread it centres"
             )
         self.makers = []  # [alpha] -> (n_samples, n_samples), compute dtype
         one_minus_h = []
