@@ -587,7 +587,8 @@ def ridge_cv(
             x_dot_offset=solution == "dual" and fit_intercept,
             keep_basis64=bool(partitions),  # (for folds from the decomposition)
             alpha_min=float(alphas.min()),
-            test_rows=_zero_weight_rows(Xt, swt, cv, scoring, store_cv_results),
+            # (splits None: leave-one-out or GCV, which store per-sample predictions)
+            test_rows=_zero_weight_rows(Xt, swt, scoring, store_cv_results and splits is None),
         )
         # Primal coefficients come from the design on the dual route (Xs^T c), off it
         # from M = Xs^T U (made from the design, or in float64 with the decomposition
@@ -1249,14 +1250,12 @@ def _cv_values(resid, proj, decomp, scoring, alpha, predicted=False):
     return values.cpu().numpy()
 
 
-def _zero_weight_rows(X, sample_weight, cv, scoring, store_cv_results):
-    """The rows of X of weight 0, (n_zero, n_features), when leave-one-out (or GCV)
-    stores predictions in cv_results_ (`_cv_values`: a positive weight's square
-    root is positive in the compute dtype, whose range the weights were checked
-    against); else None."""
-    if not store_cv_results or scoring is None or sample_weight is None:
-        return None
-    if not (_is_loo(cv) or isinstance(cv, str)):
+def _zero_weight_rows(X, sample_weight, scoring, stores_samples):
+    """The rows of X of weight 0, (n_zero, n_features), when cv_results_ stores each
+    sample's held-out prediction (`stores_samples`, leave-one-out or GCV, and a
+    score; `_cv_values`: a positive weight's square root is positive in the
+    compute dtype, whose range the weights were checked against); else None."""
+    if not stores_samples or scoring is None or sample_weight is None:
         return None
     zero = (sample_weight == 0).nonzero()[:, 0]
     return X[zero] if zero.numel() else None
