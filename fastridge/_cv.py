@@ -1872,7 +1872,6 @@ class RefitPerFold:
 
         self.predictions = predictions
         self.alphas = torch.as_tensor(alphas, dtype=torch.float64, device=X.device)
-        self.fit_intercept = fit_intercept
         self.sqrt_sw = None
         if sample_weight is not None:
             self.sqrt_sw = torch.sqrt(sample_weight).to(compute_dtype)
